@@ -1,0 +1,185 @@
+"""The ``accessaudit`` command: a thin shell over the library.
+
+Exit codes: 0 success (log intact), 1 verification findings, 2 bad usage or input,
+3 could not do the work (store unreachable, key missing or unusable).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import sys
+from collections import Counter
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import structlog
+import typer
+
+from accessaudit import demo as demo_workload
+from accessaudit.bootstrap import init_store
+from accessaudit.exceptions import (
+    AccessAuditError,
+    ConfigurationError,
+    InvalidEvent,
+)
+from accessaudit.keys import load_key
+from accessaudit.store import SqlStore
+from accessaudit.store._engine import DEFAULT_URL
+from accessaudit.verify import VerifyReport, verify_store
+
+EXIT_FINDINGS, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
+
+app = typer.Typer(
+    help="Purpose-gated, append-only, verifiable audit log of access to customer data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DbOption = Annotated[
+    str,
+    typer.Option("--db", envvar="ACCESSAUDIT_DB", help="Database URL (sqlite:///FILE or postgresql://...)."),
+]
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        help="HMAC key file [default: $ACCESSAUDIT_HMAC_KEY, else $ACCESSAUDIT_KEY_FILE, "
+        "else ./accessaudit.key].",
+    ),
+]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", min=0.1, help="Seconds any database wait may take.")
+]
+
+
+class OutputFormat(StrEnum):
+    """How ``verify`` prints its result."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+def _fail(error: AccessAuditError) -> NoReturn:
+    code = EXIT_USAGE if isinstance(error, ConfigurationError | InvalidEvent) else EXIT_UNAVAILABLE
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _main(
+    log_events: Annotated[
+        bool, typer.Option("--log-events", help="Also write each recorded event to stderr as JSON.")
+    ] = False,
+) -> None:
+    # The CLI is an application, so it (not the library) decides where structlog output goes.
+    structlog.configure(
+        processors=[structlog.processors.TimeStamper(fmt="iso"), structlog.processors.JSONRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.INFO if log_events else logging.WARNING
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+@app.command()
+def init(
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    writer_role: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL: create this role with SELECT and INSERT rights only."),
+    ] = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Create the HMAC key file, the events table and its append-only triggers (idempotent)."""
+    try:
+        lines = init_store(db, key_file=key_file, writer_role=writer_role, timeout=timeout)
+    except AccessAuditError as e:
+        _fail(e)
+    for line in lines:
+        typer.echo(line)
+
+
+def _print_report(report: VerifyReport, output: OutputFormat) -> None:
+    if output is OutputFormat.JSON:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    for chain in report.chains:
+        typer.echo(
+            f"chain {chain.chain_id}: {chain.rows} rows, head seq {chain.head_seq}, "
+            f"head hash {chain.head_hash}"
+        )
+    if not report.mac_checked:
+        typer.echo("MACs not checked (--skip-mac): edits with recomputed hashes go undetected")
+    for finding in report.findings:
+        where = "-" if finding.seq is None else str(finding.seq)
+        ident = f" event {finding.event_id}" if finding.event_id else ""
+        typer.echo(
+            f"{finding.code.value:<18} chain {finding.chain_id} seq {where}{ident}: {finding.detail}"
+        )
+    typer.echo("intact" if report.intact else f"NOT INTACT: {len(report.findings)} finding(s)")
+
+
+@app.command()
+def verify(
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    chain: Annotated[str | None, typer.Option(help="Verify only this chain.")] = None,
+    skip_mac: Annotated[
+        bool, typer.Option("--skip-mac", help="Check hashes and links only (no key needed).")
+    ] = False,
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = (
+        OutputFormat.TABLE
+    ),
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Recompute every hash, link and MAC; report every finding. Exit 1 if any."""
+    try:
+        key = None if skip_mac else load_key(key_file)
+        with SqlStore(db, timeout=timeout) as store:
+            report = verify_store(store, key, chain_id=chain)
+    except AccessAuditError as e:
+        _fail(e)
+    _print_report(report, output)
+    if not report.intact:
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+@app.command()
+def demo(
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    events: Annotated[int, typer.Option(min=1, max=10_000_000, help="How many events.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed for a repeatable workload.")] = 7,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Set up a log if needed, record a simulated support desk's events, verify, summarise."""
+    try:
+        for line in init_store(db, key_file=key_file, timeout=timeout):
+            typer.echo(line)
+        key = load_key(key_file)
+        tally: Counter[str] = Counter()
+        with SqlStore(db, key=key, timeout=timeout) as store:
+            workload = demo_workload.generate(events, seed=seed)
+            while batch := list(itertools.islice(workload, 500)):
+                store.append(batch)
+                tally.update(f"{e.event_type.value} {e.purpose or ''}".strip() for e in batch)
+            report = verify_store(store, key)
+    except AccessAuditError as e:
+        _fail(e)
+    typer.echo(f"recorded {events} events in {store.url}:")
+    for label, count in sorted(tally.items()):
+        typer.echo(f"  {count:>7}  {label}")
+    _print_report(report, OutputFormat.TABLE)
+    if not report.intact:
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

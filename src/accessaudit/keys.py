@@ -1,0 +1,101 @@
+"""The HMAC key that seals each chain link. It never enters the database.
+
+Sources, first match wins: an explicit key file path, the ``ACCESSAUDIT_HMAC_KEY``
+environment variable (64+ hex characters), the ``ACCESSAUDIT_KEY_FILE`` environment variable,
+then ``./accessaudit.key``. ``accessaudit init`` creates the file with mode 0600.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from accessaudit.exceptions import MacKeyError
+
+KEY_ENV: Final = "ACCESSAUDIT_HMAC_KEY"
+KEY_FILE_ENV: Final = "ACCESSAUDIT_KEY_FILE"
+DEFAULT_KEY_FILE: Final = Path("accessaudit.key")
+KEY_BYTES: Final = 32
+
+
+@dataclass(frozen=True, slots=True)
+class MacKey:
+    """A secret HMAC-SHA256 key and its public id (so verify can tell which key sealed a row)."""
+
+    secret: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.secret) < KEY_BYTES:
+            raise MacKeyError(f"the HMAC key must be at least {KEY_BYTES} bytes")
+
+    @property
+    def key_id(self) -> str:
+        """16 hex characters identifying the key without revealing it."""
+        return hashlib.sha256(b"accessaudit/key-id\x00" + self.secret).hexdigest()[:16]
+
+    def seal(self, chain_hash: str) -> str:
+        """The MAC of one chain link, as hex."""
+        message = b"accessaudit/mac/v1\x00" + bytes.fromhex(chain_hash)
+        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+
+    @classmethod
+    def from_hex(cls, text: str, source: str) -> MacKey:
+        """Parse a hex key; ``source`` names where it came from for the error message."""
+        try:
+            return cls(bytes.fromhex(text.strip()))
+        except ValueError as e:
+            raise MacKeyError(
+                f"{source} does not hold a key of at least {KEY_BYTES * 2} hex characters; "
+                "create one with `accessaudit init`"
+            ) from e
+
+
+def key_file_path(path: Path | None = None) -> Path:
+    """The key file that would be used: ``path``, else $ACCESSAUDIT_KEY_FILE, else the default."""
+    if path is not None:
+        return path
+    return Path(os.environ.get(KEY_FILE_ENV) or DEFAULT_KEY_FILE)
+
+
+def load_key(path: Path | None = None) -> MacKey:
+    """Load the key from the first source that has one; raise ``MacKeyError`` if none does."""
+    if path is None and os.environ.get(KEY_ENV):
+        return MacKey.from_hex(os.environ[KEY_ENV], f"${KEY_ENV}")
+    file = key_file_path(path)
+    try:
+        mode = file.stat().st_mode
+        text = file.read_text(encoding="ascii")
+    except FileNotFoundError as e:
+        raise MacKeyError(
+            f"no HMAC key: {file} does not exist and ${KEY_ENV} is not set; "
+            "run `accessaudit init` or set one of them"
+        ) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise MacKeyError(f"cannot read the key file {file}: {e}") from e
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise MacKeyError(
+            f"the key file {file} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+            f"run `chmod 600 {file}`"
+        )
+    return MacKey.from_hex(text, f"the key file {file}")
+
+
+def create_key_file(path: Path) -> bool:
+    """Write a new random key to ``path`` with mode 0600; False if the file already exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise MacKeyError(f"cannot create the key file {path}: {e}") from e
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(secrets.token_hex(KEY_BYTES) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    return True

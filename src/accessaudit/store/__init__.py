@@ -1,0 +1,46 @@
+"""Audit stores: the interface every backend offers, and the SQL implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from accessaudit.events import AccessEvent, StoredEvent
+from accessaudit.store.sql import ChainHead, SqlStore
+
+
+class AuditStore(Protocol):
+    """What an audit store offers. There is deliberately no way to update or delete."""
+
+    chain_id: str
+
+    def append(self, batch: Sequence[AccessEvent]) -> list[StoredEvent]:
+        """Append durably, all or nothing; return the sealed records with their seqs."""
+        ...
+
+    def read(
+        self, start_seq: int = 1, end_seq: int | None = None, *, chain_id: str | None = None
+    ) -> Iterator[StoredEvent]:
+        """Stream records of a chain in seq order."""
+        ...
+
+    def rows(
+        self, chain_id: str | None = None, *, start_seq: int = 1, end_seq: int | None = None
+    ) -> Iterator[Mapping[str, Any]]:
+        """Stream raw rows in (seq, event_id) order, for verification."""
+        ...
+
+    def head(self, chain_id: str | None = None) -> ChainHead | None:
+        """The newest record's position, or None."""
+        ...
+
+    def count(self, chain_id: str | None = None) -> int:
+        """Number of records in a chain."""
+        ...
+
+    def chains(self) -> list[str]:
+        """Chain ids present."""
+        ...
+
+
+__all__ = ["AuditStore", "ChainHead", "SqlStore"]

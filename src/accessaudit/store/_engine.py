@@ -1,0 +1,103 @@
+"""Engines with bounded waits and the transaction settings the chain's ordering relies on.
+
+SQLite: WAL with ``synchronous=FULL`` (NORMAL may lose a committed record on power loss),
+a busy timeout, and ``BEGIN IMMEDIATE`` for appends so two writers can never both read the
+same chain tail. pysqlite's own implicit transactions are switched off so that the BEGIN we
+emit is the one that runs (the SQLAlchemy "pysqlite serializable" recipe).
+
+PostgreSQL (psycopg 3): READ COMMITTED, a connect timeout, pre-ping so a connection killed
+by the server is replaced instead of failing a caller.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
+
+from accessaudit.exceptions import ConfigurationError
+
+DEFAULT_URL: Final = "sqlite:///accessaudit.db"
+WRITE_OPTION: Final = "accessaudit_write"
+
+
+def parse_url(url: str) -> URL:
+    """Validate a database URL and pin the driver; raise ``ConfigurationError`` if unusable."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise ConfigurationError(
+            f"{url!r} is not a database URL; use e.g. {DEFAULT_URL} or "
+            "postgresql://user@host:5432/dbname"
+        ) from e
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise ConfigurationError(
+                "an in-memory SQLite database would lose the audit log; name a file, "
+                f"e.g. {DEFAULT_URL}"
+            )
+        return parsed.set(drivername="sqlite+pysqlite")
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ConfigurationError(
+        f"unsupported database {backend!r} in {parsed.render_as_string()}; "
+        "accessaudit supports sqlite and postgresql"
+    )
+
+
+def sqlite_path(url: URL) -> Path:
+    """The file a SQLite URL names."""
+    return Path(url.database or "")
+
+
+def make_engine(url: URL, timeout: float) -> Engine:
+    """An engine for ``url`` whose every wait (connect, lock, pool) is bounded by ``timeout``."""
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, timeout)
+    return create_engine(
+        url,
+        isolation_level="READ COMMITTED",
+        pool_pre_ping=True,
+        pool_timeout=timeout,
+        pool_size=8,
+        max_overflow=24,
+        connect_args={
+            # libpq's connect_timeout is whole seconds, and values below 2 mean 2.
+            "connect_timeout": max(2, math.ceil(timeout)),
+            "application_name": "accessaudit",
+        },
+    )
+
+
+def _sqlite_engine(url: URL, timeout: float) -> Engine:
+    engine = create_engine(
+        url,
+        pool_timeout=timeout,
+        pool_size=8,
+        max_overflow=24,
+        connect_args={"timeout": timeout, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: object) -> None:  # noqa: ANN401
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (see below)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            cursor.execute("PRAGMA synchronous = FULL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # IMMEDIATE takes the write lock before we read the chain tail, so two processes
+        # cannot both extend the same tail; readers use a deferred (snapshot) transaction.
+        immediate = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine

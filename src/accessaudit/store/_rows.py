@@ -1,0 +1,142 @@
+"""Conversion between ``StoredEvent`` and table rows, strict in both directions.
+
+Reading is strict on purpose: a row that an owner edited into a shape the writer could never
+have produced (text in an integer column, ``2`` in a boolean, broken JSON) is reported by the
+verifier as a malformed row instead of being silently coerced into something that hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from accessaudit.events import EVENT_FIELDS, RECORD_VERSION, AccessEvent, Kind, StoredEvent
+from accessaudit.exceptions import InvalidEvent
+from accessaudit.store._schema import column_name
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+_COLUMNS = tuple((spec.name, spec.kind, column_name(spec.name)) for spec in EVENT_FIELDS)
+
+
+class MalformedRow(ValueError):
+    """A stored row cannot be read back as a record; the message says which column and why."""
+
+
+def _json(value: object, *, sort_keys: bool = False) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
+
+
+def to_row(stored: StoredEvent) -> dict[str, Any]:
+    """The column values for one stored event."""
+    event = stored.event
+    row: dict[str, Any] = {
+        "chain_id": stored.chain_id,
+        "seq": stored.seq,
+        "record_version": stored.record_version,
+        "leaf_hash": stored.leaf_hash,
+        "chain_hash": stored.chain_hash,
+        "mac": stored.mac,
+        "mac_key_id": stored.mac_key_id,
+    }
+    for spec in EVENT_FIELDS:
+        value = getattr(event, spec.name)
+        if spec.kind is Kind.UUID:
+            value = str(value)
+        elif spec.kind is Kind.TIME:
+            value = event.occurred_at_us
+        elif spec.kind is Kind.BOOL:
+            value = int(value)
+        elif spec.kind is Kind.TEXT_LIST:
+            value = _json(list(value))
+        elif spec.kind is Kind.ATTRIBUTES:
+            value = _json(dict(value), sort_keys=True)
+        elif value is not None and spec.choices is not None:
+            value = str(value)
+        row[column_name(spec.name)] = value
+    return row
+
+
+def _int(column: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedRow(f"{column} holds {type(value).__name__}, expected an integer")
+    return value
+
+
+def _from_column(kind: Kind, column: str, value: object) -> object:  # noqa: PLR0911
+    if value is None:
+        return None
+    if kind is Kind.UUID:
+        if not isinstance(value, str) or str(_parse_uuid(column, value)) != value:
+            raise MalformedRow(f"{column} is not a canonical UUID")
+        return value
+    if kind is Kind.TIME:
+        return _EPOCH + timedelta(microseconds=_int(column, value))
+    if kind in (Kind.INT, Kind.BOOL):
+        number = _int(column, value)
+        if kind is Kind.BOOL and number not in (0, 1):
+            raise MalformedRow(f"{column} holds {number}, expected 0 or 1")
+        return bool(number) if kind is Kind.BOOL else number
+    if not isinstance(value, str):
+        raise MalformedRow(f"{column} holds {type(value).__name__}, expected text")
+    if kind is Kind.TEXT_LIST:
+        items = _loads(column, value)
+        if not isinstance(items, list):
+            raise MalformedRow(f"{column} is not a JSON array")
+        return items
+    if kind is Kind.ATTRIBUTES:
+        mapping = _loads(column, value)
+        if not isinstance(mapping, dict) or any(isinstance(v, float) for v in mapping.values()):
+            raise MalformedRow(f"{column} is not a JSON object of text, integers and booleans")
+        return mapping
+    return value
+
+
+def _parse_uuid(column: str, value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError as e:
+        raise MalformedRow(f"{column} is not a UUID") from e
+
+
+def _loads(column: str, text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise MalformedRow(f"{column} is not valid JSON") from e
+
+
+def _hex(column: str, value: object, pattern: re.Pattern[str]) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise MalformedRow(f"{column} is not a lower-case hex digest of the expected length")
+    return value
+
+
+def from_row(row: Mapping[str, Any]) -> StoredEvent:
+    """Rebuild a stored event from its row; raise ``MalformedRow`` if it cannot be one."""
+    version = _int("record_version", row["record_version"])
+    if version != RECORD_VERSION:
+        raise MalformedRow(f"record_version {version} is not supported (expected {RECORD_VERSION})")
+    chain_id = row["chain_id"]
+    if not isinstance(chain_id, str):
+        raise MalformedRow("chain_id is not text")
+    values = {name: _from_column(kind, column, row[column]) for name, kind, column in _COLUMNS}
+    try:
+        event = AccessEvent(**values)  # type: ignore[arg-type]  # checked by AccessEvent itself
+    except InvalidEvent as e:
+        raise MalformedRow(str(e)) from e
+    return StoredEvent(
+        event=event,
+        chain_id=chain_id,
+        seq=_int("seq", row["seq"]),
+        leaf_hash=_hex("leaf_hash", row["leaf_hash"], _HEX64),
+        chain_hash=_hex("chain_hash", row["chain_hash"], _HEX64),
+        mac=_hex("mac", row["mac"], _HEX64),
+        mac_key_id=_hex("mac_key_id", row["mac_key_id"], _HEX16),
+        record_version=version,
+    )

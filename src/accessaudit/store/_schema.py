@@ -1,0 +1,134 @@
+"""The events table, derived from ``EVENT_FIELDS``, and the dialect DDL that makes it append-only.
+
+Every column has a plain, portable type (text, 64-bit integers) so that SQLite and PostgreSQL
+hand back exactly what was written and the verifier can rebuild the hashed values from it.
+Lists and attribute maps are stored as compact JSON text, not ``jsonb``: ``jsonb`` would
+reorder keys and the verifier should see what was written.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeEngine
+
+from accessaudit.events import EVENT_FIELDS, Kind
+from accessaudit.exceptions import ConfigurationError
+
+TABLE_NAME: Final = "accessaudit_events"
+metadata = MetaData()
+
+_COLUMN_TYPES: Final[dict[Kind, TypeEngine[object]]] = {
+    Kind.UUID: String(36),
+    Kind.TIME: BigInteger(),
+    Kind.TEXT: Text(),
+    Kind.INT: BigInteger(),
+    Kind.BOOL: SmallInteger(),
+    Kind.TEXT_LIST: Text(),
+    Kind.ATTRIBUTES: Text(),
+}
+_ALWAYS_PRESENT: Final = {Kind.UUID, Kind.TIME, Kind.BOOL, Kind.TEXT_LIST, Kind.ATTRIBUTES}
+
+
+def column_name(field_name: str) -> str:
+    """The column holding a record field (timestamps are stored as integer microseconds)."""
+    return "occurred_at_us" if field_name == "occurred_at" else field_name
+
+
+events = Table(
+    TABLE_NAME,
+    metadata,
+    Column("chain_id", String(64), nullable=False),
+    Column("seq", BigInteger(), nullable=False),
+    Column("record_version", SmallInteger(), nullable=False),
+    *(
+        Column(
+            column_name(spec.name),
+            _COLUMN_TYPES[spec.kind],
+            nullable=not (spec.required or spec.kind in _ALWAYS_PRESENT),
+        )
+        for spec in EVENT_FIELDS
+    ),
+    Column("leaf_hash", String(64), nullable=False),
+    Column("chain_hash", String(64), nullable=False),
+    Column("mac", String(64), nullable=False),
+    Column("mac_key_id", String(16), nullable=False),
+    PrimaryKeyConstraint("event_id", name=f"{TABLE_NAME}_pkey"),
+    # The backstop against a forked chain: whatever the locking does, the database itself
+    # refuses a second record at the same position. A separate index (not a table
+    # constraint) so that tamper tests can drop it the way an owner could.
+    Index(f"{TABLE_NAME}_chain_seq", "chain_id", "seq", unique=True),
+)
+
+APPEND_ONLY_MESSAGE: Final = f"{TABLE_NAME} is append-only"
+
+# SQLite: anyone who can write the file can drop these; they stop mistakes, not owners.
+SQLITE_TRIGGERS: Final = {
+    f"{TABLE_NAME}_no_{op.lower()}": (
+        f"CREATE TRIGGER IF NOT EXISTS {TABLE_NAME}_no_{op.lower()} BEFORE {op} ON {TABLE_NAME} "
+        f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}: {op} is not allowed'); END"
+    )
+    for op in ("UPDATE", "DELETE")
+}
+
+# PostgreSQL: row triggers cover UPDATE/DELETE, a statement trigger covers TRUNCATE (which
+# fires no DELETE triggers). ENABLE ALWAYS keeps them firing even under
+# session_replication_role = replica. The owner can still disable or drop them.
+_PG_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION {TABLE_NAME}_reject_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % is not allowed', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'audit records can only be appended';
+END
+$$"""
+POSTGRES_TRIGGERS: Final = {
+    f"{TABLE_NAME}_no_update_delete": "BEFORE UPDATE OR DELETE ON {t} FOR EACH ROW",
+    f"{TABLE_NAME}_no_truncate": "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT",
+}
+
+
+def postgres_trigger_ddl() -> list[str]:
+    """Statements (idempotent, PostgreSQL 14+) creating the append-only triggers."""
+    ddl = [_PG_FUNCTION]
+    for name, when in POSTGRES_TRIGGERS.items():
+        ddl.append(
+            f"CREATE OR REPLACE TRIGGER {name} {when.format(t=TABLE_NAME)} "
+            f"EXECUTE FUNCTION {TABLE_NAME}_reject_change()"
+        )
+        ddl.append(f"ALTER TABLE {TABLE_NAME} ENABLE ALWAYS TRIGGER {name}")
+    return ddl
+
+
+_ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def writer_role_ddl(role: str, schema: str) -> list[str]:
+    """Statements creating (if absent) a NOLOGIN role that may only SELECT and INSERT."""
+    if not _ROLE_NAME.fullmatch(role):
+        raise ConfigurationError(
+            f"role name {role!r} is not a plain lower-case SQL identifier "
+            "(letters, digits, underscore; at most 63 characters)"
+        )
+    quoted_schema = '"' + schema.replace('"', '""') + '"'
+    return [
+        "DO $$ BEGIN "
+        f"IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') "
+        f"THEN CREATE ROLE {role} NOLOGIN; END IF; END $$",
+        f"GRANT USAGE ON SCHEMA {quoted_schema} TO {role}",
+        f"REVOKE ALL ON {TABLE_NAME} FROM {role}",
+        f"GRANT SELECT, INSERT ON {TABLE_NAME} TO {role}",
+    ]

@@ -1,0 +1,301 @@
+"""The audit store on SQLite or PostgreSQL, through SQLAlchemy Core.
+
+Append-only by construction: there is no method that updates or deletes, and the database
+refuses both (see ``_schema``). Each append is one transaction that takes the chain's single
+serialisation point, reads the tail, seals the batch after it and commits before returning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final, Self
+
+from sqlalchemy import Connection, func, inspect, select, text
+
+from accessaudit._validate import check_text
+from accessaudit.events import AccessEvent, StoredEvent
+from accessaudit.exceptions import (
+    ConfigurationError,
+    DuplicateEvent,
+    FieldProblem,
+    InvalidEvent,
+    MacKeyError,
+    StoreError,
+    StoreUnavailable,
+)
+from accessaudit.integrity import GENESIS_HASH, seal_batch
+from accessaudit.keys import MacKey
+from accessaudit.log import emit_appended
+from accessaudit.store._engine import (
+    DEFAULT_URL,
+    WRITE_OPTION,
+    make_engine,
+    parse_url,
+    sqlite_path,
+)
+from accessaudit.store._errors import translated
+from accessaudit.store._rows import MalformedRow, from_row, to_row
+from accessaudit.store._schema import (
+    SQLITE_TRIGGERS,
+    TABLE_NAME,
+    events,
+    metadata,
+    postgres_trigger_ddl,
+    writer_role_ddl,
+)
+
+DEFAULT_CHAIN: Final = "main"
+DEFAULT_TIMEOUT: Final = 5.0
+READ_BATCH: Final = 2000
+_ORDER = (events.c.seq, events.c.event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The newest record of a chain: its position and chain hash."""
+
+    chain_id: str
+    seq: int
+    chain_hash: str
+
+
+class SqlStore:
+    """An append-only audit log in one SQL database, holding one or more chains.
+
+    ``key`` is needed to append (it seals each link); reading and counting do not need it.
+    ``timeout`` (seconds) bounds every wait: connecting, the chain lock, each statement of an
+    append. A wait that runs out raises ``StoreUnavailable`` and nothing is recorded.
+    With ``must_exist`` (the default) a SQLite URL must name an existing file, so a typo does
+    not silently start an empty log.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        key: MacKey | None = None,
+        chain_id: str = DEFAULT_CHAIN,
+        timeout: float = DEFAULT_TIMEOUT,
+        must_exist: bool = True,
+    ) -> None:
+        problem = check_text("chain_id", chain_id, 64)
+        if problem is not None:
+            raise InvalidEvent([problem])
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout}")
+        self._url = parse_url(url)
+        self.is_sqlite = self._url.get_backend_name() == "sqlite"
+        if self.is_sqlite and must_exist and not sqlite_path(self._url).exists():
+            raise ConfigurationError(
+                f"the SQLite database {sqlite_path(self._url)} does not exist; "
+                "create it with `accessaudit init` (or pass the right --db)"
+            )
+        self.key, self.chain_id, self.timeout = key, chain_id, timeout
+        self._engine = make_engine(self._url, timeout)
+        # In-process writers queue here instead of spinning on SQLite's busy handler.
+        self._local_writer = threading.Lock()
+        self._lock_key: int | None = None
+
+    @property
+    def url(self) -> str:
+        """The database URL, with any password hidden."""
+        return self._url.render_as_string(hide_password=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self._engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def create_schema(self) -> list[str]:
+        """Create the table, indexes and append-only triggers where missing; say what was made."""
+        with translated("creating the audit schema"):
+            if self.is_sqlite:
+                with self._engine.connect() as conn:
+                    # WAL is a property of the file and cannot be set inside a transaction.
+                    conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+                        "PRAGMA journal_mode = WAL"
+                    )
+            with self._engine.begin() as conn:
+                created = [] if inspect(conn).has_table(TABLE_NAME) else [f"table {TABLE_NAME}"]
+                metadata.create_all(conn)
+                before = self._trigger_names(conn)
+                ddl = SQLITE_TRIGGERS.values() if self.is_sqlite else postgres_trigger_ddl()
+                for statement in ddl:
+                    conn.execute(text(statement))
+                created += [f"trigger {n}" for n in sorted(self._trigger_names(conn) - before)]
+        return created
+
+    def _trigger_names(self, conn: Connection) -> set[str]:
+        if self.is_sqlite:
+            query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+        else:
+            query = (
+                "SELECT tgname FROM pg_trigger "
+                f"WHERE tgrelid = '{TABLE_NAME}'::regclass AND NOT tgisinternal"
+            )
+        return {row[0] for row in conn.exec_driver_sql(query)}
+
+    def grant_writer_role(self, role: str) -> None:
+        """PostgreSQL: create ``role`` if absent and let it only SELECT and INSERT the log."""
+        if self.is_sqlite:
+            raise ConfigurationError("database roles exist only on PostgreSQL")
+        with translated(f"granting the writer role {role}"), self._engine.begin() as conn:
+            schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+            for statement in writer_role_ddl(role, schema):
+                conn.execute(text(statement))
+
+    # -- writing --------------------------------------------------------------------------
+
+    def append(self, batch: Sequence[AccessEvent]) -> list[StoredEvent]:
+        """Append ``batch`` in order as one transaction; return the stored, sealed records.
+
+        Returns only after the commit is durable. Either every event is stored or none is.
+        """
+        checked = _checked_batch(batch)
+        if not checked:
+            return []
+        if self.key is None:
+            raise MacKeyError("appending needs the HMAC key; pass key=load_key()")
+        with self._writer_slot(), translated("appending to the audit log"):
+            with self._engine.connect() as conn:
+                conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    if not self.is_sqlite:
+                        self._lock_chain(conn)
+                    last_seq, last_hash = self._tail(conn)
+                    sealed = seal_batch(self.chain_id, last_seq, last_hash, checked, self.key)
+                    conn.execute(events.insert(), [to_row(s) for s in sealed])
+        emit_appended(sealed)
+        return sealed
+
+    @contextmanager
+    def _writer_slot(self) -> Iterator[None]:
+        if not self.is_sqlite:  # PostgreSQL serialises in the database (advisory lock)
+            yield
+            return
+        if not self._local_writer.acquire(timeout=self.timeout):
+            raise StoreUnavailable(
+                f"appending to the audit log: no write slot within {self.timeout:g}s"
+            )
+        try:
+            yield
+        finally:
+            self._local_writer.release()
+
+    def _lock_chain(self, conn: Connection) -> None:
+        # One serialisation point per chain. Bounded waits are set for this transaction only;
+        # synchronous_commit is forced on so a server default of "off" cannot make us return
+        # before the record is durable.
+        wait = f"{int(self.timeout * 1000)}ms"
+        conn.execute(
+            text(
+                "SELECT set_config('lock_timeout', :wait, true),"
+                " set_config('statement_timeout', :wait, true),"
+                " set_config('synchronous_commit', 'on', true)"
+            ),
+            {"wait": wait},
+        )
+        if self._lock_key is None:
+            schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+            digest = hashlib.sha256(f"{schema}.{TABLE_NAME}/{self.chain_id}".encode()).digest()
+            self._lock_key = int.from_bytes(digest[:8], "big", signed=True)
+        # A separate statement from the tail read: under READ COMMITTED each statement takes
+        # its snapshot when it starts, so the tail must be read by a statement that begins
+        # after the lock is held, or it could miss the previous holder's commit.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._lock_key})
+
+    def _tail(self, conn: Connection) -> tuple[int, str]:
+        row = conn.execute(
+            select(events.c.seq, events.c.chain_hash)
+            .where(events.c.chain_id == self.chain_id)
+            .order_by(events.c.seq.desc())
+            .limit(1)
+        ).first()
+        return (0, GENESIS_HASH) if row is None else (int(row.seq), str(row.chain_hash))
+
+    # -- reading --------------------------------------------------------------------------
+
+    def head(self, chain_id: str | None = None) -> ChainHead | None:
+        """The newest record's seq and chain hash, or None for an empty chain."""
+        chain = chain_id or self.chain_id
+        with translated("reading the chain head"), self._engine.connect() as conn:
+            row = conn.execute(
+                select(events.c.seq, events.c.chain_hash)
+                .where(events.c.chain_id == chain)
+                .order_by(events.c.seq.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else ChainHead(chain, int(row.seq), str(row.chain_hash))
+
+    def count(self, chain_id: str | None = None) -> int:
+        """How many records the chain holds."""
+        chain = chain_id or self.chain_id
+        with translated("counting audit records"), self._engine.connect() as conn:
+            query = select(func.count()).select_from(events).where(events.c.chain_id == chain)
+            return int(conn.execute(query).scalar_one())
+
+    def chains(self) -> list[str]:
+        """Every chain id present in the log, sorted."""
+        with translated("listing chains"), self._engine.connect() as conn:
+            query = select(events.c.chain_id).distinct().order_by(events.c.chain_id)
+            return [str(c) for c in conn.execute(query).scalars()]
+
+    def read(
+        self, start_seq: int = 1, end_seq: int | None = None, *, chain_id: str | None = None
+    ) -> Iterator[StoredEvent]:
+        """Stream records ``start_seq..end_seq`` (inclusive) of a chain, in seq order.
+
+        Memory stays bounded whatever the range. A row that cannot be read back as a record
+        raises ``StoreError``; ``accessaudit verify`` reports such rows instead.
+        """
+        for row in self.rows(chain_id, start_seq=start_seq, end_seq=end_seq):
+            try:
+                yield from_row(row)
+            except MalformedRow as e:
+                raise StoreError(
+                    f"the record at seq {row['seq']} cannot be read: {e}; "
+                    "run `accessaudit verify` for a full report"
+                ) from e
+
+    def rows(
+        self, chain_id: str | None = None, *, start_seq: int = 1, end_seq: int | None = None
+    ) -> Iterator[Mapping[str, Any]]:
+        """Stream raw column mappings in (seq, event_id) order: what the verifier inspects."""
+        query = select(events).where(events.c.chain_id == (chain_id or self.chain_id))
+        query = query.where(events.c.seq >= start_seq)
+        if end_seq is not None:
+            query = query.where(events.c.seq <= end_seq)
+        with translated("reading the audit log"), self._engine.connect() as conn:
+            result = conn.execution_options(yield_per=READ_BATCH).execute(query.order_by(*_ORDER))
+            for row in result:
+                yield row._mapping
+
+
+def _checked_batch(batch: Sequence[AccessEvent]) -> list[AccessEvent]:
+    problems = [
+        FieldProblem(
+            f"events[{i}]",
+            f"must be an AccessEvent, got {type(e).__name__}",
+            "build it with AccessEvent(...) or AccessEvent.from_dict(...)",
+        )
+        for i, e in enumerate(batch)
+        if not isinstance(e, AccessEvent)
+    ]
+    if problems:
+        raise InvalidEvent(problems)
+    ids = [e.event_id for e in batch]
+    if len(set(ids)) != len(ids):
+        raise DuplicateEvent("the batch holds the same event_id twice; nothing was stored")
+    return list(batch)
