@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hmac
 import itertools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from accessaudit.events import StoredEvent
+from accessaudit.exceptions import ConfigurationError
 from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
 from accessaudit.keys import MacKey
 from accessaudit.store._rows import MalformedRow, from_row
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from accessaudit.store import AuditStore
 
 Row = Mapping[str, Any]
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class FindingCode(StrEnum):
@@ -36,6 +39,33 @@ class FindingCode(StrEnum):
     MISSING_RECORD = "missing_record"  # a gap in seq: records were removed
     DUPLICATE_SEQ = "duplicate_seq"  # more than one row claims a position
     UNEXPECTED_RECORD = "unexpected_record"  # a row at a position that cannot exist
+    TRUNCATED = "truncated"  # the chain ends before a head the verifier was told about
+    HEAD_MISMATCH = "head_mismatch"  # the record at a known head has another chain hash
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedHead:
+    """A head seen earlier and kept outside the database (e.g. a past verify's output).
+
+    The chain must still reach ``seq`` with the same chain hash there: this catches deleting
+    the newest records and rolling the database back to an older copy, which leave a chain
+    that is shorter but internally valid.
+    """
+
+    chain_id: str
+    seq: int
+    chain_hash: str
+
+    @classmethod
+    def parse(cls, text: str) -> ExpectedHead:
+        """Parse ``CHAIN:SEQ:HASH``, as printed by ``accessaudit verify``."""
+        chain_id, seq, chain_hash = (text.rsplit(":", 2) + ["", ""])[:3]
+        if not (chain_id and seq.isdigit() and _HEX64.fullmatch(chain_hash.lower())):
+            raise ConfigurationError(
+                f"{text!r} is not CHAIN:SEQ:HASH (a chain id, a seq number and a "
+                "64-hex-digit chain hash, as `accessaudit verify` prints them)"
+            )
+        return cls(chain_id, int(seq), chain_hash.lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +124,10 @@ def _seq_of(row: Row) -> object:
 
 
 class _ChainChecker:
-    def __init__(self, chain_id: str, key: MacKey | None) -> None:
+    def __init__(self, chain_id: str, key: MacKey | None, expected: ExpectedHead | None) -> None:
         self.summary = ChainSummary(chain_id)
         self.key = key
+        self.expected_head = expected
         self.findings: list[Finding] = []
         self.expected = 1
         self.previous: str | None = GENESIS_HASH  # None: predecessor unknown (after a gap)
@@ -154,7 +185,8 @@ class _ChainChecker:
         if isinstance(parsed, MalformedRow):
             self.add(FindingCode.MALFORMED_ROW, seq, str(parsed), row)
             chain_hash = row.get("chain_hash")
-            self.previous = chain_hash if isinstance(chain_hash, str) else None
+            valid = isinstance(chain_hash, str) and _HEX64.fullmatch(chain_hash)
+            self.previous = chain_hash if valid else None
             return
         if not self._leaf_ok(parsed):
             self.add(FindingCode.MODIFIED_RECORD, seq, "fields do not match the leaf hash", row)
@@ -167,25 +199,53 @@ class _ChainChecker:
                 self.add(FindingCode.BAD_MAC, seq, "MAC does not match the chain hash", row)
         self.previous = parsed.chain_hash
         self.summary.head_seq, self.summary.head_hash = seq, parsed.chain_hash
+        anchor = self.expected_head
+        if anchor is not None and anchor.seq == seq and anchor.chain_hash != parsed.chain_hash:
+            self.add(FindingCode.HEAD_MISMATCH, seq, "differs from the expected head", row)
+
+    def finish(self) -> None:
+        anchor = self.expected_head
+        if anchor is not None and self.summary.head_seq < anchor.seq:
+            self.add(
+                FindingCode.TRUNCATED,
+                anchor.seq,
+                f"chain ends at seq {self.summary.head_seq}, expected at least {anchor.seq}",
+                None,
+            )
 
 
 def check_chain(
-    chain_id: str, rows: Iterable[Row], key: MacKey | None
+    chain_id: str,
+    rows: Iterable[Row],
+    key: MacKey | None,
+    expected_head: ExpectedHead | None = None,
 ) -> tuple[ChainSummary, list[Finding]]:
     """Check rows of one chain, given in (seq, event_id) order; MACs only if ``key`` is given."""
-    checker = _ChainChecker(chain_id, key)
+    checker = _ChainChecker(chain_id, key, expected_head)
     for seq, group in itertools.groupby(rows, key=_seq_of):
         checker.group(seq, list(group))
+    checker.finish()
     return checker.summary, checker.findings
 
 
 def verify_store(
-    store: AuditStore, key: MacKey | None, *, chain_id: str | None = None
+    store: AuditStore,
+    key: MacKey | None,
+    *,
+    chain_id: str | None = None,
+    expected_heads: Iterable[ExpectedHead] = (),
 ) -> VerifyReport:
-    """Verify one chain, or every chain of ``store``; ``key=None`` skips the MAC checks."""
+    """Verify one chain, or every chain of ``store``; ``key=None`` skips the MAC checks.
+
+    ``expected_heads`` are heads recorded earlier outside the database; a chain that no
+    longer reaches one (or reaches it with another hash) is reported, as is a named chain
+    that has vanished altogether.
+    """
     report = VerifyReport(mac_checked=key is not None)
-    for chain in [chain_id] if chain_id else store.chains():
-        summary, findings = check_chain(chain, store.rows(chain), key)
+    anchors = {head.chain_id: head for head in expected_heads}
+    chains = [chain_id] if chain_id else sorted(set(store.chains()) | set(anchors))
+    for chain in chains:
+        summary, findings = check_chain(chain, store.rows(chain), key, anchors.get(chain))
         report.chains.append(summary)
         report.findings.extend(findings)
     return report

@@ -25,7 +25,11 @@ class AuditStore(Protocol):
         ...
 
     def rows(
-        self, chain_id: str | None = None, *, start_seq: int = 1, end_seq: int | None = None
+        self,
+        chain_id: str | None = None,
+        *,
+        start_seq: int | None = None,
+        end_seq: int | None = None,
     ) -> Iterator[Mapping[str, Any]]:
         """Stream raw rows in (seq, event_id) order, for verification."""
         ...

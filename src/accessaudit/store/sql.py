@@ -270,17 +270,31 @@ class SqlStore:
                 ) from e
 
     def rows(
-        self, chain_id: str | None = None, *, start_seq: int = 1, end_seq: int | None = None
+        self,
+        chain_id: str | None = None,
+        *,
+        start_seq: int | None = None,
+        end_seq: int | None = None,
     ) -> Iterator[Mapping[str, Any]]:
-        """Stream raw column mappings in (seq, event_id) order: what the verifier inspects."""
+        """Stream raw column mappings in (seq, event_id) order: what the verifier inspects.
+
+        Without bounds every row of the chain comes back, including any at impossible
+        positions (seq below 1), which the verifier must see.
+        """
         query = select(events).where(events.c.chain_id == (chain_id or self.chain_id))
-        query = query.where(events.c.seq >= start_seq)
+        if start_seq is not None:
+            query = query.where(events.c.seq >= start_seq)
         if end_seq is not None:
             query = query.where(events.c.seq <= end_seq)
         with translated("reading the audit log"), self._engine.connect() as conn:
             result = conn.execution_options(yield_per=READ_BATCH).execute(query.order_by(*_ORDER))
-            for row in result:
-                yield row._mapping
+            try:
+                for row in result:
+                    yield row._mapping
+            finally:
+                # Close the (server-side, on PostgreSQL) cursor before its connection, also
+                # when the caller stops reading early.
+                result.close()
 
 
 def _checked_batch(batch: Sequence[AccessEvent]) -> list[AccessEvent]:

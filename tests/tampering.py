@@ -1,0 +1,76 @@
+"""What an owner with raw SQL (triggers dropped) can do to the log, as test helpers."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import replace
+
+from accessaudit import SqlStore
+from accessaudit.integrity import leaf_hash, link_hash
+from accessaudit.store._rows import to_row
+from accessaudit.store._schema import events
+from tests.conftest import Backend
+
+COLUMNS = [c.name for c in events.columns]
+
+
+def set_column(backend: Backend, seq: int, column: str, value: object, chain: str = "main") -> None:
+    """UPDATE one column of the row at ``seq``."""
+    assert column in COLUMNS
+    backend.sql(
+        f"UPDATE accessaudit_events SET {column} = :value WHERE chain_id = :chain AND seq = :seq",
+        value=value,
+        chain=chain,
+        seq=seq,
+    )
+
+
+def delete_seq(backend: Backend, seq: int, chain: str = "main") -> None:
+    """DELETE the row at ``seq``."""
+    backend.sql(
+        "DELETE FROM accessaudit_events WHERE chain_id = :chain AND seq = :seq", chain=chain, seq=seq
+    )
+
+
+def insert_row(backend: Backend, row: dict[str, object]) -> None:
+    """INSERT a raw row."""
+    names = ", ".join(row)
+    values = ", ".join(f":{n}" for n in row)
+    backend.sql(f"INSERT INTO accessaudit_events ({names}) VALUES ({values})", **row)
+
+
+def rewrite_without_key(backend: Backend, store: SqlStore, seq: int, actor_id: str) -> None:
+    """Change one record and recompute every leaf and chain hash after it, as someone who
+    knows the algorithm but not the HMAC key would."""
+    records = list(store.read())
+    previous = records[seq - 2].chain_hash if seq > 1 else "00" * 32
+    for record in records[seq - 1 :]:
+        event = record.event
+        if record.seq == seq:
+            event = replace(event, actor_id=actor_id)
+            set_column(backend, seq, "actor_id", actor_id)
+        leaf = leaf_hash(record.chain_id, record.seq, event)
+        link = link_hash(previous, leaf)
+        set_column(backend, record.seq, "leaf_hash", leaf)
+        set_column(backend, record.seq, "chain_hash", link)
+        previous = link
+
+
+def forged_copy(store: SqlStore, seq: int, new_seq: int) -> dict[str, object]:
+    """A row that copies record ``seq`` under a new id and position, hashes recomputed,
+    MAC guessed."""
+    record = next(store.read(seq, seq))
+    head = store.head()
+    assert head is not None
+    event = replace(record.event, event_id=uuid.uuid4())
+    leaf = leaf_hash("main", new_seq, event)
+    forged = replace(
+        record,
+        event=event,
+        seq=new_seq,
+        leaf_hash=leaf,
+        chain_hash=link_hash(head.chain_hash, leaf),
+        mac=secrets.token_hex(32),
+    )
+    return to_row(forged)

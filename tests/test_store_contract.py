@@ -1,0 +1,153 @@
+"""The store contract, run identically on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from accessaudit import (
+    AccessEvent,
+    DuplicateEvent,
+    InvalidEvent,
+    MacKey,
+    MacKeyError,
+    SqlStore,
+    verify_store,
+)
+from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
+from tests.conftest import Backend
+from tests.strategies import events, make_event
+
+
+def test_store_has_no_update_or_delete_method() -> None:
+    """Append-only by construction: nothing on the store changes or removes a record."""
+    verbs = ("update", "delete", "remove", "truncate", "drop", "replace", "edit", "clear")
+    names = [n for n in dir(SqlStore) if not n.startswith("_")]
+    assert not [n for n in names if any(v in n.lower() for v in verbs)]
+
+
+def test_append_assigns_gapless_seqs_from_one(store: SqlStore) -> None:
+    """Seqs start at 1 and continue across batches without gaps."""
+    first = store.append([make_event() for _ in range(3)])
+    second = store.append([make_event()])
+    third = store.append([make_event() for _ in range(2)])
+    assert [s.seq for s in first + second + third] == [1, 2, 3, 4, 5, 6]
+    assert store.count() == 6
+
+
+def test_each_record_links_to_its_predecessor(store: SqlStore, key: MacKey) -> None:
+    """Leaf hash, chain hash and MAC are the documented functions of the record."""
+    records = store.append([make_event() for _ in range(3)])
+    previous = GENESIS_HASH
+    for record in records:
+        assert record.leaf_hash == leaf_hash("main", record.seq, record.event)
+        assert record.chain_hash == link_hash(previous, record.leaf_hash)
+        assert record.mac == key.seal(record.chain_hash)
+        assert record.mac_key_id == key.key_id
+        previous = record.chain_hash
+
+
+def test_read_returns_what_was_appended(store: SqlStore) -> None:
+    """Reading gives back equal events with the same seals, in seq order."""
+    appended = store.append([make_event(record_count=i, attributes={"i": i}) for i in range(5)])
+    assert list(store.read()) == appended
+
+
+def test_read_streams_a_seq_range(store: SqlStore) -> None:
+    """read(start, end) returns exactly that inclusive range."""
+    store.append([make_event() for _ in range(10)])
+    assert [r.seq for r in store.read(4, 7)] == [4, 5, 6, 7]
+    assert [r.seq for r in store.read(9)] == [9, 10]
+    assert list(store.read(11)) == []
+
+
+def test_head_and_count_of_empty_and_filled_chain(store: SqlStore) -> None:
+    """An empty chain has no head; afterwards the head is the last record."""
+    assert store.head() is None
+    assert store.count() == 0
+    records = store.append([make_event() for _ in range(4)])
+    head = store.head()
+    assert head is not None
+    assert (head.seq, head.chain_hash) == (4, records[-1].chain_hash)
+
+
+def test_empty_batch_writes_nothing(store: SqlStore) -> None:
+    """Appending nothing is a no-op."""
+    assert store.append([]) == []
+    assert store.count() == 0
+
+
+def test_duplicate_event_id_rejects_the_whole_batch(store: SqlStore) -> None:
+    """A batch with an id already in the log stores none of its events."""
+    existing = store.append([make_event()])[0].event
+    fresh = make_event()
+    with pytest.raises(DuplicateEvent, match="already recorded"):
+        store.append([fresh, existing])
+    assert store.count() == 1
+    assert store.append([fresh])[0].seq == 2  # the chain continues without a gap
+
+
+def test_duplicate_id_within_a_batch_is_refused(store: SqlStore) -> None:
+    """The same event twice in one batch is refused before the database is touched."""
+    event = make_event()
+    with pytest.raises(DuplicateEvent):
+        store.append([event, event])
+    assert store.count() == 0
+
+
+def test_non_event_in_batch_is_refused_with_its_index(store: SqlStore) -> None:
+    """Something other than an AccessEvent is named by position; nothing is stored."""
+    with pytest.raises(InvalidEvent, match=r"events\[1\]: must be an AccessEvent, got dict"):
+        store.append([make_event(), {"actor_id": "x"}])  # type: ignore[list-item]
+    assert store.count() == 0
+
+
+def test_appending_without_key_is_refused(backend: Backend, store: SqlStore) -> None:
+    """A store opened without the key can read but not append."""
+    with SqlStore(backend.url) as reader:
+        with pytest.raises(MacKeyError, match="needs the HMAC key"):
+            reader.append([make_event()])
+        assert reader.count() == 0
+
+
+def test_chains_are_independent(backend: Backend, store: SqlStore, key: MacKey) -> None:
+    """Each chain has its own gapless seq and verifies on its own."""
+    store.append([make_event(), make_event()])
+    with SqlStore(backend.url, key=key, chain_id="eu-1") as other:
+        assert [r.seq for r in other.append([make_event()])] == [1]
+        assert store.chains() == ["eu-1", "main"]
+        assert other.count() == 1
+    assert store.count() == 2
+    assert verify_store(store, key).intact
+
+
+def test_injection_looking_text_is_stored_verbatim(store: SqlStore) -> None:
+    """Values are bound parameters: SQL-looking text is data, and comes back unchanged."""
+    nasty = "x'); DROP TABLE accessaudit_events; --"
+    record = store.append([make_event(actor_id=nasty, justification="' OR 1=1 --")])[0]
+    assert next(store.read()).event == record.event
+    assert store.count() == 1
+
+
+def test_schema_creation_is_idempotent(store: SqlStore) -> None:
+    """Creating the schema again creates nothing and keeps the records."""
+    store.append([make_event()])
+    assert store.create_schema() == []
+    assert store.count() == 1
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event=events())
+def test_any_event_round_trips_through_the_store(store: SqlStore, event: AccessEvent) -> None:
+    """Whatever valid event goes in comes back out equal, with a valid seal."""
+    event = AccessEvent(**{**_fields(event), "event_id": uuid.uuid4()})
+    record = store.append([event])[0]
+    (back,) = store.read(record.seq, record.seq)
+    assert back == record
+    assert back.event == event
+
+
+def _fields(event: AccessEvent) -> dict[str, object]:
+    return {name: getattr(event, name) for name in AccessEvent.__dataclass_fields__}

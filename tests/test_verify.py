@@ -1,0 +1,263 @@
+"""verify finds every tampering an owner can do with raw SQL, with the right code and seq."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from accessaudit import ConfigurationError, FindingCode, MacKey, SqlStore, verify_store
+from accessaudit.store._schema import events
+from accessaudit.verify import ExpectedHead, VerifyReport
+from tests import tampering
+from tests.conftest import Backend
+from tests.strategies import make_event
+
+M, L, D = FindingCode.MODIFIED_RECORD, FindingCode.BROKEN_LINK, FindingCode.DUPLICATE_SEQ
+
+
+def _chain(store: SqlStore, size: int = 6) -> None:
+    store.append([make_event(subject_ids=(f"acme-user-{i}",)) for i in range(size)])
+
+
+def _found(report: VerifyReport) -> list[tuple[str, int | None]]:
+    return [(f.code.value, f.seq) for f in report.findings]
+
+
+@pytest.fixture
+def tamperable(backend: Backend, store: SqlStore) -> SqlStore:
+    """A six-record chain whose guards have been dropped by the owner."""
+    _chain(store)
+    backend.drop_guards()
+    return store
+
+
+def test_untouched_log_verifies_clean(store: SqlStore, key: MacKey) -> None:
+    """An honest log has no findings and reports its head."""
+    _chain(store)
+    report = verify_store(store, key)
+    assert report.intact
+    assert report.findings == []
+    (summary,) = report.chains
+    head = store.head()
+    assert head is not None
+    assert (summary.rows, summary.head_seq, summary.head_hash) == (6, 6, head.chain_hash)
+
+
+def test_edited_field_is_a_modified_record(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """Changing one field (hashes untouched) is found at exactly that seq."""
+    tampering.set_column(backend, 3, "purpose", "legal_requirement")
+    assert _found(verify_store(tamperable, key)) == [("modified_record", 3)]
+
+
+def test_recomputed_chain_without_key_fails_the_macs(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """Recomputing hashes after an edit keeps the chain consistent but breaks every MAC
+    from the edit on; without the key, the same log looks intact."""
+    tampering.rewrite_without_key(backend, tamperable, 3, "agent-innocent")
+    report = verify_store(tamperable, key)
+    assert _found(report) == [("bad_mac", s) for s in range(3, 7)]
+    assert verify_store(tamperable, None).intact  # what --skip-mac cannot see
+
+
+def test_deleted_middle_record_is_missing(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """A removed middle record is reported once, as missing, not as a cascade."""
+    tampering.delete_seq(backend, 3)
+    assert _found(verify_store(tamperable, key)) == [("missing_record", 3)]
+
+
+def test_deleted_run_of_records_is_one_finding(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """Removing seq 2..4 is one missing_record finding naming the range."""
+    for seq in (2, 3, 4):
+        tampering.delete_seq(backend, seq)
+    (finding,) = verify_store(tamperable, key).findings
+    assert (finding.code, finding.seq) == (FindingCode.MISSING_RECORD, 2)
+    assert "2..4" in finding.detail
+
+
+def test_swapped_rows_are_found_at_both_positions(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """Exchanging the positions of records 2 and 4 breaks both positions and the links."""
+    tampering.set_column(backend, 2, "seq", 1000)
+    tampering.set_column(backend, 4, "seq", 2)
+    tampering.set_column(backend, 1000, "seq", 4)
+    found = _found(verify_store(tamperable, key))
+    assert [s for c, s in found if c == "modified_record"] == [2, 4]
+    assert {2, 4} <= {s for c, s in found if c == "broken_link"}
+
+
+def test_duplicate_seq_is_found(backend: Backend, tamperable: SqlStore, key: MacKey) -> None:
+    """A second row at an existing seq is reported; the genuine one still verifies."""
+    backend.sql("DROP INDEX accessaudit_events_chain_seq")
+    row = tampering.forged_copy(tamperable, 3, 3)
+    tampering.insert_row(backend, row)
+    report = verify_store(tamperable, key)
+    assert _found(report) == [("duplicate_seq", 3)]
+    assert report.findings[0].event_id == row["event_id"]
+
+
+def test_forged_record_at_the_tail_fails_its_mac(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """An appended forgery with correct hashes but no key is caught by its MAC."""
+    tampering.insert_row(backend, tampering.forged_copy(tamperable, 2, 7))
+    assert _found(verify_store(tamperable, key)) == [("bad_mac", 7)]
+
+
+def test_row_below_seq_one_is_unexpected(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """A row at seq 0 cannot belong to the chain."""
+    tampering.insert_row(backend, tampering.forged_copy(tamperable, 2, 0))
+    assert _found(verify_store(tamperable, key)) == [("unexpected_record", 0)]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("customer_visible", 7),
+        ("record_version", 2),
+        ("data_categories", "not json"),
+        ("attributes", "[1, 2]"),
+        ("event_type", "access.maybe"),
+        ("chain_hash", "zz"),
+        ("event_id", "not-a-uuid"),
+        ("actor_id", ""),
+    ],
+)
+def test_impossible_values_are_malformed_rows(
+    backend: Backend, tamperable: SqlStore, key: MacKey, column: str, value: object
+) -> None:
+    """A row the writer could never have produced is reported as malformed, and the rows
+    around it are still checked."""
+    tampering.set_column(backend, 4, column, value)
+    found = _found(verify_store(tamperable, key))
+    assert found[0] == ("malformed_row", 4)
+    assert all(seq in (4, 5) for _, seq in found)  # seq 5 links to a broken hash at most
+
+
+def test_several_tamperings_are_all_reported(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """Edit, deletion and forgery together: each is found, none hides another."""
+    tampering.set_column(backend, 2, "customer_id", "globex")
+    tampering.delete_seq(backend, 4)
+    tampering.insert_row(backend, tampering.forged_copy(tamperable, 1, 7))
+    assert _found(verify_store(tamperable, key)) == [
+        ("modified_record", 2),
+        ("missing_record", 4),
+        ("bad_mac", 7),
+    ]
+
+
+def test_record_moved_to_another_chain(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """Moving a record to another chain leaves a gap in its own and a bad record in the other."""
+    tampering.set_column(backend, 3, "chain_id", "elsewhere")
+    report = verify_store(tamperable, key)
+    assert ("missing_record", 3) in _found(report)
+    assert {(f.chain_id, f.code) for f in report.findings if f.chain_id == "elsewhere"} >= {
+        ("elsewhere", FindingCode.MODIFIED_RECORD)
+    }
+
+
+def test_other_key_is_reported_as_unknown(tamperable: SqlStore) -> None:
+    """Verifying with a different key says which key sealed the rows, at every seq."""
+    report = verify_store(tamperable, MacKey(os.urandom(32)))
+    assert _found(report) == [("unknown_key", s) for s in range(1, 7)]
+
+
+def test_tail_truncation_is_caught_by_an_expected_head(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """Deleting the newest records leaves a valid shorter chain; a head kept outside the
+    database exposes it."""
+    head = tamperable.head()
+    assert head is not None
+    tampering.delete_seq(backend, 6)
+    tampering.delete_seq(backend, 5)
+    assert verify_store(tamperable, key).intact  # undetectable from the database alone
+    expected = ExpectedHead("main", head.seq, head.chain_hash)
+    report = verify_store(tamperable, key, expected_heads=[expected])
+    assert _found(report) == [("truncated", 6)]
+
+
+def test_rewritten_history_is_caught_by_an_expected_head(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """A chain recomputed up to a known head no longer matches that head's hash."""
+    head = tamperable.head()
+    assert head is not None
+    tampering.rewrite_without_key(backend, tamperable, 2, "agent-innocent")
+    report = verify_store(tamperable, None, expected_heads=[ExpectedHead("main", 6, head.chain_hash)])
+    assert _found(report) == [("head_mismatch", 6)]
+
+
+def test_vanished_chain_is_truncated(store: SqlStore, key: MacKey) -> None:
+    """A chain named by an expected head but absent from the store is reported."""
+    report = verify_store(store, key, expected_heads=[ExpectedHead("gone", 3, "ab" * 32)])
+    assert _found(report) == [("truncated", 3)]
+
+
+@pytest.mark.parametrize("text", ["main:3", "main:x:" + "a" * 64, ":3:" + "a" * 64, "m:1:abc"])
+def test_bad_expected_head_text_is_refused(text: str) -> None:
+    """A malformed CHAIN:SEQ:HASH is a usage error naming the format."""
+    with pytest.raises(ConfigurationError, match="CHAIN:SEQ:HASH"):
+        ExpectedHead.parse(text)
+
+
+def _different(column: str, current: object, variant: int) -> object:
+    """A value for ``column`` unlike ``current``; ``variant`` picks among several."""
+    if isinstance(current, int):
+        return current + 1 + variant
+    if current is None and events.c[column].type.python_type is int:
+        return variant
+    if column == "chain_id":  # unique per example, so moved rows never collide
+        return f"{current}-moved"
+    if column == "event_id":  # the primary key: must stay unique
+        return str(uuid.uuid4())
+    choices = {
+        "data_categories": ['["x"]', "[]", '["contact","x"]'],
+        "field_names": ['["x"]', "[]", '["email"]'],
+        "subject_ids": ['["x"]', "[]", '["acme-user-3","x"]'],
+        "attributes": ['{"k":1}', "{}", '{"k":"v"}'],
+        "leaf_hash": ["0" * 64, "f" * 64],
+        "chain_hash": ["0" * 64, "f" * 64],
+        "mac": ["0" * 64, "f" * 64],
+        "mac_key_id": ["0" * 16, "f" * 16],
+    }.get(column, ["x", "human", "access.denied", "service", "main2", "agent-8"])
+    options = [c for c in choices if c != current]
+    return options[variant % len(options)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_single_field_change_fails_verification(
+    backend: Backend, store: SqlStore, key: MacKey, data: st.DataObject
+) -> None:
+    """Whichever column of whichever row changes, to whatever value, verify is not intact."""
+    chain = f"c{uuid.uuid4().hex}"
+    with SqlStore(backend.url, key=key, chain_id=chain) as writer:
+        writer.append([make_event(record_count=i, role=None) for i in range(4)])
+        rows = [dict(r) for r in writer.rows()]
+    backend.drop_guards()
+    backend.sql("DROP INDEX IF EXISTS accessaudit_events_chain_seq")  # so seq can be moved
+    seq = data.draw(st.integers(1, 4))
+    column = data.draw(st.sampled_from(tampering.COLUMNS))
+    value = _different(column, rows[seq - 1][column], data.draw(st.integers(0, 5)))
+    tampering.set_column(backend, seq, column, value, chain=chain)
+    # The whole log as far as this example goes: its chain and where a moved row lands.
+    reports = [verify_store(store, key, chain_id=c) for c in (chain, f"{chain}-moved")]
+    assert not all(r.intact for r in reports)
