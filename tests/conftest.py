@@ -10,21 +10,34 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import structlog
+from hypothesis import settings
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from accessaudit import MacKey, SqlStore
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
 PG_URL = os.environ.get(
     "ACCESSAUDIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# No wall-clock bounds in tests, Hypothesis' per-example deadline included: timing belongs in
+# scripts/bench*. ACCESSAUDIT_HYPOTHESIS_EXAMPLES raises the example count for deeper runs.
+settings.register_profile(
+    "accessaudit",
+    deadline=None,
+    max_examples=int(os.environ.get("ACCESSAUDIT_HYPOTHESIS_EXAMPLES", "100")),
+)
+settings.load_profile("accessaudit")
 
 
 def _pg_problem() -> str | None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from accessaudit import SqlStore
 from accessaudit.integrity import leaf_hash, link_hash
 from accessaudit.store._rows import to_row
 from accessaudit.store._schema import events
-from tests.conftest import Backend
+
+if TYPE_CHECKING:
+    from accessaudit import SqlStore
+    from tests.conftest import Backend
 
 COLUMNS = [c.name for c in events.columns]
 
@@ -29,7 +32,9 @@ def set_column(backend: Backend, seq: int, column: str, value: object, chain: st
 def delete_seq(backend: Backend, seq: int, chain: str = "main") -> None:
     """DELETE the row at ``seq``."""
     backend.sql(
-        "DELETE FROM accessaudit_events WHERE chain_id = :chain AND seq = :seq", chain=chain, seq=seq
+        "DELETE FROM accessaudit_events WHERE chain_id = :chain AND seq = :seq",
+        chain=chain,
+        seq=seq,
     )
 
 
@@ -41,8 +46,8 @@ def insert_row(backend: Backend, row: dict[str, object]) -> None:
 
 
 def rewrite_without_key(backend: Backend, store: SqlStore, seq: int, actor_id: str) -> None:
-    """Change one record and recompute every leaf and chain hash after it, as someone who
-    knows the algorithm but not the HMAC key would."""
+    """Edit one record and recompute the hashes from it on, as one without the key could."""
+    # Knows the algorithm, lacks the HMAC key: the MACs stay as they were.
     records = list(store.read())
     previous = records[seq - 2].chain_hash if seq > 1 else "00" * 32
     for record in records[seq - 1 :]:
@@ -58,8 +63,7 @@ def rewrite_without_key(backend: Backend, store: SqlStore, seq: int, actor_id: s
 
 
 def forged_copy(store: SqlStore, seq: int, new_seq: int) -> dict[str, object]:
-    """A row that copies record ``seq`` under a new id and position, hashes recomputed,
-    MAC guessed."""
+    """A copy of record ``seq`` at ``new_seq``, hashes recomputed, MAC guessed."""
     record = next(store.read(seq, seq))
     head = store.head()
     assert head is not None

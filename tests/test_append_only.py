@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import create_engine, exc, text
@@ -10,8 +11,10 @@ from sqlalchemy.engine import make_url
 
 from accessaudit import AppendOnlyViolation, ConfigurationError, MacKey, SqlStore, verify_store
 from accessaudit.store._errors import translated
-from tests.conftest import Backend
 from tests.strategies import make_event
+
+if TYPE_CHECKING:
+    from tests.conftest import Backend
 
 
 @pytest.mark.parametrize(
@@ -36,9 +39,11 @@ def test_raw_update_and_delete_fail_naming_the_table(
 def test_translated_error_is_append_only_violation(backend: Backend, store: SqlStore) -> None:
     """Through the one translation point, the refusal becomes AppendOnlyViolation."""
     store.append([make_event()])
-    with pytest.raises(AppendOnlyViolation, match="accessaudit_events is append-only"):
-        with translated("editing"):
-            backend.sql("UPDATE accessaudit_events SET seq = 9")
+    with (
+        pytest.raises(AppendOnlyViolation, match="accessaudit_events is append-only"),
+        translated("editing"),
+    ):
+        backend.sql("UPDATE accessaudit_events SET seq = 9")
 
 
 @pytest.mark.postgres
@@ -66,8 +71,7 @@ def test_triggers_fire_even_in_replica_mode(pg_backend: Backend, key: MacKey) ->
 
 @pytest.mark.postgres
 def test_writer_role_may_only_select_and_insert(pg_backend: Backend, key: MacKey) -> None:
-    """The documented writer role appends and reads, and cannot update, delete or truncate
-    even with the triggers disabled."""
+    """The writer role appends and reads, but cannot update, delete or truncate, triggers or not."""
     role = f"aa_writer_{uuid.uuid4().hex[:8]}"
     with SqlStore(pg_backend.url, key=key, must_exist=False) as store:
         store.create_schema()
@@ -90,9 +94,11 @@ def test_writer_role_may_only_select_and_insert(pg_backend: Backend, key: MacKey
             "DELETE FROM accessaudit_events",
             "TRUNCATE accessaudit_events",
         ):
-            with pytest.raises(exc.ProgrammingError, match="permission denied"):
-                with engine.begin() as conn:
-                    conn.execute(text(statement))
+            with (
+                pytest.raises(exc.ProgrammingError, match="permission denied"),
+                engine.begin() as conn,
+            ):
+                conn.execute(text(statement))
         engine.dispose()
     finally:
         pg_backend.sql(f"DROP OWNED BY {role}")

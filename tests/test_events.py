@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from accessaudit import AccessEvent, EventType, InvalidEvent
 from accessaudit.encoding import decode, encode
-from accessaudit.events import EVENT_FIELDS, MAX_IDENTIFIER_CHARS, MAX_LIST_ITEMS
+from accessaudit.fields import EVENT_FIELDS, MAX_IDENTIFIER_CHARS, MAX_LIST_ITEMS
 from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
 from tests.strategies import FIXED_EVENT, events, make_event
 
 
-def _problems(**overrides: Any) -> list[str]:  # noqa: ANN401
+def _problems(**overrides: Any) -> list[str]:
     with pytest.raises(InvalidEvent) as caught:
         make_event(**overrides)
     return [p.field for p in caught.value.problems]
@@ -113,7 +113,7 @@ def test_lists_are_frozen_and_attributes_read_only() -> None:
 
 # -- canonical encoding -----------------------------------------------------------------
 
-GOLDEN_EVENT = dict(
+GOLDEN_EVENT: dict[str, Any] = dict(
     **FIXED_EVENT,
     event_type=EventType.ACCESS_ALLOWED,
     actor_id="agent-7",
@@ -171,8 +171,11 @@ def test_position_is_part_of_the_encoding() -> None:
     assert encode("main", 1, event) != encode("other", 1, event)
 
 
-@given(events(), st.text(min_size=1, max_size=10).filter(lambda s: "\x00" not in s),
-       st.integers(1, 2**62))
+@given(
+    events(),
+    st.text(min_size=1, max_size=10).filter(lambda s: "\x00" not in s),
+    st.integers(1, 2**62),
+)
 def test_decode_inverts_encode(event: AccessEvent, chain: str, seq: int) -> None:
     """Decoding the encoding gives back the same event and position, so it is injective."""
     try:
@@ -198,5 +201,5 @@ def test_dict_form_round_trips(event: AccessEvent) -> None:
 def test_truncated_encoding_is_rejected(cut: int) -> None:
     """A shortened encoding does not decode."""
     data = encode("main", 1, make_event(**FIXED_EVENT))
-    with pytest.raises(ValueError, match="ends early|not an accessaudit"):
+    with pytest.raises(ValueError, match=r"ends early|not an accessaudit"):
         decode(data[:-cut])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,8 +18,10 @@ from accessaudit import (
     verify_store,
 )
 from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
-from tests.conftest import Backend
 from tests.strategies import events, make_event
+
+if TYPE_CHECKING:
+    from tests.conftest import Backend
 
 
 def test_store_has_no_update_or_delete_method() -> None:
@@ -149,5 +152,5 @@ def test_any_event_round_trips_through_the_store(store: SqlStore, event: AccessE
     assert back.event == event
 
 
-def _fields(event: AccessEvent) -> dict[str, object]:
+def _fields(event: AccessEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in AccessEvent.__dataclass_fields__}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,8 +14,10 @@ from accessaudit import ConfigurationError, FindingCode, MacKey, SqlStore, verif
 from accessaudit.store._schema import events
 from accessaudit.verify import ExpectedHead, VerifyReport
 from tests import tampering
-from tests.conftest import Backend
 from tests.strategies import make_event
+
+if TYPE_CHECKING:
+    from tests.conftest import Backend
 
 M, L, D = FindingCode.MODIFIED_RECORD, FindingCode.BROKEN_LINK, FindingCode.DUPLICATE_SEQ
 
@@ -58,8 +61,7 @@ def test_edited_field_is_a_modified_record(
 def test_recomputed_chain_without_key_fails_the_macs(
     backend: Backend, tamperable: SqlStore, key: MacKey
 ) -> None:
-    """Recomputing hashes after an edit keeps the chain consistent but breaks every MAC
-    from the edit on; without the key, the same log looks intact."""
+    """Hashes recomputed after an edit break every MAC from the edit on (and only the MACs)."""
     tampering.rewrite_without_key(backend, tamperable, 3, "agent-innocent")
     report = verify_store(tamperable, key)
     assert _found(report) == [("bad_mac", s) for s in range(3, 7)]
@@ -139,8 +141,7 @@ def test_row_below_seq_one_is_unexpected(
 def test_impossible_values_are_malformed_rows(
     backend: Backend, tamperable: SqlStore, key: MacKey, column: str, value: object
 ) -> None:
-    """A row the writer could never have produced is reported as malformed, and the rows
-    around it are still checked."""
+    """A row the writer could never have produced is malformed; the rows around it are checked."""
     tampering.set_column(backend, 4, column, value)
     found = _found(verify_store(tamperable, key))
     assert found[0] == ("malformed_row", 4)
@@ -161,9 +162,7 @@ def test_several_tamperings_are_all_reported(
     ]
 
 
-def test_record_moved_to_another_chain(
-    backend: Backend, tamperable: SqlStore, key: MacKey
-) -> None:
+def test_record_moved_to_another_chain(backend: Backend, tamperable: SqlStore, key: MacKey) -> None:
     """Moving a record to another chain leaves a gap in its own and a bad record in the other."""
     tampering.set_column(backend, 3, "chain_id", "elsewhere")
     report = verify_store(tamperable, key)
@@ -182,8 +181,7 @@ def test_other_key_is_reported_as_unknown(tamperable: SqlStore) -> None:
 def test_tail_truncation_is_caught_by_an_expected_head(
     backend: Backend, tamperable: SqlStore, key: MacKey
 ) -> None:
-    """Deleting the newest records leaves a valid shorter chain; a head kept outside the
-    database exposes it."""
+    """Deleted newest records leave a valid chain; a head kept outside the database exposes it."""
     head = tamperable.head()
     assert head is not None
     tampering.delete_seq(backend, 6)
@@ -201,7 +199,9 @@ def test_rewritten_history_is_caught_by_an_expected_head(
     head = tamperable.head()
     assert head is not None
     tampering.rewrite_without_key(backend, tamperable, 2, "agent-innocent")
-    report = verify_store(tamperable, None, expected_heads=[ExpectedHead("main", 6, head.chain_hash)])
+    report = verify_store(
+        tamperable, None, expected_heads=[ExpectedHead("main", 6, head.chain_hash)]
+    )
     assert _found(report) == [("head_mismatch", 6)]
 
 
@@ -242,7 +242,9 @@ def _different(column: str, current: object, variant: int) -> object:
     return options[variant % len(options)]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_any_single_field_change_fails_verification(
     backend: Backend, store: SqlStore, key: MacKey, data: st.DataObject

@@ -5,14 +5,7 @@ The public API is what ``__all__`` lists; modules starting with ``_`` are intern
 
 from __future__ import annotations
 
-from accessaudit.events import (
-    RECORD_VERSION,
-    AccessEvent,
-    ActorType,
-    Decision,
-    EventType,
-    StoredEvent,
-)
+from accessaudit.events import AccessEvent, StoredEvent
 from accessaudit.exceptions import (
     AccessAuditError,
     AppendOnlyViolation,
@@ -24,9 +17,10 @@ from accessaudit.exceptions import (
     StoreError,
     StoreUnavailable,
 )
+from accessaudit.fields import RECORD_VERSION, ActorType, Decision, EventType
 from accessaudit.keys import MacKey, create_key_file, load_key
 from accessaudit.store import AuditStore, ChainHead, SqlStore
-from accessaudit.verify import Finding, FindingCode, VerifyReport, verify_store
+from accessaudit.verify import ExpectedHead, Finding, FindingCode, VerifyReport, verify_store
 
 __all__ = [
     "RECORD_VERSION",
@@ -40,6 +34,7 @@ __all__ = [
     "Decision",
     "DuplicateEvent",
     "EventType",
+    "ExpectedHead",
     "FieldProblem",
     "Finding",
     "FindingCode",

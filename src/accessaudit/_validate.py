@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from accessaudit.events import (
+from accessaudit.exceptions import FieldProblem, InvalidEvent
+from accessaudit.fields import (
     EVENT_FIELDS,
     FIELDS_BY_NAME,
     MAX_ATTRIBUTES,
@@ -21,7 +22,6 @@ from accessaudit.events import (
     FieldSpec,
     Kind,
 )
-from accessaudit.exceptions import FieldProblem, InvalidEvent
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Outcome = tuple[Any, FieldProblem | None]
@@ -55,7 +55,7 @@ def check_text(name: str, value: object, max_chars: int) -> FieldProblem | None:
 def _text(spec: FieldSpec, value: object) -> Outcome:
     if value is None:
         return None, (FieldProblem(spec.name, "is required") if spec.required else None)
-    if spec.choices is not None:
+    if spec.choices is not None and isinstance(value, str):
         try:
             return spec.choices(value), None
         except ValueError:
@@ -113,9 +113,7 @@ def _time(spec: FieldSpec, value: object) -> Outcome:
 
 def _text_list(spec: FieldSpec, value: object) -> Outcome:
     if not isinstance(value, list | tuple):
-        return None, FieldProblem(
-            spec.name, f"must be a list of text, got {_type_name(value)}"
-        )
+        return None, FieldProblem(spec.name, f"must be a list of text, got {_type_name(value)}")
     if len(value) > MAX_LIST_ITEMS:
         return None, FieldProblem(
             spec.name, f"has {len(value)} items, over the limit of {MAX_LIST_ITEMS}"
@@ -172,7 +170,7 @@ def normalise(spec: FieldSpec, value: object) -> Outcome:
     return _NORMALISERS[spec.kind](spec, value)
 
 
-def to_json_value(spec: FieldSpec, value: Any) -> Any:  # noqa: ANN401 - JSON is untyped
+def to_json_value(spec: FieldSpec, value: Any) -> Any:
     """The JSON form of a normalised field value (see the JSON Schema)."""
     if value is None:
         return None

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
+from accessaudit.exceptions import ConfigurationError
 from accessaudit.keys import KEY_ENV, create_key_file, key_file_path
 from accessaudit.store import SqlStore
+from accessaudit.store._schema import check_role_name
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def init_store(
@@ -18,17 +23,21 @@ def init_store(
 ) -> list[str]:
     """Create whatever is missing; return one line per thing created or kept. Idempotent.
 
-    The key file is skipped when ``$ACCESSAUDIT_HMAC_KEY`` supplies the key and no file was
-    named explicitly.
+    Arguments are checked before anything is created. The key file is skipped when
+    ``$ACCESSAUDIT_HMAC_KEY`` supplies the key and no file was named explicitly.
     """
-    done: list[str] = []
-    if key_file is None and os.environ.get(KEY_ENV):
-        done.append(f"key: using ${KEY_ENV} (no key file written)")
-    else:
-        path = key_file_path(key_file)
-        created = create_key_file(path)
-        done.append(f"key file {path}: {'created (mode 0600)' if created else 'exists, kept'}")
     with SqlStore(url, timeout=timeout, must_exist=False) as store:
+        if writer_role is not None:
+            if store.is_sqlite:
+                raise ConfigurationError("database roles exist only on PostgreSQL")
+            check_role_name(writer_role)
+        done: list[str] = []
+        if key_file is None and os.environ.get(KEY_ENV):
+            done.append(f"key: using ${KEY_ENV} (no key file written)")
+        else:
+            path = key_file_path(key_file)
+            created = create_key_file(path)
+            done.append(f"key file {path}: {'created (mode 0600)' if created else 'exists, kept'}")
         made = store.create_schema()
         done += [f"created {item}" for item in made] or [f"schema in {store.url}: exists, kept"]
         if writer_role is not None:

@@ -28,7 +28,7 @@ from accessaudit.exceptions import (
 from accessaudit.keys import load_key
 from accessaudit.store import SqlStore
 from accessaudit.store._engine import DEFAULT_URL
-from accessaudit.verify import VerifyReport, verify_store
+from accessaudit.verify import ExpectedHead, VerifyReport, verify_store
 
 EXIT_FINDINGS, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -41,7 +41,9 @@ app = typer.Typer(
 
 DbOption = Annotated[
     str,
-    typer.Option("--db", envvar="ACCESSAUDIT_DB", help="Database URL (sqlite:///FILE or postgresql://...)."),
+    typer.Option(
+        "--db", envvar="ACCESSAUDIT_DB", help="Database URL (sqlite:///FILE or postgresql://...)."
+    ),
 ]
 KeyFileOption = Annotated[
     Path | None,
@@ -77,7 +79,10 @@ def _main(
 ) -> None:
     # The CLI is an application, so it (not the library) decides where structlog output goes.
     structlog.configure(
-        processors=[structlog.processors.TimeStamper(fmt="iso"), structlog.processors.JSONRenderer()],
+        processors=[
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.JSONRenderer(),
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.INFO if log_events else logging.WARNING
         ),
@@ -111,17 +116,18 @@ def _print_report(report: VerifyReport, output: OutputFormat) -> None:
         return
     for chain in report.chains:
         typer.echo(
-            f"chain {chain.chain_id}: {chain.rows} rows, head seq {chain.head_seq}, "
-            f"head hash {chain.head_hash}"
+            f"chain {chain.chain_id}: {chain.rows} rows; "
+            f"head {chain.chain_id}:{chain.head_seq}:{chain.head_hash}"
         )
+    if report.chains:
+        typer.echo("(keep the head lines outside the database; pass them to --expect-head)")
     if not report.mac_checked:
         typer.echo("MACs not checked (--skip-mac): edits with recomputed hashes go undetected")
     for finding in report.findings:
         where = "-" if finding.seq is None else str(finding.seq)
         ident = f" event {finding.event_id}" if finding.event_id else ""
-        typer.echo(
-            f"{finding.code.value:<18} chain {finding.chain_id} seq {where}{ident}: {finding.detail}"
-        )
+        code = finding.code.value
+        typer.echo(f"{code:<18} chain {finding.chain_id} seq {where}{ident}: {finding.detail}")
     typer.echo("intact" if report.intact else f"NOT INTACT: {len(report.findings)} finding(s)")
 
 
@@ -133,6 +139,15 @@ def verify(
     skip_mac: Annotated[
         bool, typer.Option("--skip-mac", help="Check hashes and links only (no key needed).")
     ] = False,
+    expect_head: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--expect-head",
+            metavar="CHAIN:SEQ:HASH",
+            help="A head printed by an earlier verify and kept outside the database; "
+            "catches deleted newest records and rollback. Repeatable.",
+        ),
+    ] = None,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = (
         OutputFormat.TABLE
     ),
@@ -140,9 +155,10 @@ def verify(
 ) -> None:
     """Recompute every hash, link and MAC; report every finding. Exit 1 if any."""
     try:
-        key = None if skip_mac else load_key(key_file)
+        heads = [ExpectedHead.parse(text) for text in expect_head or []]
         with SqlStore(db, timeout=timeout) as store:
-            report = verify_store(store, key, chain_id=chain)
+            key = None if skip_mac else load_key(key_file)
+            report = verify_store(store, key, chain_id=chain, expected_heads=heads)
     except AccessAuditError as e:
         _fail(e)
     _print_report(report, output)

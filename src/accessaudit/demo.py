@@ -7,10 +7,15 @@ mix (purposes, evidence, denials and their reasons) mirrors what the gate will r
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from accessaudit.events import AccessEvent, ActorType, Decision, EventType
+from accessaudit.events import AccessEvent
+from accessaudit.fields import ActorType, Decision, EventType
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+from dataclasses import dataclass
 
 CUSTOMERS = ("acme", "globex", "initech", "umbrella", "hooli", "stark")
 RESOURCES = {
@@ -36,7 +41,7 @@ DENIAL_REASONS = (
 
 class _Desk:
     def __init__(self, seed: int, start: datetime) -> None:
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 - a repeatable simulation, not security
         self.clock = start
         self.request = 0
 
@@ -44,62 +49,109 @@ class _Desk:
         self.clock += timedelta(seconds=self.rng.randint(1, 90))
         return self.clock
 
-    def access(self, actor: str, kind: ActorType, role: str, purpose: str, evidence: str | None,
-               decision: Decision, reason: str) -> Iterator[AccessEvent]:
+    def access(
+        self, actor: _Actor, evidence: str | None, denied: tuple[str, str] | None
+    ) -> list[AccessEvent]:
+        """One read attempt: allowed and completed, or denied (purpose, reason)."""
         rng = self.rng
         customer = rng.choice(CUSTOMERS)
         resource = rng.choice(list(RESOURCES))
         self.request += 1
-        common = {
-            "actor_id": actor, "actor_type": kind, "role": role, "purpose": purpose,
-            "evidence_ref": evidence, "customer_id": customer, "resource": resource,
-            "action": "read", "data_categories": RESOURCES[resource],
-            "field_names": FIELDS[resource], "request_id": f"req-{self.request:06d}",
+        common: dict[str, Any] = {
+            "actor_id": rng.choice(actor.ids),
+            "actor_type": actor.kind,
+            "role": actor.role,
+            "purpose": actor.purpose if denied is None else denied[0],
+            "evidence_ref": evidence,
+            "customer_id": customer,
+            "resource": resource,
+            "action": "read",
+            "data_categories": RESOURCES[resource],
+            "field_names": FIELDS[resource],
+            "request_id": f"req-{self.request:06d}",
             "subject_ids": (f"{customer}-user-{rng.randint(1, 40)}",),
-            "origin_host": "app-1", "origin_service": "support-console",
+            "origin_host": "app-1",
+            "origin_service": "support-console",
         }
-        allowed = decision is Decision.ALLOWED
-        yield AccessEvent(
-            event_type=EventType.ACCESS_ALLOWED if allowed else EventType.ACCESS_DENIED,
-            occurred_at=self.tick(), decision=decision, reason_code=reason, **common,
+        if denied is not None:
+            return [
+                AccessEvent(
+                    event_type=EventType.ACCESS_DENIED,
+                    occurred_at=self.tick(),
+                    decision=Decision.DENIED,
+                    reason_code=denied[1],
+                    **common,
+                )
+            ]
+        allowed = AccessEvent(
+            event_type=EventType.ACCESS_ALLOWED,
+            occurred_at=self.tick(),
+            decision=Decision.ALLOWED,
+            reason_code="allowed",
+            **common,
         )
-        if allowed:
-            yield AccessEvent(
-                event_type=EventType.ACCESS_COMPLETED, occurred_at=self.tick(),
-                record_count=rng.randint(1, 25), **common,
-            )
+        completed = AccessEvent(
+            event_type=EventType.ACCESS_COMPLETED,
+            occurred_at=self.tick(),
+            record_count=rng.randint(1, 25),
+            **common,
+        )
+        return [allowed, completed]
+
+
+@dataclass(frozen=True)
+class _Actor:
+    ids: tuple[str, ...]
+    kind: ActorType
+    role: str
+    purpose: str
+    evidence: str  # a template; {n} becomes a small number
+    share: float  # of all attempts
+
+
+_ACTORS = (
+    _Actor(("billing-job",), ActorType.SERVICE, "service", "service_delivery", "job-{n}", 0.45),
+    _Actor(
+        tuple(f"agent-{i}" for i in range(1, 6)),
+        ActorType.HUMAN,
+        "support_agent",
+        "support_request",
+        "grant:case-1{n}",
+        0.25,
+    ),
+    _Actor(
+        ("sre-1", "sre-2", "sre-3"),
+        ActorType.HUMAN,
+        "sre",
+        "technical_problem",
+        "incident:INC-{n}",
+        0.15,
+    ),
+    _Actor(("legal-1",), ActorType.HUMAN, "legal", "legal_requirement", "legal:SUB-2026-{n}", 0.05),
+)
+_DENIAL_SHARE = 0.10
 
 
 def generate(count: int, seed: int = 7, start: datetime | None = None) -> Iterator[AccessEvent]:
-    """Yield about ``count`` events (never more) in time order; the same seed, the same mix."""
+    """Yield exactly ``count`` events in time order; the same seed gives the same mix."""
     desk = _Desk(seed, start or datetime.now(UTC) - timedelta(days=7))
-    rng, produced = desk.rng, 0
-    yield AccessEvent(event_type=EventType.AUDIT_STARTED, actor_id="accessaudit",
-                      actor_type=ActorType.SERVICE, occurred_at=desk.tick(),
-                      customer_visible=False)
-    produced += 1
+    rng = desk.rng
+    produced = 1
+    yield AccessEvent(
+        event_type=EventType.AUDIT_STARTED,
+        actor_id="accessaudit",
+        actor_type=ActorType.SERVICE,
+        occurred_at=desk.tick(),
+        customer_visible=False,
+    )
+    weights = [a.share for a in _ACTORS] + [_DENIAL_SHARE]
     while produced < count:
-        roll = rng.random()
-        if roll < 0.45:
-            batch = desk.access("billing-job", ActorType.SERVICE, "service", "service_delivery",
-                                f"job-{rng.randint(1, 9)}", Decision.ALLOWED, "allowed")
-        elif roll < 0.70:
-            case = f"case-{rng.randint(100, 140)}"
-            batch = desk.access(f"agent-{rng.randint(1, 5)}", ActorType.HUMAN, "support_agent",
-                                "support_request", f"grant:{case}", Decision.ALLOWED, "allowed")
-        elif roll < 0.85:
-            batch = desk.access(f"sre-{rng.randint(1, 3)}", ActorType.HUMAN, "sre",
-                                "technical_problem", f"incident:INC-{rng.randint(1, 4)}",
-                                Decision.ALLOWED, "allowed")
-        elif roll < 0.90:
-            batch = desk.access("legal-1", ActorType.HUMAN, "legal", "legal_requirement",
-                                "legal:SUBPOENA-2026-17", Decision.ALLOWED, "allowed")
+        pick = rng.choices(range(len(weights)), weights)[0]
+        if pick == len(_ACTORS):  # a mistake real staff make: refused, with its reason
+            batch = desk.access(_ACTORS[1], None, rng.choice(DENIAL_REASONS))
         else:
-            purpose, reason = rng.choice(DENIAL_REASONS)
-            batch = desk.access(f"agent-{rng.randint(1, 5)}", ActorType.HUMAN, "support_agent",
-                                purpose, None, Decision.DENIED, reason)
-        for event in batch:
-            if produced >= count:
-                return
+            actor = _ACTORS[pick]
+            batch = desk.access(actor, actor.evidence.format(n=rng.randint(1, 9)), None)
+        for event in batch[: count - produced]:
             produced += 1
             yield event

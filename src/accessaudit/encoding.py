@@ -29,7 +29,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from accessaudit.events import EVENT_FIELDS, RECORD_VERSION, AccessEvent, Kind
+from accessaudit.events import AccessEvent
+from accessaudit.fields import EVENT_FIELDS, RECORD_VERSION, Kind
 
 MAGIC: Final = b"accessaudit/event\x00"
 _NULL, _TEXT, _INT, _BOOL, _LIST, _MAP, _UUID, _TIME = range(8)
@@ -55,11 +56,12 @@ def _scalar(value: object) -> bytes:
     raise TypeError(f"cannot encode {type(value).__name__}")  # validation prevents this
 
 
-def _value(kind: Kind, value: Any) -> bytes:  # noqa: ANN401 - one branch per Kind
+def _value(kind: Kind, value: Any) -> bytes:
     if value is None:
         return bytes([_NULL])
     if kind is Kind.UUID:
-        return bytes([_UUID]) + value.bytes
+        raw: bytes = value.bytes
+        return bytes([_UUID]) + raw
     if kind is Kind.TIME:
         delta = value - _EPOCH
         micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -95,7 +97,7 @@ class _Reader:
         (size,) = _U32.unpack(self.take(4))
         return self.take(size).decode("utf-8")
 
-    def tagged(self) -> Any:  # noqa: ANN401, PLR0911 - one return per tag
+    def tagged(self) -> Any:
         tag = self.take(1)[0]
         if tag == _NULL:
             return None

@@ -13,12 +13,15 @@ before it; the MAC lets a key holder detect a chain recomputed by someone withou
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from accessaudit.encoding import encode
 from accessaudit.events import AccessEvent, StoredEvent
-from accessaudit.keys import MacKey
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from accessaudit.keys import MacKey
 
 GENESIS_HASH: Final = "00" * 32
 _LINK_PREFIX: Final = b"accessaudit/link/v1\x00"

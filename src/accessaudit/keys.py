@@ -24,11 +24,14 @@ DEFAULT_KEY_FILE: Final = Path("accessaudit.key")
 KEY_BYTES: Final = 32
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class MacKey:
     """A secret HMAC-SHA256 key and its public id (so verify can tell which key sealed a row)."""
 
     secret: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"MacKey(key_id={self.key_id!r})"
 
     def __post_init__(self) -> None:
         if len(self.secret) < KEY_BYTES:
@@ -49,7 +52,7 @@ class MacKey:
         """Parse a hex key; ``source`` names where it came from for the error message."""
         try:
             return cls(bytes.fromhex(text.strip()))
-        except ValueError as e:
+        except (ValueError, MacKeyError) as e:
             raise MacKeyError(
                 f"{source} does not hold a key of at least {KEY_BYTES * 2} hex characters; "
                 "create one with `accessaudit init`"

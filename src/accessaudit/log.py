@@ -8,12 +8,16 @@ sinks, levels) is the application's call, so nothing here calls ``structlog.conf
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from accessaudit.events import EVENT_FIELDS, StoredEvent
+from accessaudit.fields import EVENT_FIELDS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from accessaudit.events import StoredEvent
 
 _logger = structlog.get_logger("accessaudit.audit")
 

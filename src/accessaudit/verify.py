@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from accessaudit.events import StoredEvent
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
-from accessaudit.keys import MacKey
 from accessaudit.store._rows import MalformedRow, from_row
 
 if TYPE_CHECKING:
+    from accessaudit.keys import MacKey
     from accessaudit.store import AuditStore
 
 Row = Mapping[str, Any]
@@ -59,7 +59,7 @@ class ExpectedHead:
     @classmethod
     def parse(cls, text: str) -> ExpectedHead:
         """Parse ``CHAIN:SEQ:HASH``, as printed by ``accessaudit verify``."""
-        chain_id, seq, chain_hash = (text.rsplit(":", 2) + ["", ""])[:3]
+        chain_id, seq, chain_hash = ([*text.rsplit(":", 2), "", ""])[:3]
         if not (chain_id and seq.isdigit() and _HEX64.fullmatch(chain_hash.lower())):
             raise ConfigurationError(
                 f"{text!r} is not CHAIN:SEQ:HASH (a chain id, a seq number and a "
@@ -135,7 +135,13 @@ class _ChainChecker:
     def add(self, code: FindingCode, seq: int | None, detail: str, row: Row | None) -> None:
         event_id = None if row is None else row.get("event_id")
         self.findings.append(
-            Finding(code, self.summary.chain_id, seq, detail, None if event_id is None else str(event_id))
+            Finding(
+                code,
+                self.summary.chain_id,
+                seq,
+                detail,
+                None if event_id is None else str(event_id),
+            )
         )
 
     def group(self, seq: object, rows: list[Row]) -> None:
@@ -179,7 +185,9 @@ class _ChainChecker:
         return leaf_hash(stored.chain_id, stored.seq, stored.event) == stored.leaf_hash
 
     def _links(self, stored: StoredEvent) -> bool:
-        return self.previous is None or link_hash(self.previous, stored.leaf_hash) == stored.chain_hash
+        return (
+            self.previous is None or link_hash(self.previous, stored.leaf_hash) == stored.chain_hash
+        )
 
     def _check(self, seq: int, row: Row, parsed: StoredEvent | MalformedRow) -> None:
         if isinstance(parsed, MalformedRow):
@@ -249,4 +257,3 @@ def verify_store(
         report.chains.append(summary)
         report.findings.extend(findings)
     return report
-

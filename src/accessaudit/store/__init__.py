@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from accessaudit.events import AccessEvent, StoredEvent
 from accessaudit.store.sql import ChainHead, SqlStore
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+    from accessaudit.events import AccessEvent, StoredEvent
 
 
 class AuditStore(Protocol):

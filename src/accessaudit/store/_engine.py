@@ -84,7 +84,7 @@ def _sqlite_engine(url: URL, timeout: float) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: object) -> None:  # noqa: ANN401
+    def _configure(dbapi_connection: Any, _record: object) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (see below)
         cursor = dbapi_connection.cursor()
         try:

@@ -6,8 +6,8 @@ the statement's parameters, and the message must say what failed, not echo the r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from sqlalchemy import exc as sa_exc
 
@@ -19,6 +19,9 @@ from accessaudit.exceptions import (
     StoreUnavailable,
 )
 from accessaudit.store._schema import APPEND_ONLY_MESSAGE, TABLE_NAME
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _MISSING_TABLE = ("no such table", "does not exist")
 _UNAVAILABLE = (

@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from accessaudit.events import EVENT_FIELDS, RECORD_VERSION, AccessEvent, Kind, StoredEvent
+from accessaudit.events import AccessEvent, StoredEvent
 from accessaudit.exceptions import InvalidEvent
+from accessaudit.fields import EVENT_FIELDS, RECORD_VERSION, Kind
 from accessaudit.store._schema import column_name
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -68,7 +71,7 @@ def _int(column: str, value: object) -> int:
     return value
 
 
-def _from_column(kind: Kind, column: str, value: object) -> object:  # noqa: PLR0911
+def _from_column(kind: Kind, column: str, value: object) -> object:
     if value is None:
         return None
     if kind is Kind.UUID:

@@ -9,7 +9,7 @@ reorder keys and the verifier should see what was written.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -22,15 +22,17 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.types import TypeEngine
 
-from accessaudit.events import EVENT_FIELDS, Kind
 from accessaudit.exceptions import ConfigurationError
+from accessaudit.fields import EVENT_FIELDS, Kind
+
+if TYPE_CHECKING:
+    from sqlalchemy.types import TypeEngine
 
 TABLE_NAME: Final = "accessaudit_events"
 metadata = MetaData()
 
-_COLUMN_TYPES: Final[dict[Kind, TypeEngine[object]]] = {
+_COLUMN_TYPES: Final[dict[Kind, TypeEngine[Any]]] = {
     Kind.UUID: String(36),
     Kind.TIME: BigInteger(),
     Kind.TEXT: Text(),
@@ -116,13 +118,18 @@ def postgres_trigger_ddl() -> list[str]:
 _ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
-def writer_role_ddl(role: str, schema: str) -> list[str]:
-    """Statements creating (if absent) a NOLOGIN role that may only SELECT and INSERT."""
+def check_role_name(role: str) -> None:
+    """Refuse a role name that is not a plain identifier (it is spliced into DDL)."""
     if not _ROLE_NAME.fullmatch(role):
         raise ConfigurationError(
             f"role name {role!r} is not a plain lower-case SQL identifier "
             "(letters, digits, underscore; at most 63 characters)"
         )
+
+
+def writer_role_ddl(role: str, schema: str) -> list[str]:
+    """Statements creating (if absent) a NOLOGIN role that may only SELECT and INSERT."""
+    check_role_name(role)
     quoted_schema = '"' + schema.replace('"', '""') + '"'
     return [
         "DO $$ BEGIN "

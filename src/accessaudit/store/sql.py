@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from sqlalchemy import Connection, func, inspect, select, text
 
@@ -29,7 +28,6 @@ from accessaudit.exceptions import (
     StoreUnavailable,
 )
 from accessaudit.integrity import GENESIS_HASH, seal_batch
-from accessaudit.keys import MacKey
 from accessaudit.log import emit_appended
 from accessaudit.store._engine import (
     DEFAULT_URL,
@@ -48,6 +46,11 @@ from accessaudit.store._schema import (
     postgres_trigger_ddl,
     writer_role_ddl,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+    from accessaudit.keys import MacKey
 
 DEFAULT_CHAIN: Final = "main"
 DEFAULT_TIMEOUT: Final = 5.0
@@ -141,8 +144,8 @@ class SqlStore:
         if self.is_sqlite:
             query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
         else:
-            query = (
-                "SELECT tgname FROM pg_trigger "
+            query = (  # TABLE_NAME is our own constant, not input
+                "SELECT tgname FROM pg_trigger "  # noqa: S608
                 f"WHERE tgrelid = '{TABLE_NAME}'::regclass AND NOT tgisinternal"
             )
         return {row[0] for row in conn.exec_driver_sql(query)}
@@ -168,15 +171,17 @@ class SqlStore:
             return []
         if self.key is None:
             raise MacKeyError("appending needs the HMAC key; pass key=load_key()")
-        with self._writer_slot(), translated("appending to the audit log"):
-            with self._engine.connect() as conn:
-                conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    if not self.is_sqlite:
-                        self._lock_chain(conn)
-                    last_seq, last_hash = self._tail(conn)
-                    sealed = seal_batch(self.chain_id, last_seq, last_hash, checked, self.key)
-                    conn.execute(events.insert(), [to_row(s) for s in sealed])
+        with (
+            self._writer_slot(),
+            translated("appending to the audit log"),
+            self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
+            conn.begin(),
+        ):
+            if not self.is_sqlite:
+                self._lock_chain(conn)
+            last_seq, last_hash = self._tail(conn)
+            sealed = seal_batch(self.chain_id, last_seq, last_hash, checked, self.key)
+            conn.execute(events.insert(), [to_row(s) for s in sealed])
         emit_appended(sealed)
         return sealed
 
@@ -290,7 +295,7 @@ class SqlStore:
             result = conn.execution_options(yield_per=READ_BATCH).execute(query.order_by(*_ORDER))
             try:
                 for row in result:
-                    yield row._mapping
+                    yield dict(row._mapping)
             finally:
                 # Close the (server-side, on PostgreSQL) cursor before its connection, also
                 # when the caller stops reading early.

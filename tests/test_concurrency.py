@@ -1,0 +1,55 @@
+"""Many processes, each with many threads, append to one chain at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
+
+import pytest
+
+from accessaudit import MacKey, SqlStore, verify_store
+from tests.workers import append_from_threads
+
+if TYPE_CHECKING:
+    from tests.conftest import Backend
+
+PROCESSES, THREADS, APPENDS = 3, 4, 15
+
+
+@pytest.mark.slow
+def test_concurrent_writers_keep_one_gapless_chain(
+    backend: Backend, store: SqlStore, key: MacKey
+) -> None:
+    """Every acknowledged event is stored once, seq has no gap or fork, and the chain verifies."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(PROCESSES, mp_context=context) as pool:
+        futures = [
+            pool.submit(
+                append_from_threads, backend.url, key.secret.hex(), f"host-{p}", THREADS, APPENDS
+            )
+            for p in range(PROCESSES)
+        ]
+        acked = [event_id for f in futures for event_id in f.result()]
+
+    rows = [dict(r) for r in store.rows()]
+    stored = Counter(str(r["event_id"]) for r in rows)
+    assert (
+        len(acked)
+        == len(set(acked))
+        == PROCESSES * THREADS * sum(1 + i % 3 for i in range(APPENDS))
+    )
+    assert all(stored[event_id] == 1 for event_id in acked)
+    assert len(rows) == len(acked)  # nothing unacknowledged either
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    assert len({r["origin_host"] for r in rows}) == PROCESSES
+    batches: dict[tuple[object, object, object], list[int]] = {}
+    for r in rows:
+        batches.setdefault((r["origin_host"], r["origin_pid"], r["request_id"]), []).append(
+            r["seq"]
+        )
+    for seqs in batches.values():  # a batch is one transaction: its records are adjacent
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    report = verify_store(store, key)
+    assert report.intact, report.findings

@@ -1,0 +1,154 @@
+"""Failures become specific accessaudit errors, waits are bounded, and nothing half-lands."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from accessaudit import (
+    ConfigurationError,
+    MacKey,
+    SqlStore,
+    StoreError,
+    StoreUnavailable,
+    verify_store,
+)
+from tests.strategies import make_event
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.conftest import Backend
+
+
+@pytest.mark.postgres
+def test_unreachable_postgres_is_store_unavailable(key: MacKey, postgres_url: str) -> None:
+    """Nothing listens on the port: appends and reads fail as StoreUnavailable."""
+    url = make_url(postgres_url).set(port=1).render_as_string(hide_password=False)
+    with SqlStore(url, key=key, timeout=1) as store:
+        with pytest.raises(StoreUnavailable, match="unavailable"):
+            store.append([make_event()])
+        with pytest.raises(StoreUnavailable):
+            store.count()
+
+
+@pytest.mark.postgres
+def test_held_chain_lock_times_out_and_stores_nothing(pg_backend: Backend, key: MacKey) -> None:
+    """A held chain lock makes an append give up, store nothing, and the chain continue after."""
+    with SqlStore(pg_backend.url, key=key, timeout=0.5, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+        lock_key = store._lock_key
+        with pg_backend.owner.connect() as other, other.begin():
+            other.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
+            with pytest.raises(StoreUnavailable, match="timeout"):
+                store.append([make_event()])
+        assert store.count() == 1
+        assert [r.seq for r in store.append([make_event()])] == [2]
+        assert verify_store(store, key).intact
+
+
+@pytest.mark.postgres
+def test_killed_connections_are_replaced(pg_backend: Backend, key: MacKey) -> None:
+    """After the server terminates the store's connections, the next append still lands."""
+    with SqlStore(pg_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+        pg_backend.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'accessaudit' AND pid <> pg_backend_pid()"
+        )
+        assert [r.seq for r in store.append([make_event()])] == [2]
+
+
+def test_locked_sqlite_times_out_and_stores_nothing(sqlite_backend: Backend, key: MacKey) -> None:
+    """While another process holds the write lock, an append gives up after the timeout."""
+    with SqlStore(sqlite_backend.url, key=key, timeout=0.3, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+        path = make_url(sqlite_backend.url).database
+        assert path is not None
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreUnavailable, match="locked"):
+                store.append([make_event()])
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert store.count() == 1
+        assert [r.seq for r in store.append([make_event()])] == [2]
+
+
+def test_missing_sqlite_file_is_a_configuration_error(tmp_path: Path) -> None:
+    """A SQLite URL naming no file is refused, not silently created empty."""
+    with pytest.raises(
+        ConfigurationError, match=r"does not exist; create it with `accessaudit init`"
+    ):
+        SqlStore(f"sqlite:///{tmp_path / 'typo.db'}")
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_uninitialised_database_says_to_run_init(tmp_path: Path, key: MacKey) -> None:
+    """A database without the table points at `accessaudit init`."""
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()
+    with (
+        SqlStore(f"sqlite:///{path}", key=key) as store,
+        pytest.raises(StoreUnavailable, match="run `accessaudit init`"),
+    ):
+        store.append([make_event()])
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("not a url", "is not a database URL"),
+        ("mysql://root@localhost/db", "unsupported database 'mysql'"),
+        ("sqlite://", "in-memory SQLite database would lose"),
+        ("sqlite:///:memory:", "in-memory"),
+    ],
+)
+def test_unusable_urls_are_refused(url: str, words: str) -> None:
+    """Bad database URLs are configuration errors that say what to use instead."""
+    with pytest.raises(ConfigurationError, match=words):
+        SqlStore(url)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf")])
+def test_timeout_must_be_positive_and_finite(tmp_path: Path, timeout: float) -> None:
+    """A wait without bound, or none at all, is refused."""
+    with pytest.raises(ConfigurationError, match="timeout"):
+        SqlStore(f"sqlite:///{tmp_path / 'a.db'}", timeout=timeout, must_exist=False)
+
+
+def test_unreadable_row_is_a_store_error_when_reading(backend: Backend, store: SqlStore) -> None:
+    """read() refuses a row it cannot rebuild and points at verify."""
+    store.append([make_event(), make_event()])
+    backend.drop_guards()
+    backend.sql("UPDATE accessaudit_events SET customer_visible = 5 WHERE seq = 2")
+    with pytest.raises(StoreError, match=r"seq 2 cannot be read.*accessaudit verify"):
+        list(store.read())
+
+
+def test_driver_errors_do_not_leak_parameters(backend: Backend, store: SqlStore) -> None:
+    """A translated error carries the driver's first line, not the statement's values."""
+    first = store.append([make_event(actor_id="agent-secret-name")])[0].event
+    with pytest.raises(StoreError) as caught:
+        store.append([first])
+    assert "agent-secret-name" not in str(caught.value)
+    assert isinstance(caught.value.__cause__, Exception)
+
+
+def test_owner_engine_sees_wal_and_full_sync(sqlite_backend: Backend, key: MacKey) -> None:
+    """SQLite logs run in WAL mode with synchronous=FULL on the store's connections."""
+    with SqlStore(sqlite_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        engine = store._engine
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
