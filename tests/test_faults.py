@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import sqlite3
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from accessaudit import (
@@ -152,3 +155,67 @@ def test_owner_engine_sees_wal_and_full_sync(sqlite_backend: Backend, key: MacKe
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def _backend_pid(store: SqlStore) -> int:
+    with store._engine.connect() as conn:
+        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+@pytest.mark.postgres
+def test_stopped_pooled_backend_is_replaced(pg_backend: Backend, key: MacKey) -> None:
+    """A pooled connection whose server process stopped answering is swapped for a new one."""
+    with SqlStore(pg_backend.url, key=key, timeout=2, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+        pid = _backend_pid(store)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert [r.seq for r in store.append([make_event()])] == [2]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert verify_store(store, key).intact
+
+
+@pytest.mark.postgres
+def test_server_hanging_mid_append_is_unavailable_and_stores_nothing(
+    pg_backend: Backend, key: MacKey
+) -> None:
+    """A server hanging mid-INSERT gives StoreUnavailable, not a hang, and keeps nothing."""
+    with SqlStore(pg_backend.url, key=key, timeout=1, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+        stopped: list[int] = []
+
+        def stop_before_insert(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement.startswith("INSERT") and not stopped:
+                stopped.append(conn.connection.driver_connection.info.backend_pid)
+                os.kill(stopped[0], signal.SIGSTOP)
+
+        event.listen(store._engine, "before_cursor_execute", stop_before_insert)
+        try:
+            with pytest.raises(StoreUnavailable, match="did not answer within"):
+                store.append([make_event()])
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+            event.remove(store._engine, "before_cursor_execute", stop_before_insert)
+        assert stopped
+        assert store.count() == 1
+        assert [r.seq for r in store.append([make_event()])] == [2]
+
+
+def test_silent_server_is_unavailable_not_a_hang(key: MacKey) -> None:
+    """A server that accepts TCP connections but never speaks is StoreUnavailable."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        with SqlStore(f"postgresql://nobody@127.0.0.1:{port}/db", key=key, timeout=1) as store:
+            with pytest.raises(StoreUnavailable):
+                store.append([make_event()])
+            with pytest.raises(StoreUnavailable):  # and again: nothing is left stuck
+                store.count()
+    finally:
+        listener.close()

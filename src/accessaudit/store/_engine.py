@@ -5,21 +5,27 @@ a busy timeout, and ``BEGIN IMMEDIATE`` for appends so two writers can never bot
 same chain tail. pysqlite's own implicit transactions are switched off so that the BEGIN we
 emit is the one that runs (the SQLAlchemy "pysqlite serializable" recipe).
 
-PostgreSQL (psycopg 3): READ COMMITTED, a connect timeout, pre-ping so a connection killed
-by the server is replaced instead of failing a caller.
+PostgreSQL (psycopg 3): READ COMMITTED, a connect timeout, and a ping at checkout, bounded by
+the operation's deadline, so a connection the server killed or stopped answering on is
+replaced instead of failing (or hanging) a caller. SQLAlchemy's own ``pool_pre_ping`` is not
+used because its ping has no client-side bound.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 from accessaudit.exceptions import ConfigurationError
+from accessaudit.store._deadline import remaining, socket_deadline
+
+if TYPE_CHECKING:
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 DEFAULT_URL: Final = "sqlite:///accessaudit.db"
 WRITE_OPTION: Final = "accessaudit_write"
@@ -59,10 +65,9 @@ def make_engine(url: URL, timeout: float) -> Engine:
     """An engine for ``url`` whose every wait (connect, lock, pool) is bounded by ``timeout``."""
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, timeout)
-    return create_engine(
+    engine = create_engine(
         url,
         isolation_level="READ COMMITTED",
-        pool_pre_ping=True,
         pool_timeout=timeout,
         pool_size=8,
         max_overflow=24,
@@ -72,6 +77,25 @@ def make_engine(url: URL, timeout: float) -> Engine:
             "application_name": "accessaudit",
         },
     )
+
+    @event.listens_for(engine, "connect")
+    def _mark_new(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["accessaudit_new"] = True
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: object) -> None:
+        if record.info.pop("accessaudit_new", False):
+            return  # just connected: nothing to check
+        try:
+            # A healthy ping takes a millisecond; a quarter of the budget leaves the rest for
+            # a fresh connection if this one is dead.
+            with socket_deadline(dbapi_connection.pgconn.socket, remaining(timeout) / 4):
+                engine.dialect.do_ping(dbapi_connection)
+        except Exception as e:
+            # The pool discards this connection and checks out another (a fresh one if need be).
+            raise DisconnectionError("pooled connection did not answer a ping") from e
+
+    return engine
 
 
 def _sqlite_engine(url: URL, timeout: float) -> Engine:

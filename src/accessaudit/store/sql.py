@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -29,6 +29,7 @@ from accessaudit.exceptions import (
 )
 from accessaudit.integrity import GENESIS_HASH, seal_batch
 from accessaudit.log import emit_appended
+from accessaudit.store._deadline import operation_deadline, remaining, socket_deadline
 from accessaudit.store._engine import (
     DEFAULT_URL,
     WRITE_OPTION,
@@ -123,14 +124,13 @@ class SqlStore:
 
     def create_schema(self) -> list[str]:
         """Create the table, indexes and append-only triggers where missing; say what was made."""
-        with translated("creating the audit schema"):
+        with self._connection("creating the audit schema") as conn:
             if self.is_sqlite:
-                with self._engine.connect() as conn:
-                    # WAL is a property of the file and cannot be set inside a transaction.
-                    conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-                        "PRAGMA journal_mode = WAL"
-                    )
-            with self._engine.begin() as conn:
+                # WAL is a property of the file and cannot be set inside a transaction.
+                conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA journal_mode = WAL"
+                )
+            with conn.begin():
                 created = [] if inspect(conn).has_table(TABLE_NAME) else [f"table {TABLE_NAME}"]
                 metadata.create_all(conn)
                 before = self._trigger_names(conn)
@@ -154,7 +154,7 @@ class SqlStore:
         """PostgreSQL: create ``role`` if absent and let it only SELECT and INSERT the log."""
         if self.is_sqlite:
             raise ConfigurationError("database roles exist only on PostgreSQL")
-        with translated(f"granting the writer role {role}"), self._engine.begin() as conn:
+        with self._connection(f"granting the writer role {role}") as conn, conn.begin():
             schema = conn.execute(text("SELECT current_schema()")).scalar_one()
             for statement in writer_role_ddl(role, schema):
                 conn.execute(text(statement))
@@ -172,9 +172,9 @@ class SqlStore:
         if self.key is None:
             raise MacKeyError("appending needs the HMAC key; pass key=load_key()")
         with (
+            operation_deadline(self.timeout),
             self._writer_slot(),
-            translated("appending to the audit log"),
-            self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
+            self._connection("appending to the audit log", write=True) as conn,
             conn.begin(),
         ):
             if not self.is_sqlite:
@@ -186,11 +186,30 @@ class SqlStore:
         return sealed
 
     @contextmanager
+    def _connection(
+        self, doing: str, *, write: bool = False, bounded: bool = True
+    ) -> Iterator[Connection]:
+        """A pooled connection, errors translated; ``bounded``: finished within the timeout."""
+        with (
+            operation_deadline(self.timeout) if bounded else nullcontext(),
+            translated(doing),
+            self._engine.connect() as conn,
+        ):
+            if write:
+                conn.execution_options(**{WRITE_OPTION: True})
+            if self.is_sqlite or not bounded:  # SQLite waits are bounded by busy_timeout
+                yield conn
+                return
+            socket = conn.connection.driver_connection.pgconn.socket  # type: ignore[union-attr]
+            with socket_deadline(socket, remaining(self.timeout)):
+                yield conn
+
+    @contextmanager
     def _writer_slot(self) -> Iterator[None]:
         if not self.is_sqlite:  # PostgreSQL serialises in the database (advisory lock)
             yield
             return
-        if not self._local_writer.acquire(timeout=self.timeout):
+        if not self._local_writer.acquire(timeout=remaining(self.timeout)):
             raise StoreUnavailable(
                 f"appending to the audit log: no write slot within {self.timeout:g}s"
             )
@@ -200,10 +219,13 @@ class SqlStore:
             self._local_writer.release()
 
     def _lock_chain(self, conn: Connection) -> None:
-        # One serialisation point per chain. Bounded waits are set for this transaction only;
+        # One serialisation point per chain. Bounded waits are set for this transaction only,
+        # from what is left of the operation's budget; the server gets 80% of it so that its
+        # own, more telling error ("lock timeout") normally comes before the client-side
+        # deadline, which stays the backstop for a server that does not answer at all.
         # synchronous_commit is forced on so a server default of "off" cannot make us return
         # before the record is durable.
-        wait = f"{int(self.timeout * 1000)}ms"
+        wait = f"{max(1, int(remaining(self.timeout) * 800))}ms"
         conn.execute(
             text(
                 "SELECT set_config('lock_timeout', :wait, true),"
@@ -235,7 +257,7 @@ class SqlStore:
     def head(self, chain_id: str | None = None) -> ChainHead | None:
         """The newest record's seq and chain hash, or None for an empty chain."""
         chain = chain_id or self.chain_id
-        with translated("reading the chain head"), self._engine.connect() as conn:
+        with self._connection("reading the chain head") as conn:
             row = conn.execute(
                 select(events.c.seq, events.c.chain_hash)
                 .where(events.c.chain_id == chain)
@@ -247,13 +269,13 @@ class SqlStore:
     def count(self, chain_id: str | None = None) -> int:
         """How many records the chain holds."""
         chain = chain_id or self.chain_id
-        with translated("counting audit records"), self._engine.connect() as conn:
+        with self._connection("counting audit records") as conn:
             query = select(func.count()).select_from(events).where(events.c.chain_id == chain)
             return int(conn.execute(query).scalar_one())
 
     def chains(self) -> list[str]:
         """Every chain id present in the log, sorted."""
-        with translated("listing chains"), self._engine.connect() as conn:
+        with self._connection("listing chains") as conn:
             query = select(events.c.chain_id).distinct().order_by(events.c.chain_id)
             return [str(c) for c in conn.execute(query).scalars()]
 
@@ -291,7 +313,8 @@ class SqlStore:
             query = query.where(events.c.seq >= start_seq)
         if end_seq is not None:
             query = query.where(events.c.seq <= end_seq)
-        with translated("reading the audit log"), self._engine.connect() as conn:
+        # Not bounded: a full verification may legitimately take longer than any timeout.
+        with self._connection("reading the audit log", bounded=False) as conn:
             result = conn.execution_options(yield_per=READ_BATCH).execute(query.order_by(*_ORDER))
             try:
                 for row in result:
