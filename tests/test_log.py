@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import structlog
-from structlog.testing import capture_logs
+from structlog.testing import LogCapture, capture_logs
 
 from accessaudit import DuplicateEvent, EventType, SqlStore
 from accessaudit.log import log_fields
@@ -50,3 +52,16 @@ def test_library_leaves_structlog_unconfigured(store: SqlStore) -> None:
     """Using the store does not configure structlog behind the application's back."""
     store.append([make_event()])
     assert not structlog.is_configured()
+
+
+def test_filtered_level_emits_nothing(store: SqlStore) -> None:
+    """When the application filters out INFO, appends emit nothing; at INFO they emit."""
+    capture = LogCapture()
+    structlog.configure(
+        processors=[capture], wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
+    )
+    store.append([make_event()])
+    assert capture.entries == []
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    store.append([make_event()])
+    assert [e["seq"] for e in capture.entries] == [2]

@@ -27,14 +27,18 @@ from __future__ import annotations
 import struct
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from accessaudit.events import AccessEvent
 from accessaudit.fields import EVENT_FIELDS, RECORD_VERSION, Kind
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
 MAGIC: Final = b"accessaudit/event\x00"
 _NULL, _TEXT, _INT, _BOOL, _LIST, _MAP, _UUID, _TIME = range(8)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NULL_BYTES = bytes([_NULL])
 _U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")
 
@@ -46,7 +50,7 @@ def _text(value: str) -> bytes:
 
 def _scalar(value: object) -> bytes:
     if value is None:
-        return bytes([_NULL])
+        return _NULL_BYTES
     if isinstance(value, bool):
         return bytes([_BOOL, int(value)])
     if isinstance(value, int):
@@ -56,29 +60,50 @@ def _scalar(value: object) -> bytes:
     raise TypeError(f"cannot encode {type(value).__name__}")  # validation prevents this
 
 
-def _value(kind: Kind, value: Any) -> bytes:
-    if value is None:
-        return bytes([_NULL])
-    if kind is Kind.UUID:
-        raw: bytes = value.bytes
-        return bytes([_UUID]) + raw
-    if kind is Kind.TIME:
-        delta = value - _EPOCH
-        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-        return bytes([_TIME]) + _I64.pack(micros)
-    if kind is Kind.TEXT_LIST:
-        return bytes([_LIST]) + _U32.pack(len(value)) + b"".join(_text(v) for v in value)
-    if kind is Kind.ATTRIBUTES:
-        items = sorted(value.items())
-        body = b"".join(_text(k) + _scalar(v) for k, v in items)
-        return bytes([_MAP]) + _U32.pack(len(items)) + body
-    return _scalar(str(value) if kind is Kind.TEXT else value)
+def _uuid(value: uuid.UUID) -> bytes:
+    return bytes([_UUID]) + value.bytes
+
+
+def _time(value: datetime) -> bytes:
+    delta = value - _EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return bytes([_TIME]) + _I64.pack(micros)
+
+
+def _text_list(value: tuple[str, ...]) -> bytes:
+    return bytes([_LIST]) + _U32.pack(len(value)) + b"".join(_text(v) for v in value)
+
+
+def _attributes(value: Mapping[str, object]) -> bytes:
+    items = sorted(value.items())
+    body = b"".join(_text(k) + _scalar(v) for k, v in items)
+    return bytes([_MAP]) + _U32.pack(len(items)) + body
+
+
+def _plain_text(value: str) -> bytes:
+    return bytes([_TEXT]) + _text(str(value))  # str(): enum members encode as their value
+
+
+_BY_KIND: dict[Kind, Callable[[Any], bytes]] = {
+    Kind.UUID: _uuid,
+    Kind.TIME: _time,
+    Kind.TEXT: _plain_text,
+    Kind.INT: _scalar,
+    Kind.BOOL: _scalar,
+    Kind.TEXT_LIST: _text_list,
+    Kind.ATTRIBUTES: _attributes,
+}
+# Resolved once: the encoder of each field, in canonical order.
+_FIELD_ENCODERS = tuple((spec.name, _BY_KIND[spec.kind]) for spec in EVENT_FIELDS)
+_HEADER = MAGIC + struct.pack(">H", RECORD_VERSION)
 
 
 def encode(chain_id: str, seq: int, event: AccessEvent) -> bytes:
     """The canonical bytes of ``event`` at position ``seq`` of chain ``chain_id``."""
-    parts = [MAGIC, struct.pack(">H", RECORD_VERSION), _scalar(chain_id), _scalar(seq)]
-    parts += [_value(spec.kind, getattr(event, spec.name)) for spec in EVENT_FIELDS]
+    parts = [_HEADER, _scalar(chain_id), _scalar(seq)]
+    for name, encoder in _FIELD_ENCODERS:
+        value = getattr(event, name)
+        parts.append(_NULL_BYTES if value is None else encoder(value))
     return b"".join(parts)
 
 

@@ -8,10 +8,12 @@ sinks, levels) is the application's call, so nothing here calls ``structlog.conf
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from accessaudit._validate import to_json_value
 from accessaudit.fields import EVENT_FIELDS
 
 if TYPE_CHECKING:
@@ -22,18 +24,28 @@ if TYPE_CHECKING:
 _logger = structlog.get_logger("accessaudit.audit")
 
 
+_LOGGED = tuple(spec for spec in EVENT_FIELDS if spec.name != "event_type")
+
+
 def log_fields(stored: StoredEvent) -> dict[str, Any]:
-    """The flat key/value form of one record, without empty fields."""
+    """The flat, JSON-ready key/value form of one record, without empty fields."""
     fields: dict[str, Any] = {"chain_id": stored.chain_id, "seq": stored.seq}
-    event = stored.event.to_dict()
-    for spec in EVENT_FIELDS:
-        value = event[spec.name]
-        if spec.name != "event_type" and value not in (None, [], {}):
-            fields[spec.name] = value
+    event = stored.event
+    for spec in _LOGGED:
+        value = getattr(event, spec.name)
+        if value is not None and value != ():
+            fields[spec.name] = to_json_value(spec, value)
+    if not fields["attributes"]:
+        del fields["attributes"]
     return fields
 
 
 def emit_appended(records: Sequence[StoredEvent]) -> None:
     """Emit one structlog event per committed record."""
+    # Skip building the fields when the application's configuration would drop them anyway
+    # (structlog >= 25.1 loggers answer is_enabled_for; others are always asked).
+    enabled = getattr(_logger, "is_enabled_for", None)
+    if enabled is not None and not enabled(logging.INFO):
+        return
     for stored in records:
         _logger.info(stored.event.event_type.value, **log_fields(stored))

@@ -19,7 +19,7 @@ from accessaudit.fields import EVENT_FIELDS, RECORD_VERSION, Kind
 from accessaudit.store._schema import column_name
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -47,22 +47,31 @@ def to_row(stored: StoredEvent) -> dict[str, Any]:
         "mac": stored.mac,
         "mac_key_id": stored.mac_key_id,
     }
-    for spec in EVENT_FIELDS:
-        value = getattr(event, spec.name)
-        if spec.kind is Kind.UUID:
-            value = str(value)
-        elif spec.kind is Kind.TIME:
-            value = event.occurred_at_us
-        elif spec.kind is Kind.BOOL:
-            value = int(value)
-        elif spec.kind is Kind.TEXT_LIST:
-            value = _json(list(value))
-        elif spec.kind is Kind.ATTRIBUTES:
-            value = _json(dict(value), sort_keys=True)
-        elif value is not None and spec.choices is not None:
-            value = str(value)
-        row[column_name(spec.name)] = value
+    for name, column, convert in _TO_COLUMN:
+        value = getattr(event, name)
+        row[column] = value if convert is None or value is None else convert(value)
     return row
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_CONVERTERS: dict[Kind, Callable[[Any], object] | None] = {
+    Kind.UUID: str,
+    Kind.TIME: _micros,
+    Kind.BOOL: int,
+    Kind.TEXT_LIST: lambda items: _json(list(items)),
+    Kind.ATTRIBUTES: lambda mapping: _json(dict(mapping), sort_keys=True),
+    Kind.INT: None,
+    Kind.TEXT: None,
+}
+# Enum members go in as plain text: some drivers would otherwise write the member's name.
+_TO_COLUMN = tuple(
+    (spec.name, column_name(spec.name), str if spec.choices else _CONVERTERS[spec.kind])
+    for spec in EVENT_FIELDS
+)
 
 
 def _int(column: str, value: object) -> int:
