@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import multiprocessing
+import uuid
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from accessaudit import MacKey, SqlStore, verify_store
+from tests.strategies import make_event
 from tests.workers import append_from_threads
 
 if TYPE_CHECKING:
@@ -53,3 +56,32 @@ def test_concurrent_writers_keep_one_gapless_chain(
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     report = verify_store(store, key)
     assert report.intact, report.findings
+
+
+@pytest.mark.postgres
+def test_writers_with_different_search_paths_share_the_chain_lock(
+    pg_backend: Backend, key: MacKey
+) -> None:
+    """Writers reaching the same table through different search_paths still serialise."""
+    decoy = f"aa_decoy_{uuid.uuid4().hex[:8]}"
+    pg_backend.sql(f"CREATE SCHEMA {decoy}")
+    url = make_url(pg_backend.url)
+    other_path = str(url.query["options"]).replace("search_path=", f"search_path={decoy},")
+    other_url = url.update_query_dict({"options": other_path}).render_as_string(False)
+    try:
+        with (
+            SqlStore(pg_backend.url, key=key, must_exist=False) as store,
+            SqlStore(other_url, key=key) as other,
+        ):
+            store.create_schema()
+
+            def write(target: SqlStore) -> None:
+                for _ in range(20):
+                    target.append([make_event()])
+
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(write, [store, other, store, other]))
+            assert [r["seq"] for r in store.rows()] == list(range(1, 81))
+            assert verify_store(store, key).intact
+    finally:
+        pg_backend.sql(f"DROP SCHEMA {decoy} CASCADE")

@@ -20,6 +20,7 @@ from accessaudit import (
     StoreUnavailable,
     verify_store,
 )
+from accessaudit.store._append import lock_chain
 from tests.strategies import make_event
 
 if TYPE_CHECKING:
@@ -45,9 +46,8 @@ def test_held_chain_lock_times_out_and_stores_nothing(pg_backend: Backend, key: 
     with SqlStore(pg_backend.url, key=key, timeout=0.5, must_exist=False) as store:
         store.create_schema()
         store.append([make_event()])
-        lock_key = store._lock_key
         with pg_backend.owner.connect() as other, other.begin():
-            other.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
+            lock_chain(other, "main", 5.0)  # another writer holds the chain
             with pytest.raises(StoreUnavailable, match="timeout"):
                 store.append([make_event()])
         assert store.count() == 1
@@ -140,9 +140,10 @@ def test_unreadable_row_is_a_store_error_when_reading(backend: Backend, store: S
 
 def test_driver_errors_do_not_leak_parameters(backend: Backend, store: SqlStore) -> None:
     """A translated error carries the driver's first line, not the statement's values."""
-    first = store.append([make_event(actor_id="agent-secret-name")])[0].event
+    first = store.append([make_event()])[0].event
+    clash = make_event(event_id=first.event_id, actor_id="agent-secret-name")
     with pytest.raises(StoreError) as caught:
-        store.append([first])
+        store.append([clash])
     assert "agent-secret-name" not in str(caught.value)
     assert isinstance(caught.value.__cause__, Exception)
 

@@ -92,6 +92,35 @@ def test_duplicate_event_id_rejects_the_whole_batch(store: SqlStore) -> None:
     assert store.append([fresh])[0].seq == 2  # the chain continues without a gap
 
 
+def test_retrying_a_stored_batch_returns_it_without_storing_twice(store: SqlStore) -> None:
+    """Appending the same batch again (a retry) returns the stored records, stores nothing."""
+    batch = [make_event(), make_event()]
+    first = store.append(batch)
+    assert store.append(batch) == first
+    assert store.count() == 2
+
+
+def test_same_id_with_other_content_is_a_duplicate(store: SqlStore) -> None:
+    """An id that is stored with different content is refused, not taken for a retry."""
+    stored = store.append([make_event()])[0].event
+    with pytest.raises(DuplicateEvent):
+        store.append([make_event(event_id=stored.event_id, customer_id="globex")])
+    assert store.count() == 1
+
+
+def test_generator_batch_is_stored(store: SqlStore) -> None:
+    """A batch given as a generator is read once and stored whole."""
+    records = store.append(make_event() for _ in range(3))
+    assert [r.seq for r in records] == [1, 2, 3]
+    assert store.count() == 3
+
+
+def test_single_event_instead_of_a_batch_is_explained(store: SqlStore) -> None:
+    """Passing one event, not a list, says how to fix the call."""
+    with pytest.raises(InvalidEvent, match=r"wrap a single event in a list"):
+        store.append(make_event())  # type: ignore[arg-type]
+
+
 def test_duplicate_id_within_a_batch_is_refused(store: SqlStore) -> None:
     """The same event twice in one batch is refused before the database is touched."""
     event = make_event()

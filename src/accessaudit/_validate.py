@@ -105,7 +105,10 @@ def _time(spec: FieldSpec, value: object) -> Outcome:
         return None, FieldProblem(
             spec.name, "is a naive datetime", "attach a timezone, e.g. datetime.now(UTC)"
         )
-    moment = value.astimezone(UTC)
+    try:
+        moment = value.astimezone(UTC)
+    except OverflowError:
+        return None, FieldProblem(spec.name, "is outside the years 1..9999 once in UTC")
     if moment < _EPOCH:
         return None, FieldProblem(spec.name, "is before 1970-01-01T00:00:00Z")
     return moment, None

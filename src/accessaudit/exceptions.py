@@ -8,6 +8,7 @@
     ├── MacKeyError             the HMAC key is missing, unreadable or malformed
     └── StoreError              the audit store refused or failed an operation
         ├── StoreUnavailable    could not reach, lock or write the store in time
+        │   └── CommitOutcomeUnknown  the connection died during COMMIT: retry to find out
         ├── AppendOnlyViolation an UPDATE, DELETE or TRUNCATE hit the append-only table
         └── DuplicateEvent      an event id is already in the log
 
@@ -62,7 +63,16 @@ class StoreError(AccessAuditError):
 class StoreUnavailable(StoreError):
     """The store could not be reached, locked or written within the configured timeout.
 
-    Nothing was recorded. Callers that gate data access must treat this as "deny".
+    Nothing was recorded (except for ``CommitOutcomeUnknown``, which says why it cannot
+    tell). Callers that gate data access must treat this as "deny".
+    """
+
+
+class CommitOutcomeUnknown(StoreUnavailable):
+    """The connection failed while COMMIT was under way: the batch may or may not be stored.
+
+    Appending the same batch again is safe: if it was stored, ``append`` returns the stored
+    records; if not, it stores it now. Either way it is never stored twice.
     """
 
 

@@ -48,4 +48,13 @@ def emit_appended(records: Sequence[StoredEvent]) -> None:
     if enabled is not None and not enabled(logging.INFO):
         return
     for stored in records:
-        _logger.info(stored.event.event_type.value, **log_fields(stored))
+        try:
+            _logger.info(stored.event.event_type.value, **log_fields(stored))
+        except Exception:
+            # The records are committed; a failing log processor must not make the caller
+            # believe otherwise (and retry into a duplicate). Report it where it can be seen.
+            logging.getLogger("accessaudit").exception(
+                "structlog could not emit audit event seq %s of chain %s",
+                stored.seq,
+                stored.chain_id,
+            )

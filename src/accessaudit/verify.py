@@ -60,7 +60,9 @@ class ExpectedHead:
     def parse(cls, text: str) -> ExpectedHead:
         """Parse ``CHAIN:SEQ:HASH``, as printed by ``accessaudit verify``."""
         chain_id, seq, chain_hash = ([*text.rsplit(":", 2), "", ""])[:3]
-        if not (chain_id and seq.isdigit() and _HEX64.fullmatch(chain_hash.lower())):
+        if not (
+            chain_id and seq.isascii() and seq.isdigit() and _HEX64.fullmatch(chain_hash.lower())
+        ):
             raise ConfigurationError(
                 f"{text!r} is not CHAIN:SEQ:HASH (a chain id, a seq number and a "
                 "64-hex-digit chain hash, as `accessaudit verify` prints them)"
@@ -117,6 +119,8 @@ def _parse(row: Row) -> StoredEvent | MalformedRow:
         return from_row(row)
     except MalformedRow as e:
         return e
+    except Exception as e:  # noqa: BLE001 - any unreadable row is a finding, never a crash
+        return MalformedRow(f"cannot be read: {type(e).__name__}: {e}")
 
 
 def _seq_of(row: Row) -> object:

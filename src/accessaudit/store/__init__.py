@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from accessaudit.store.sql import ChainHead, SqlStore
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping
 
     from accessaudit.events import AccessEvent, StoredEvent
 
@@ -17,7 +17,7 @@ class AuditStore(Protocol):
 
     chain_id: str
 
-    def append(self, batch: Sequence[AccessEvent]) -> list[StoredEvent]:
+    def append(self, batch: Iterable[AccessEvent]) -> list[StoredEvent]:
         """Append durably, all or nothing; return the sealed records with their seqs."""
         ...
 

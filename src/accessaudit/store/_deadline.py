@@ -125,7 +125,7 @@ def socket_deadline(fd: int, seconds: float) -> Iterator[None]:
     try:
         yield
     except Exception as e:
-        if _watchdog.disarm(token):
+        if _watchdog.disarm(token) and not isinstance(e, StoreUnavailable):
             raise StoreUnavailable(
                 f"the database did not answer within {seconds:.3g}s; the connection was closed"
             ) from e

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // timedelta(
+    microseconds=1
+)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 _COLUMNS = tuple((spec.name, spec.kind, column_name(spec.name)) for spec in EVENT_FIELDS)
@@ -68,6 +71,16 @@ _CONVERTERS: dict[Kind, Callable[[Any], object] | None] = {
     Kind.TEXT: None,
 }
 # Enum members go in as plain text: some drivers would otherwise write the member's name.
+_ALL_COLUMNS = (
+    "chain_id",
+    "seq",
+    "record_version",
+    "leaf_hash",
+    "chain_hash",
+    "mac",
+    "mac_key_id",
+    *(column_name(spec.name) for spec in EVENT_FIELDS),
+)
 _TO_COLUMN = tuple(
     (spec.name, column_name(spec.name), str if spec.choices else _CONVERTERS[spec.kind])
     for spec in EVENT_FIELDS
@@ -88,7 +101,10 @@ def _from_column(kind: Kind, column: str, value: object) -> object:
             raise MalformedRow(f"{column} is not a canonical UUID")
         return value
     if kind is Kind.TIME:
-        return _EPOCH + timedelta(microseconds=_int(column, value))
+        micros = _int(column, value)
+        if not 0 <= micros <= _MAX_MICROS:
+            raise MalformedRow(f"{column} holds {micros}, outside 1970..9999")
+        return _EPOCH + timedelta(microseconds=micros)
     if kind in (Kind.INT, Kind.BOOL):
         number = _int(column, value)
         if kind is Kind.BOOL and number not in (0, 1):
@@ -97,16 +113,23 @@ def _from_column(kind: Kind, column: str, value: object) -> object:
     if not isinstance(value, str):
         raise MalformedRow(f"{column} holds {type(value).__name__}, expected text")
     if kind is Kind.TEXT_LIST:
-        items = _loads(column, value)
+        items = _loads(column, value, sort_keys=False)
         if not isinstance(items, list):
             raise MalformedRow(f"{column} is not a JSON array")
         return items
     if kind is Kind.ATTRIBUTES:
-        mapping = _loads(column, value)
+        mapping = _loads(column, value, sort_keys=True)
         if not isinstance(mapping, dict) or any(isinstance(v, float) for v in mapping.values()):
             raise MalformedRow(f"{column} is not a JSON object of text, integers and booleans")
         return mapping
     return value
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs):
+        raise ValueError("duplicate key")
+    return mapping
 
 
 def _parse_uuid(column: str, value: str) -> uuid.UUID:
@@ -116,11 +139,19 @@ def _parse_uuid(column: str, value: str) -> uuid.UUID:
         raise MalformedRow(f"{column} is not a UUID") from e
 
 
-def _loads(column: str, text: str) -> object:
+def _loads(column: str, text: str, *, sort_keys: bool) -> object:
+    """Parse JSON exactly as the writer wrote it, and nothing else.
+
+    Other spellings of the same value (spaces, escapes, duplicate keys, -0) would let SQL
+    readers see something verify did not check.
+    """
     try:
-        return json.loads(text)
-    except ValueError as e:
-        raise MalformedRow(f"{column} is not valid JSON") from e
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as e:
+        raise MalformedRow(f"{column} is not valid JSON (or repeats a key)") from e
+    if _json(value, sort_keys=sort_keys) != text:
+        raise MalformedRow(f"{column} is not in the writer's canonical JSON form")
+    return value
 
 
 def _hex(column: str, value: object, pattern: re.Pattern[str]) -> str:
@@ -131,6 +162,9 @@ def _hex(column: str, value: object, pattern: re.Pattern[str]) -> str:
 
 def from_row(row: Mapping[str, Any]) -> StoredEvent:
     """Rebuild a stored event from its row; raise ``MalformedRow`` if it cannot be one."""
+    missing = [c for c in _ALL_COLUMNS if c not in row]
+    if missing:
+        raise MalformedRow(f"the row has no column {', '.join(missing)}")
     version = _int("record_version", row["record_version"])
     if version != RECORD_VERSION:
         raise MalformedRow(f"record_version {version} is not supported (expected {RECORD_VERSION})")

@@ -7,28 +7,27 @@ serialisation point, reads the tail, seals the batch after it and commits before
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from sqlalchemy import Connection, func, inspect, select, text
 
 from accessaudit._validate import check_text
-from accessaudit.events import AccessEvent, StoredEvent
 from accessaudit.exceptions import (
+    CommitOutcomeUnknown,
     ConfigurationError,
     DuplicateEvent,
-    FieldProblem,
     InvalidEvent,
     MacKeyError,
     StoreError,
     StoreUnavailable,
 )
-from accessaudit.integrity import GENESIS_HASH, seal_batch
+from accessaudit.integrity import seal_batch
 from accessaudit.log import emit_appended
+from accessaudit.store._append import checked_batch, find_stored, lock_chain, read_tail
 from accessaudit.store._deadline import operation_deadline, remaining, socket_deadline
 from accessaudit.store._engine import (
     DEFAULT_URL,
@@ -49,8 +48,9 @@ from accessaudit.store._schema import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping
 
+    from accessaudit.events import AccessEvent, StoredEvent
     from accessaudit.keys import MacKey
 
 DEFAULT_CHAIN: Final = "main"
@@ -103,7 +103,6 @@ class SqlStore:
         self._engine = make_engine(self._url, timeout)
         # In-process writers queue here instead of spinning on SQLite's busy handler.
         self._local_writer = threading.Lock()
-        self._lock_key: int | None = None
 
     @property
     def url(self) -> str:
@@ -161,28 +160,59 @@ class SqlStore:
 
     # -- writing --------------------------------------------------------------------------
 
-    def append(self, batch: Sequence[AccessEvent]) -> list[StoredEvent]:
+    def append(self, batch: Iterable[AccessEvent]) -> list[StoredEvent]:
         """Append ``batch`` in order as one transaction; return the stored, sealed records.
 
-        Returns only after the commit is durable. Either every event is stored or none is.
+        Returns only after the commit is durable; either every event is stored or none is.
+        Appending a batch that is already stored, event for event, returns the stored records
+        instead of failing, so a batch can be retried after ``CommitOutcomeUnknown``.
         """
-        checked = _checked_batch(batch)
+        checked = checked_batch(batch)
         if not checked:
             return []
         if self.key is None:
             raise MacKeyError("appending needs the HMAC key; pass key=load_key()")
+        try:
+            sealed = self._append(checked, self.key)
+        except DuplicateEvent:
+            with self._connection("checking for an earlier append of this batch") as conn:
+                earlier = find_stored(conn, checked)
+            if earlier is None:
+                raise
+            return earlier
+        emit_appended(sealed)
+        return sealed
+
+    def _append(self, batch: list[AccessEvent], key: MacKey) -> list[StoredEvent]:
         with (
             operation_deadline(self.timeout),
             self._writer_slot(),
             self._connection("appending to the audit log", write=True) as conn,
-            conn.begin(),
         ):
-            if not self.is_sqlite:
-                self._lock_chain(conn)
-            last_seq, last_hash = self._tail(conn)
-            sealed = seal_batch(self.chain_id, last_seq, last_hash, checked, self.key)
-            conn.execute(events.insert(), [to_row(s) for s in sealed])
-        emit_appended(sealed)
+            transaction = conn.begin()
+            try:
+                if not self.is_sqlite:
+                    lock_chain(conn, self.chain_id, self.timeout)
+                last_seq, last_hash = read_tail(conn, self.chain_id, key)
+                sealed = seal_batch(self.chain_id, last_seq, last_hash, batch, key)
+                conn.execute(events.insert(), [to_row(s) for s in sealed])
+            except BaseException:
+                # The original error is what matters; a rollback on a dead connection may
+                # fail too, and must not replace it.
+                with suppress(Exception):
+                    transaction.rollback()
+                raise
+            try:
+                transaction.commit()
+            except Exception as e:
+                if self.is_sqlite:  # a failed COMMIT leaves SQLite's file unchanged
+                    raise
+                # The server may have committed before the connection failed: we cannot know.
+                raise CommitOutcomeUnknown(
+                    "appending to the audit log: the connection failed during COMMIT, so the "
+                    "batch may or may not be stored; append the same batch again to find out "
+                    "(a retry never stores it twice)"
+                ) from e
         return sealed
 
     @contextmanager
@@ -217,40 +247,6 @@ class SqlStore:
             yield
         finally:
             self._local_writer.release()
-
-    def _lock_chain(self, conn: Connection) -> None:
-        # One serialisation point per chain. Bounded waits are set for this transaction only,
-        # from what is left of the operation's budget; the server gets 80% of it so that its
-        # own, more telling error ("lock timeout") normally comes before the client-side
-        # deadline, which stays the backstop for a server that does not answer at all.
-        # synchronous_commit is forced on so a server default of "off" cannot make us return
-        # before the record is durable.
-        wait = f"{max(1, int(remaining(self.timeout) * 800))}ms"
-        conn.execute(
-            text(
-                "SELECT set_config('lock_timeout', :wait, true),"
-                " set_config('statement_timeout', :wait, true),"
-                " set_config('synchronous_commit', 'on', true)"
-            ),
-            {"wait": wait},
-        )
-        if self._lock_key is None:
-            schema = conn.execute(text("SELECT current_schema()")).scalar_one()
-            digest = hashlib.sha256(f"{schema}.{TABLE_NAME}/{self.chain_id}".encode()).digest()
-            self._lock_key = int.from_bytes(digest[:8], "big", signed=True)
-        # A separate statement from the tail read: under READ COMMITTED each statement takes
-        # its snapshot when it starts, so the tail must be read by a statement that begins
-        # after the lock is held, or it could miss the previous holder's commit.
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._lock_key})
-
-    def _tail(self, conn: Connection) -> tuple[int, str]:
-        row = conn.execute(
-            select(events.c.seq, events.c.chain_hash)
-            .where(events.c.chain_id == self.chain_id)
-            .order_by(events.c.seq.desc())
-            .limit(1)
-        ).first()
-        return (0, GENESIS_HASH) if row is None else (int(row.seq), str(row.chain_hash))
 
     # -- reading --------------------------------------------------------------------------
 
@@ -323,21 +319,3 @@ class SqlStore:
                 # Close the (server-side, on PostgreSQL) cursor before its connection, also
                 # when the caller stops reading early.
                 result.close()
-
-
-def _checked_batch(batch: Sequence[AccessEvent]) -> list[AccessEvent]:
-    problems = [
-        FieldProblem(
-            f"events[{i}]",
-            f"must be an AccessEvent, got {type(e).__name__}",
-            "build it with AccessEvent(...) or AccessEvent.from_dict(...)",
-        )
-        for i, e in enumerate(batch)
-        if not isinstance(e, AccessEvent)
-    ]
-    if problems:
-        raise InvalidEvent(problems)
-    ids = [e.event_id for e in batch]
-    if len(set(ids)) != len(ids):
-        raise DuplicateEvent("the batch holds the same event_id twice; nothing was stored")
-    return list(batch)

@@ -1,0 +1,136 @@
+"""The steps of one append transaction, kept apart from the store's public surface."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select, text
+
+from accessaudit.events import AccessEvent, StoredEvent
+from accessaudit.exceptions import DuplicateEvent, FieldProblem, InvalidEvent, StoreError
+from accessaudit.integrity import GENESIS_HASH
+from accessaudit.store._deadline import remaining
+from accessaudit.store._rows import MalformedRow, from_row
+from accessaudit.store._schema import TABLE_NAME, events
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from accessaudit.keys import MacKey
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def checked_batch(events_in: Iterable[AccessEvent]) -> list[AccessEvent]:
+    """The batch as a list of events with distinct ids, or ``InvalidEvent``/``DuplicateEvent``."""
+    if isinstance(events_in, AccessEvent) or not isinstance(events_in, Iterable):
+        raise InvalidEvent(
+            [
+                FieldProblem(
+                    "events",
+                    f"must be a list of AccessEvent, got {type(events_in).__name__}",
+                    "wrap a single event in a list: append([event])",
+                )
+            ]
+        )
+    batch = list(events_in)  # once: a generator can only be read once
+    problems = [
+        FieldProblem(
+            f"events[{i}]",
+            f"must be an AccessEvent, got {type(e).__name__}",
+            "build it with AccessEvent(...) or AccessEvent.from_dict(...)",
+        )
+        for i, e in enumerate(batch)
+        if not isinstance(e, AccessEvent)
+    ]
+    if problems:
+        raise InvalidEvent(problems)
+    ids = [e.event_id for e in batch]
+    if len(set(ids)) != len(ids):
+        raise DuplicateEvent("the batch holds the same event_id twice; nothing was stored")
+    return batch
+
+
+def lock_chain(conn: Connection, chain_id: str, timeout: float) -> None:
+    """Take the chain's one serialisation point (PostgreSQL) with bounded waits."""
+    # Waits are set for this transaction only, from what is left of the operation's budget.
+    # The server gets 80% of it so that its own, clearer error ("lock timeout") normally
+    # comes before the client-side deadline, which stays the backstop for a server that does
+    # not answer at all. synchronous_commit is forced on so that a server default of "off"
+    # cannot make us return before the record is durable.
+    wait = f"{max(1, int(remaining(timeout) * 800))}ms"
+    conn.execute(
+        text(
+            "SELECT set_config('lock_timeout', :wait, true),"
+            " set_config('statement_timeout', :wait, true),"
+            " set_config('synchronous_commit', 'on', true)"
+        ),
+        {"wait": wait},
+    )
+    # The key names the table by its oid, so every writer of this table and chain meets at
+    # the same lock whatever its search_path. A separate statement from the tail read: under
+    # READ COMMITTED a statement's snapshot starts when the statement does, so the tail must
+    # be read by a statement that begins after the lock is held, or it could miss the
+    # previous holder's commit.
+    conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(hashtextextended("
+            f"'{TABLE_NAME}'::regclass::oid::text || '/' || :chain, 0))"
+        ),
+        {"chain": chain_id},
+    )
+
+
+def read_tail(conn: Connection, chain_id: str, key: MacKey) -> tuple[int, str]:
+    """Seq and chain hash to append after; refuse to extend a tail that fails its checks.
+
+    Sealing new records onto a forged or damaged tail would give the forgery valid MACs from
+    then on, so a tail sealed by our key must carry a valid MAC. A tail sealed by another key
+    (after a key change) is extended; ``verify`` reports its key.
+    """
+    row = conn.execute(
+        select(events.c.seq, events.c.chain_hash, events.c.mac, events.c.mac_key_id)
+        .where(events.c.chain_id == chain_id)
+        .order_by(events.c.seq.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return 0, GENESIS_HASH
+    seq, chain_hash = row.seq, row.chain_hash
+    damaged = not (
+        isinstance(seq, int)
+        and 0 < seq < 2**63 - 1
+        and isinstance(chain_hash, str)
+        and _HEX64.fullmatch(chain_hash)
+    )
+    if not damaged and row.mac_key_id == key.key_id:
+        damaged = not (
+            isinstance(row.mac, str) and hmac.compare_digest(key.seal(chain_hash), row.mac)
+        )
+    if damaged:
+        raise StoreError(
+            f"refusing to append: the last record of chain {chain_id!r} (seq {seq!r}) fails its "
+            "integrity checks; run `accessaudit verify` and investigate before writing more"
+        )
+    return seq, chain_hash
+
+
+def find_stored(conn: Connection, batch: list[AccessEvent]) -> list[StoredEvent] | None:
+    """The stored records of ``batch`` if all of it is already in the log, else None.
+
+    "Already in the log" means every event, exactly as given: this is what makes a retry
+    after an unknown commit outcome safe, and nothing else.
+    """
+    ids = [str(e.event_id) for e in batch]
+    rows = conn.execute(select(events).where(events.c.event_id.in_(ids))).mappings().all()
+    try:
+        stored = {str(s.event.event_id): s for s in (from_row(dict(r)) for r in rows)}
+    except MalformedRow:
+        return None
+    same = len(stored) == len(batch) and all(
+        stored[i].event == e for i, e in zip(ids, batch, strict=True)
+    )
+    return [stored[i] for i in ids] if same else None
