@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accessaudit import ConfigurationError, FindingCode, MacKey, SqlStore, verify_store
+from accessaudit.findings import ExpectedHead, VerifyReport
 from accessaudit.store._schema import events
-from accessaudit.verify import ExpectedHead, VerifyReport
 from tests import tampering
 from tests.strategies import make_event
 
@@ -64,7 +64,8 @@ def test_recomputed_chain_without_key_fails_the_macs(
     """Hashes recomputed after an edit break every MAC from the edit on (and only the MACs)."""
     tampering.rewrite_without_key(backend, tamperable, 3, "agent-innocent")
     report = verify_store(tamperable, key)
-    assert _found(report) == [("bad_mac", s) for s in range(3, 7)]
+    assert _found(report) == [("bad_mac", 3)]
+    assert report.findings[0].last_seq == 6  # one finding for the run 3..6
     assert verify_store(tamperable, None).intact  # what --skip-mac cannot see
 
 
@@ -136,6 +137,13 @@ def test_row_below_seq_one_is_unexpected(
         ("chain_hash", "zz"),
         ("event_id", "not-a-uuid"),
         ("actor_id", ""),
+        ("occurred_at_us", 2**62),
+        ("occurred_at_us", -1),
+        ("field_names", "[" * 50_000 + "]" * 50_000),
+        ("field_names", '["email", "phone"]'),
+        ("field_names", '["\\u0065mail","phone"]'),
+        ("attributes", '{"a":1,"a":1}'),
+        ("attributes", "{ }"),
     ],
 )
 def test_impossible_values_are_malformed_rows(
@@ -174,8 +182,14 @@ def test_record_moved_to_another_chain(backend: Backend, tamperable: SqlStore, k
 
 def test_other_key_is_reported_as_unknown(tamperable: SqlStore) -> None:
     """Verifying with a different key says which key sealed the rows, at every seq."""
-    report = verify_store(tamperable, MacKey(os.urandom(32)))
-    assert _found(report) == [("unknown_key", s) for s in range(1, 7)]
+    other = MacKey(os.urandom(32))
+    report = verify_store(tamperable, other)
+    assert _found(report) == [("unknown_key", 1)]
+    (finding,) = report.findings
+    assert finding.last_seq == 6
+    assert finding.where == "1..6"
+    assert f"sealed by key {tamperable.key.key_id if tamperable.key else ''}" in finding.detail
+    assert other.key_id in finding.detail
 
 
 def test_tail_truncation_is_caught_by_an_expected_head(
@@ -261,5 +275,63 @@ def test_any_single_field_change_fails_verification(
     value = _different(column, rows[seq - 1][column], data.draw(st.integers(0, 5)))
     tampering.set_column(backend, seq, column, value, chain=chain)
     # The whole log as far as this example goes: its chain and where a moved row lands.
-    reports = [verify_store(store, key, chain_id=c) for c in (chain, f"{chain}-moved")]
+    present = store.chains()
+    reports = [
+        verify_store(store, key, chain_id=c) for c in (chain, f"{chain}-moved") if c in present
+    ]
     assert not all(r.intact for r in reports)
+
+
+def test_dropped_column_makes_every_row_malformed(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """A column the owner dropped is reported on every row; verify does not crash."""
+    backend.sql("ALTER TABLE accessaudit_events DROP COLUMN trace_id")
+    found = _found(verify_store(tamperable, key))
+    assert found == [("malformed_row", s) for s in range(1, 7)]
+
+
+def test_chain_id_that_is_not_text_is_reported(sqlite_backend: Backend, key: MacKey) -> None:
+    """A row whose chain_id was turned into a BLOB leaves a gap and is counted as stray."""
+    with SqlStore(sqlite_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        _chain(store)
+        sqlite_backend.drop_guards()
+        sqlite_backend.sql(
+            "UPDATE accessaudit_events SET chain_id = CAST('main' AS BLOB) WHERE seq = 3"
+        )
+        report = verify_store(store, key)
+    assert _found(report) == [("missing_record", 3), ("unexpected_record", None)]
+    assert "1 row(s) belong to no chain" in report.findings[1].detail
+
+
+def test_malformed_row_at_an_expected_head_is_not_called_truncated(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """The head row exists but is damaged: malformed, not truncated."""
+    head = tamperable.head()
+    assert head is not None
+    tampering.set_column(backend, 6, "customer_visible", 9)
+    report = verify_store(
+        tamperable, key, expected_heads=[ExpectedHead("main", 6, head.chain_hash)]
+    )
+    assert _found(report) == [("malformed_row", 6)]
+
+
+def test_several_expected_heads_for_one_chain_are_all_checked(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """Heads kept at different times are each checked against the chain."""
+    third = next(tamperable.read(3, 3))
+    heads = [ExpectedHead("main", 3, third.chain_hash), ExpectedHead("main", 9, "ab" * 32)]
+    assert _found(verify_store(tamperable, key, expected_heads=heads)) == [("truncated", 9)]
+
+
+def test_unknown_chain_is_a_usage_error(store: SqlStore, key: MacKey) -> None:
+    """Asking to verify a chain the log does not have is an error, not 'intact'."""
+    _chain(store)
+    with pytest.raises(ConfigurationError, match=r"no chain 'nosuch' in the log \(chains: main\)"):
+        verify_store(store, key, chain_id="nosuch")
+    head = ExpectedHead("other", 1, "ab" * 32)
+    with pytest.raises(ConfigurationError, match="only chain 'main' is being verified"):
+        verify_store(store, key, chain_id="main", expected_heads=[head])

@@ -18,9 +18,10 @@ from accessaudit.exceptions import (
     StoreUnavailable,
 )
 from accessaudit.fields import RECORD_VERSION, ActorType, Decision, EventType
+from accessaudit.findings import ExpectedHead, Finding, FindingCode, VerifyReport
 from accessaudit.keys import MacKey, create_key_file, load_key
 from accessaudit.store import AuditStore, ChainHead, SqlStore
-from accessaudit.verify import ExpectedHead, Finding, FindingCode, VerifyReport, verify_store
+from accessaudit.verify import verify_store
 
 __all__ = [
     "RECORD_VERSION",

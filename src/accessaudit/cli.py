@@ -25,10 +25,11 @@ from accessaudit.exceptions import (
     ConfigurationError,
     InvalidEvent,
 )
+from accessaudit.findings import ExpectedHead, VerifyReport
 from accessaudit.keys import load_key
 from accessaudit.store import SqlStore
 from accessaudit.store._engine import DEFAULT_URL
-from accessaudit.verify import ExpectedHead, VerifyReport, verify_store
+from accessaudit.verify import verify_store
 
 EXIT_FINDINGS, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -124,7 +125,7 @@ def _print_report(report: VerifyReport, output: OutputFormat) -> None:
     if not report.mac_checked:
         typer.echo("MACs not checked (--skip-mac): edits with recomputed hashes go undetected")
     for finding in report.findings:
-        where = "-" if finding.seq is None else str(finding.seq)
+        where = finding.where
         ident = f" event {finding.event_id}" if finding.event_id else ""
         code = finding.code.value
         typer.echo(f"{code:<18} chain {finding.chain_id} seq {where}{ident}: {finding.detail}")

@@ -2,7 +2,9 @@
 
 ``check_chain`` is pure: it takes raw rows in (seq, event_id) order and returns findings, so
 the same code checks a live store and, later, an exported copy. ``verify_store`` streams each
-chain of a store through it with bounded memory.
+chain of a store through it with bounded memory. Runs of the same finding at consecutive
+positions (every MAC after a recomputed edit, every row under the wrong key) are reported as
+one finding covering ``seq..last_seq``, so the report stays small whatever the damage.
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ import hmac
 import itertools
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from accessaudit.events import StoredEvent
 from accessaudit.exceptions import ConfigurationError
+from accessaudit.findings import (
+    ChainSummary,
+    ExpectedHead,
+    Finding,
+    FindingCode,
+    VerifyReport,
+)
 from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
 from accessaudit.store._rows import MalformedRow, from_row
 
@@ -26,92 +33,12 @@ if TYPE_CHECKING:
 
 Row = Mapping[str, Any]
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-class FindingCode(StrEnum):
-    """Stable codes for what verification can find. Documented in the README."""
-
-    MALFORMED_ROW = "malformed_row"  # a row the writer could not have produced
-    MODIFIED_RECORD = "modified_record"  # fields do not match the row's leaf hash
-    BROKEN_LINK = "broken_link"  # chain hash does not follow from the predecessor
-    BAD_MAC = "bad_mac"  # chain hash not sealed by the key (recomputed without it?)
-    UNKNOWN_KEY = "unknown_key"  # sealed by a key other than the one given
-    MISSING_RECORD = "missing_record"  # a gap in seq: records were removed
-    DUPLICATE_SEQ = "duplicate_seq"  # more than one row claims a position
-    UNEXPECTED_RECORD = "unexpected_record"  # a row at a position that cannot exist
-    TRUNCATED = "truncated"  # the chain ends before a head the verifier was told about
-    HEAD_MISMATCH = "head_mismatch"  # the record at a known head has another chain hash
-
-
-@dataclass(frozen=True, slots=True)
-class ExpectedHead:
-    """A head seen earlier and kept outside the database (e.g. a past verify's output).
-
-    The chain must still reach ``seq`` with the same chain hash there: this catches deleting
-    the newest records and rolling the database back to an older copy, which leave a chain
-    that is shorter but internally valid.
-    """
-
-    chain_id: str
-    seq: int
-    chain_hash: str
-
-    @classmethod
-    def parse(cls, text: str) -> ExpectedHead:
-        """Parse ``CHAIN:SEQ:HASH``, as printed by ``accessaudit verify``."""
-        chain_id, seq, chain_hash = ([*text.rsplit(":", 2), "", ""])[:3]
-        if not (
-            chain_id and seq.isascii() and seq.isdigit() and _HEX64.fullmatch(chain_hash.lower())
-        ):
-            raise ConfigurationError(
-                f"{text!r} is not CHAIN:SEQ:HASH (a chain id, a seq number and a "
-                "64-hex-digit chain hash, as `accessaudit verify` prints them)"
-            )
-        return cls(chain_id, int(seq), chain_hash.lower())
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One problem found, at one position of one chain."""
-
-    code: FindingCode
-    chain_id: str
-    seq: int | None
-    detail: str
-    event_id: str | None = None
-
-
-@dataclass(slots=True)
-class ChainSummary:
-    """What was checked of one chain."""
-
-    chain_id: str
-    rows: int = 0
-    head_seq: int = 0
-    head_hash: str = GENESIS_HASH
-
-
-@dataclass(slots=True)
-class VerifyReport:
-    """The outcome of verifying a store: intact only if there are no findings at all."""
-
-    chains: list[ChainSummary] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    mac_checked: bool = True
-
-    @property
-    def intact(self) -> bool:
-        """True when every check passed."""
-        return not self.findings
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``accessaudit verify --format json``)."""
-        return {
-            "intact": self.intact,
-            "mac_checked": self.mac_checked,
-            "chains": [asdict(c) for c in self.chains],
-            "findings": [asdict(f) for f in self.findings],
-        }
+_RUNS = {
+    FindingCode.MODIFIED_RECORD,
+    FindingCode.BROKEN_LINK,
+    FindingCode.BAD_MAC,
+    FindingCode.UNKNOWN_KEY,
+}
 
 
 def _parse(row: Row) -> StoredEvent | MalformedRow:
@@ -128,44 +55,52 @@ def _seq_of(row: Row) -> object:
 
 
 class _ChainChecker:
-    def __init__(self, chain_id: str, key: MacKey | None, expected: ExpectedHead | None) -> None:
+    def __init__(self, chain_id: str, key: MacKey | None, heads: Iterable[ExpectedHead]) -> None:
         self.summary = ChainSummary(chain_id)
         self.key = key
-        self.expected_head = expected
+        self.heads = {head.seq: head.chain_hash for head in heads}
         self.findings: list[Finding] = []
         self.expected = 1
+        self.last_seen = 0  # highest position present, readable or not
         self.previous: str | None = GENESIS_HASH  # None: predecessor unknown (after a gap)
 
-    def add(self, code: FindingCode, seq: int | None, detail: str, row: Row | None) -> None:
+    def add(
+        self,
+        code: FindingCode,
+        seq: int | None,
+        detail: str,
+        row: Row | None = None,
+        last_seq: int | None = None,
+    ) -> None:
+        last = self.findings[-1] if self.findings else None
+        if (
+            code in _RUNS
+            and last is not None
+            and seq is not None
+            and (last.code, last.detail) == (code, detail)
+            and (last.last_seq or last.seq) == seq - 1
+        ):
+            self.findings[-1] = Finding(code, last.chain_id, last.seq, detail, None, seq)
+            return
         event_id = None if row is None else row.get("event_id")
-        self.findings.append(
-            Finding(
-                code,
-                self.summary.chain_id,
-                seq,
-                detail,
-                None if event_id is None else str(event_id),
-            )
-        )
+        shown = None if event_id is None else str(event_id)
+        self.findings.append(Finding(code, self.summary.chain_id, seq, detail, shown, last_seq))
 
     def group(self, seq: object, rows: list[Row]) -> None:
         self.summary.rows += len(rows)
         if isinstance(seq, bool) or not isinstance(seq, int):
             for row in rows:
-                self.add(FindingCode.MALFORMED_ROW, None, f"seq holds {seq!r}, not a number", row)
+                self.add(FindingCode.MALFORMED_ROW, None, f"seq holds {seq!r:.40}", row)
             return
         if seq < self.expected:  # only seq < 1 can sort before what we expect
             for row in rows:
                 self.add(FindingCode.UNEXPECTED_RECORD, seq, "seq is below 1", row)
             return
         if seq > self.expected:
-            self.add(
-                FindingCode.MISSING_RECORD,
-                self.expected,
-                f"records {self.expected}..{seq - 1} are missing ({seq - self.expected})",
-                None,
-            )
+            missing = f"records {self.expected}..{seq - 1} are missing ({seq - self.expected})"
+            self.add(FindingCode.MISSING_RECORD, self.expected, missing, last_seq=seq - 1)
             self.previous = None
+        self.last_seen = seq
         member, parsed = self._pick_member(rows)
         for row in rows:
             if row is not member:
@@ -175,15 +110,13 @@ class _ChainChecker:
 
     def _pick_member(self, rows: list[Row]) -> tuple[Row, StoredEvent | MalformedRow]:
         """Of rows sharing a seq, the one that continues the chain (else the first)."""
-        candidates: list[tuple[Row, StoredEvent | MalformedRow]] = []
-        for row in rows:
-            if len(rows) == 1:  # the common case: nothing to choose between
-                break
-            candidates.append((row, _parse(row)))
+        if len(rows) == 1:  # the common case: nothing to choose between
+            return rows[0], _parse(rows[0])
+        candidates = [(row, _parse(row)) for row in rows]
         for row, parsed in candidates:
             if isinstance(parsed, StoredEvent) and self._links(parsed) and self._leaf_ok(parsed):
                 return row, parsed
-        return candidates[0] if candidates else (rows[0], _parse(rows[0]))
+        return candidates[0]
 
     def _leaf_ok(self, stored: StoredEvent) -> bool:
         return leaf_hash(stored.chain_id, stored.seq, stored.event) == stored.leaf_hash
@@ -195,45 +128,49 @@ class _ChainChecker:
 
     def _check(self, seq: int, row: Row, parsed: StoredEvent | MalformedRow) -> None:
         if isinstance(parsed, MalformedRow):
-            self.add(FindingCode.MALFORMED_ROW, seq, str(parsed), row)
+            self.add(FindingCode.MALFORMED_ROW, seq, str(parsed)[:300], row)
             chain_hash = row.get("chain_hash")
             valid = isinstance(chain_hash, str) and _HEX64.fullmatch(chain_hash)
             self.previous = chain_hash if valid else None
-            return
+        else:
+            self._check_seals(seq, row, parsed)
+            self.previous = chain_hash = parsed.chain_hash
+            self.summary.head_seq, self.summary.head_hash = seq, chain_hash
+        expected_hash = self.heads.get(seq)
+        if expected_hash is not None and expected_hash != row.get("chain_hash"):
+            self.add(FindingCode.HEAD_MISMATCH, seq, "differs from the expected head", row)
+
+    def _check_seals(self, seq: int, row: Row, parsed: StoredEvent) -> None:
         if not self._leaf_ok(parsed):
             self.add(FindingCode.MODIFIED_RECORD, seq, "fields do not match the leaf hash", row)
         if not self._links(parsed):
             self.add(FindingCode.BROKEN_LINK, seq, "chain hash does not follow seq - 1", row)
-        if self.key is not None:
-            if parsed.mac_key_id != self.key.key_id:
-                self.add(FindingCode.UNKNOWN_KEY, seq, f"sealed by key {parsed.mac_key_id}", row)
-            elif not hmac.compare_digest(self.key.seal(parsed.chain_hash), parsed.mac):
-                self.add(FindingCode.BAD_MAC, seq, "MAC does not match the chain hash", row)
-        self.previous = parsed.chain_hash
-        self.summary.head_seq, self.summary.head_hash = seq, parsed.chain_hash
-        anchor = self.expected_head
-        if anchor is not None and anchor.seq == seq and anchor.chain_hash != parsed.chain_hash:
-            self.add(FindingCode.HEAD_MISMATCH, seq, "differs from the expected head", row)
+        if self.key is None:
+            return
+        if parsed.mac_key_id != self.key.key_id:
+            detail = (
+                f"sealed by key {parsed.mac_key_id}, not by the key given ({self.key.key_id}): "
+                "a wrong key file, or the chain was resealed with another key"
+            )
+            self.add(FindingCode.UNKNOWN_KEY, seq, detail, row)
+        elif not hmac.compare_digest(self.key.seal(parsed.chain_hash), parsed.mac):
+            self.add(FindingCode.BAD_MAC, seq, "MAC does not match the chain hash", row)
 
     def finish(self) -> None:
-        anchor = self.expected_head
-        if anchor is not None and self.summary.head_seq < anchor.seq:
-            self.add(
-                FindingCode.TRUNCATED,
-                anchor.seq,
-                f"chain ends at seq {self.summary.head_seq}, expected at least {anchor.seq}",
-                None,
-            )
+        if self.heads and max(self.heads) > self.last_seen:
+            expected = max(self.heads)
+            detail = f"chain ends at seq {self.last_seen}, expected at least {expected}"
+            self.add(FindingCode.TRUNCATED, expected, detail)
 
 
 def check_chain(
     chain_id: str,
     rows: Iterable[Row],
     key: MacKey | None,
-    expected_head: ExpectedHead | None = None,
+    expected_heads: Iterable[ExpectedHead] = (),
 ) -> tuple[ChainSummary, list[Finding]]:
     """Check rows of one chain, given in (seq, event_id) order; MACs only if ``key`` is given."""
-    checker = _ChainChecker(chain_id, key, expected_head)
+    checker = _ChainChecker(chain_id, key, expected_heads)
     for seq, group in itertools.groupby(rows, key=_seq_of):
         checker.group(seq, list(group))
     checker.finish()
@@ -251,13 +188,38 @@ def verify_store(
 
     ``expected_heads`` are heads recorded earlier outside the database; a chain that no
     longer reaches one (or reaches it with another hash) is reported, as is a named chain
-    that has vanished altogether.
+    that has vanished altogether. Asking for a chain that is neither in the log nor among
+    the expected heads is a ``ConfigurationError``, not a clean report.
     """
+    heads = list(expected_heads)
+    present = store.chains()
+    if chain_id is not None:
+        strays = sorted({h.chain_id for h in heads} - {chain_id})
+        if strays:
+            raise ConfigurationError(
+                f"expected heads name chain(s) {', '.join(strays)} but only chain "
+                f"{chain_id!r} is being verified; drop --chain or those heads"
+            )
+        if chain_id not in present and not heads:
+            listed = ", ".join(present) or "none"
+            raise ConfigurationError(f"no chain {chain_id!r} in the log (chains: {listed})")
     report = VerifyReport(mac_checked=key is not None)
-    anchors = {head.chain_id: head for head in expected_heads}
-    chains = [chain_id] if chain_id else sorted(set(store.chains()) | set(anchors))
+    chains = [chain_id] if chain_id else sorted(set(present) | {h.chain_id for h in heads})
     for chain in chains:
-        summary, findings = check_chain(chain, store.rows(chain), key, anchors.get(chain))
+        own_heads = [h for h in heads if h.chain_id == chain]
+        summary, findings = check_chain(chain, store.rows(chain), key, own_heads)
         report.chains.append(summary)
         report.findings.extend(findings)
+    if chain_id is None:
+        stray_rows = store.count_all() - sum(c.rows for c in report.chains)
+        if stray_rows:
+            report.findings.append(
+                Finding(
+                    FindingCode.UNEXPECTED_RECORD,
+                    "",
+                    None,
+                    f"{stray_rows} row(s) belong to no chain that can be read "
+                    "(their chain_id is not text)",
+                )
+            )
     return report

@@ -49,5 +49,9 @@ class AuditStore(Protocol):
         """Chain ids present."""
         ...
 
+    def count_all(self) -> int:
+        """Rows over all chains."""
+        ...
+
 
 __all__ = ["AuditStore", "ChainHead", "SqlStore"]

@@ -54,6 +54,9 @@ class _Watchdog:
     """One daemon thread that shuts sockets whose deadline passed before they were released."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int]] = []
         self._armed: dict[int, int] = {}  # token -> duplicate fd of the guarded socket
@@ -87,6 +90,13 @@ class _Watchdog:
             os.close(duplicate)
         return fired
 
+    def after_fork_in_child(self) -> None:
+        """Start afresh in a forked child, whose copy of the thread does not run."""
+        # The condition may even have been held by that thread at the moment of the fork.
+        for duplicate in self._armed.values():
+            os.close(duplicate)
+        self._reset()
+
     def _run(self) -> None:
         with self._cond:
             while True:
@@ -116,6 +126,7 @@ def _shut(fd: int) -> None:
 
 
 _watchdog = _Watchdog()
+os.register_at_fork(after_in_child=_watchdog.after_fork_in_child)
 
 
 @contextmanager

@@ -78,6 +78,11 @@ def make_engine(url: URL, timeout: float) -> Engine:
         },
     )
 
+    @event.listens_for(engine, "do_connect")
+    def _connect_budget(_dialect: object, _record: object, _args: object, params: Any) -> None:
+        # Connecting spends from the operation's budget too (libpq: whole seconds, minimum 2).
+        params["connect_timeout"] = max(2, math.ceil(remaining(timeout)))
+
     @event.listens_for(engine, "connect")
     def _mark_new(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         record.info["accessaudit_new"] = True
@@ -121,7 +126,13 @@ def _sqlite_engine(url: URL, timeout: float) -> Engine:
     def _begin(connection: Connection) -> None:
         # IMMEDIATE takes the write lock before we read the chain tail, so two processes
         # cannot both extend the same tail; readers use a deferred (snapshot) transaction.
+        # The lock wait gets what is left of the operation's budget, not a fresh timeout.
         immediate = connection.get_execution_options().get(WRITE_OPTION, False)
+        if immediate:
+            busy_ms = max(1, int(remaining(timeout) * 1000))
+            connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+                f"PRAGMA busy_timeout = {busy_ms}"
+            )
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine

@@ -1,7 +1,9 @@
 """The one place where driver and SQLAlchemy errors become accessaudit errors.
 
-Only the driver's own first line goes into the message: SQLAlchemy's full text would repeat
-the statement's parameters, and the message must say what failed, not echo the record.
+Errors are classified by the driver's machine-readable code (PostgreSQL SQLSTATE, SQLite
+extended error name), not by message text, which a server may translate. Only the driver's
+own first line goes into the message: SQLAlchemy's full text would repeat the statement's
+parameters, and the message must say what failed, not echo the record.
 """
 
 from __future__ import annotations
@@ -23,53 +25,82 @@ from accessaudit.store._schema import APPEND_ONLY_MESSAGE, TABLE_NAME
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-_MISSING_TABLE = ("no such table", "does not exist")
-_UNAVAILABLE = (
-    "unable to open",
-    "locked",
-    "busy",
-    "timeout",
-    "timed out",
-    "canceling statement",
-    "could not obtain lock",
-    "readonly",
-    "read-only",
-    "disk",
-    "full",
-    "permission denied",
-    "connection",
-    "server closed",
-    "terminat",
-    "i/o error",
+# PostgreSQL SQLSTATE classes and codes meaning "cannot record now": connection problems
+# (08), resources (53: disk full, out of memory, too many connections), operator
+# intervention (57: shutdown, query cancelled by a timeout), lock not available, read-only.
+_PG_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
+_PG_UNAVAILABLE_CODES = {"55P03", "55006", "25006", "40001", "40P01", "42501"}
+_SQLITE_UNAVAILABLE = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_READONLY",
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_CANTOPEN",
+    "SQLITE_PROTOCOL",
+    "SQLITE_NOMEM",
+    "SQLITE_PERM",
+    "SQLITE_AUTH",
+    "SQLITE_NOTADB",
+    "SQLITE_CORRUPT",
 )
 
 
 def _driver_line(error: BaseException) -> str:
     original = getattr(error, "orig", None) or error
     lines = str(original).strip().splitlines()
-    return lines[0] if lines else type(original).__name__
+    return lines[0][:300] if lines else type(original).__name__
+
+
+def _codes(error: sa_exc.SQLAlchemyError) -> tuple[str, str]:
+    """(SQLSTATE or SQLite error name, constraint name): empty strings when unknown."""
+    original = getattr(error, "orig", None)
+    code = getattr(original, "sqlstate", None) or getattr(original, "sqlite_errorname", None)
+    diag = getattr(original, "diag", None)
+    constraint = getattr(diag, "constraint_name", None) if diag is not None else None
+    return code or "", constraint or ""
+
+
+def _is_duplicate_id(code: str, constraint: str, reason: str) -> bool:
+    if code == "23505":
+        return constraint == f"{TABLE_NAME}_pkey"
+    # SQLite names the columns: "UNIQUE constraint failed: accessaudit_events.event_id".
+    return code.startswith("SQLITE_CONSTRAINT") and reason.endswith(f"{TABLE_NAME}.event_id")
 
 
 def classify(error: sa_exc.SQLAlchemyError, doing: str) -> StoreError:
     """The accessaudit error for a failure that happened while ``doing`` something."""
     reason = _driver_line(error)
-    lowered = reason.lower()
-    if APPEND_ONLY_MESSAGE in reason:
+    code, constraint = _codes(error)
+    if APPEND_ONLY_MESSAGE in reason:  # our own triggers' message, both databases
         return AppendOnlyViolation(f"{reason}; audit records can only be appended")
-    if isinstance(error, sa_exc.IntegrityError):
-        if "event_id" in lowered or f"{TABLE_NAME}_pkey" in lowered:
-            return DuplicateEvent(
-                f"{doing}: an event with the same event_id is already recorded; nothing "
-                "of this batch was stored. Give each event a new id (the default)."
-            )
-        return StoreError(f"{doing}: the database refused the records: {reason}")
-    if any(marker in lowered for marker in _MISSING_TABLE) and TABLE_NAME in lowered:
+    if _is_duplicate_id(code, constraint, reason):
+        return DuplicateEvent(
+            f"{doing}: an event with the same event_id is already recorded with other "
+            "content; nothing of this batch was stored. Give each event a new id (the default)."
+        )
+    if code == "42P01" or reason.startswith(f"no such table: {TABLE_NAME}"):
         return StoreUnavailable(
             f"{doing}: the audit table {TABLE_NAME} does not exist; run `accessaudit init`"
         )
-    if isinstance(error, sa_exc.TimeoutError) or any(m in lowered for m in _UNAVAILABLE):
+    if code == "42703" or reason.startswith("no such column"):
+        return StoreError(
+            f"{doing}: the audit table does not have the columns this version expects "
+            f"({reason}); was it altered by hand?"
+        )
+    unavailable = (
+        code[:2] in _PG_UNAVAILABLE_CLASSES
+        or code in _PG_UNAVAILABLE_CODES
+        or code.startswith(_SQLITE_UNAVAILABLE)
+        or isinstance(error, sa_exc.TimeoutError | sa_exc.DisconnectionError)
+        or getattr(error, "connection_invalidated", False)
+    )
+    if unavailable:
         return StoreUnavailable(f"{doing}: the audit store is unavailable: {reason}")
-    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+    if isinstance(error, sa_exc.IntegrityError):
+        return StoreError(f"{doing}: the database refused the records: {reason}")
+    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError) and not code:
+        # No code at all: the driver failed before talking to the server (connect errors).
         return StoreUnavailable(f"{doing}: the audit store is unavailable: {reason}")
     return StoreError(f"{doing}: {reason}")
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 import threading
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from sqlalchemy import Connection, func, inspect, select, text
+from sqlalchemy import Connection, Select, func, inspect, literal_column, select, text
 
 from accessaudit._validate import check_text
 from accessaudit.exceptions import (
@@ -230,9 +230,15 @@ class SqlStore:
             if self.is_sqlite or not bounded:  # SQLite waits are bounded by busy_timeout
                 yield conn
                 return
-            socket = conn.connection.driver_connection.pgconn.socket  # type: ignore[union-attr]
-            with socket_deadline(socket, remaining(self.timeout)):
+            with operation_deadline(remaining(self.timeout)), self._round_trip(conn):
                 yield conn
+
+    def _round_trip(self, conn: Connection) -> AbstractContextManager[None]:
+        """A deadline of one timeout for one exchange with the server (PostgreSQL)."""
+        if self.is_sqlite:
+            return nullcontext()
+        socket = conn.connection.driver_connection.pgconn.socket  # type: ignore[union-attr]
+        return socket_deadline(socket, self.timeout)
 
     @contextmanager
     def _writer_slot(self) -> Iterator[None]:
@@ -270,10 +276,15 @@ class SqlStore:
             return int(conn.execute(query).scalar_one())
 
     def chains(self) -> list[str]:
-        """Every chain id present in the log, sorted."""
+        """Every chain id present in the log, sorted (ids that are not text are left out)."""
         with self._connection("listing chains") as conn:
             query = select(events.c.chain_id).distinct().order_by(events.c.chain_id)
-            return [str(c) for c in conn.execute(query).scalars()]
+            return [c for c in conn.execute(query).scalars() if isinstance(c, str)]
+
+    def count_all(self) -> int:
+        """How many rows the log holds, over all chains."""
+        with self._connection("counting audit records") as conn:
+            return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
 
     def read(
         self, start_seq: int = 1, end_seq: int | None = None, *, chain_id: str | None = None
@@ -304,17 +315,33 @@ class SqlStore:
         Without bounds every row of the chain comes back, including any at impossible
         positions (seq below 1), which the verifier must see.
         """
-        query = select(events).where(events.c.chain_id == (chain_id or self.chain_id))
+        # SELECT *, not the columns we expect: a column an owner dropped or added must show
+        # up as a malformed row in verify, not as a query error that hides every other row.
+        query: Select[Any] = (
+            select(literal_column("*"))
+            .select_from(events)
+            .where(events.c.chain_id == (chain_id or self.chain_id))
+        )
         if start_seq is not None:
             query = query.where(events.c.seq >= start_seq)
         if end_seq is not None:
             query = query.where(events.c.seq <= end_seq)
-        # Not bounded: a full verification may legitimately take longer than any timeout.
+        # A full read may take longer than any timeout, so the deadline is per round trip:
+        # the query and each batch of READ_BATCH rows must come back within the timeout.
         with self._connection("reading the audit log", bounded=False) as conn:
-            result = conn.execution_options(yield_per=READ_BATCH).execute(query.order_by(*_ORDER))
+            with self._round_trip(conn):
+                result = conn.execution_options(yield_per=READ_BATCH).execute(
+                    query.order_by(*_ORDER)
+                )
             try:
-                for row in result:
-                    yield dict(row._mapping)
+                batches = result.partitions()
+                while True:
+                    with self._round_trip(conn):
+                        batch = next(batches, None)
+                    if batch is None:
+                        return
+                    for row in batch:
+                        yield dict(row._mapping)
             finally:
                 # Close the (server-side, on PostgreSQL) cursor before its connection, also
                 # when the caller stops reading early.
