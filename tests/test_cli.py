@@ -232,3 +232,17 @@ def test_init_with_key_in_environment_writes_no_file(
     assert not (in_tmp / "accessaudit.key").exists()
     with SqlStore("sqlite:///accessaudit.db") as store:
         assert verify_store(store, load_key()).intact
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://auditor:s3cret-pw@db.example:notaport/app", "not a url at all"],
+)
+def test_unusable_url_is_exit_2_without_echoing_secrets(in_tmp: Path, url: str) -> None:
+    """A malformed URL is one line, exit 2, and never repeats its password."""
+    code, out, err = _invoke("verify", "--db", url)
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error: the database URL is not valid")
+    assert "s3cret-pw" not in err
+    assert len(err.splitlines()) == 1

@@ -203,3 +203,11 @@ def test_truncated_encoding_is_rejected(cut: int) -> None:
     data = encode("main", 1, make_event(**FIXED_EVENT))
     with pytest.raises(ValueError, match=r"ends early|not an accessaudit"):
         decode(data[:-cut])
+
+
+def test_echoed_bad_values_are_cut_short() -> None:
+    """An oversized bad value is quoted only in part, so errors cannot flood a log."""
+    with pytest.raises(InvalidEvent) as caught:
+        make_event(event_type="x" * 10_000)
+    assert len(str(caught.value)) < 400
+    assert "..." in str(caught.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import socket
@@ -110,7 +111,7 @@ def test_uninitialised_database_says_to_run_init(tmp_path: Path, key: MacKey) ->
 @pytest.mark.parametrize(
     ("url", "words"),
     [
-        ("not a url", "is not a database URL"),
+        ("not a url", "database URL is not valid"),
         ("mysql://root@localhost/db", "unsupported database 'mysql'"),
         ("sqlite://", "in-memory SQLite database would lose"),
         ("sqlite:///:memory:", "in-memory"),
@@ -220,3 +221,72 @@ def test_silent_server_is_unavailable_not_a_hang(key: MacKey) -> None:
                 store.count()
     finally:
         listener.close()
+
+
+def test_altered_table_is_named_as_such(backend: Backend, store: SqlStore) -> None:
+    """A table missing a column says it was altered, not 'run init'."""
+    store.append([make_event()])
+    backend.sql("ALTER TABLE accessaudit_events DROP COLUMN trace_id")
+    with pytest.raises(StoreError, match="does not have the columns this version expects"):
+        store.append([make_event()])
+
+
+@pytest.mark.postgres
+def test_server_hanging_mid_read_is_unavailable(pg_backend: Backend, key: MacKey) -> None:
+    """A server that stops answering while rows stream gives StoreUnavailable, not a hang."""
+    with SqlStore(pg_backend.url, key=key, timeout=1, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event() for _ in range(2500)])  # more than one fetch batch
+        rows = store.rows()
+        first = next(rows)
+        assert first["seq"] == 1
+        (streaming,) = pg_backend.sql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'accessaudit' "
+            "AND state = 'idle in transaction'"
+        )
+        pid = int(str(streaming[0]))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(StoreUnavailable, match="did not answer within"):
+                for _ in rows:
+                    pass
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+
+def _head_in_forked_child(url: str, key_hex: str, results: Any) -> None:
+    """In a forked child: stop our backend, then ask for the head; report what happened."""
+    with SqlStore(url, key=MacKey(bytes.fromhex(key_hex)), timeout=1) as store:
+        store.append([make_event()])
+        pid = _backend_pid(store)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            store.head()
+            results.put("answered")
+        except StoreUnavailable:
+            results.put("unavailable")
+        except Exception as e:  # noqa: BLE001 - reported to the parent
+            results.put(repr(e))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.postgres
+def test_deadlines_work_in_a_forked_child(pg_backend: Backend, key: MacKey) -> None:
+    """After fork (gunicorn --preload, multiprocessing's default), deadlines still fire."""
+    with SqlStore(pg_backend.url, key=key, timeout=1, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])  # the parent's watchdog thread is running now
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(
+        target=_head_in_forked_child, args=(pg_backend.url, key.secret.hex(), results)
+    )
+    child.start()
+    # A hang detector, not a speed requirement: a working child is done in about a second.
+    child.join(120)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung
+    assert results.get(timeout=5) in ("answered", "unavailable")

@@ -27,6 +27,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Outcome = tuple[Any, FieldProblem | None]
 
 
+def _shown(value: object) -> str:
+    """A value for an error message: its repr, cut short so bad input cannot flood the log."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def _type_name(value: object) -> str:
     return type(value).__name__
 
@@ -60,7 +66,7 @@ def _text(spec: FieldSpec, value: object) -> Outcome:
             return spec.choices(value), None
         except ValueError:
             allowed = ", ".join(c.value for c in spec.choices)
-            return None, FieldProblem(spec.name, f"{value!r} is not one of {allowed}")
+            return None, FieldProblem(spec.name, f"{_shown(value)} is not one of {allowed}")
     return value, check_text(spec.name, value, spec.max_chars)
 
 
@@ -98,7 +104,7 @@ def _time(spec: FieldSpec, value: object) -> Outcome:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            return None, FieldProblem(spec.name, f"{value!r} is not an ISO 8601 timestamp")
+            return None, FieldProblem(spec.name, f"{_shown(value)} is not an ISO 8601 timestamp")
     if not isinstance(value, datetime):
         return None, FieldProblem(spec.name, f"must be a datetime, got {_type_name(value)}")
     if value.tzinfo is None or value.utcoffset() is None:
@@ -137,8 +143,8 @@ def _attributes(spec: FieldSpec, value: object) -> Outcome:
         )
     clean: dict[str, Any] = {}
     for key in sorted(value, key=str):
-        where = f"{spec.name}[{key!r}]"
-        problem = check_text(f"{spec.name} key {key!r}", key, 128)
+        where = f"{spec.name}[{_shown(key)}]"
+        problem = check_text(f"{spec.name} key {_shown(key)}", key, 128)
         item = value[key]
         if problem is None and isinstance(item, str):
             problem = check_text(where, item, spec.max_chars)

@@ -11,9 +11,11 @@ import json
 import logging
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import structlog
 import typer
@@ -66,10 +68,22 @@ class OutputFormat(StrEnum):
     JSON = "json"
 
 
-def _fail(error: AccessAuditError) -> NoReturn:
-    code = EXIT_USAGE if isinstance(error, ConfigurationError | InvalidEvent) else EXIT_UNAVAILABLE
-    typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(code)
+@contextmanager
+def _reported_errors() -> Iterator[None]:
+    """Turn any failure into one line on stderr and a documented exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except AccessAuditError as e:
+        usage = isinstance(e, ConfigurationError | InvalidEvent)
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(EXIT_USAGE if usage else EXIT_UNAVAILABLE) from e
+    except Exception as e:
+        # Not an error we anticipated: still one line and "could not do the work", never
+        # a traceback that a script could take for exit code 1 ("findings").
+        typer.echo(f"error: unexpected {type(e).__name__}: {str(e)[:300]}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from e
 
 
 @app.callback()
@@ -103,10 +117,8 @@ def init(
     timeout: TimeoutOption = 5.0,
 ) -> None:
     """Create the HMAC key file, the events table and its append-only triggers (idempotent)."""
-    try:
+    with _reported_errors():
         lines = init_store(db, key_file=key_file, writer_role=writer_role, timeout=timeout)
-    except AccessAuditError as e:
-        _fail(e)
     for line in lines:
         typer.echo(line)
 
@@ -155,13 +167,11 @@ def verify(
     timeout: TimeoutOption = 5.0,
 ) -> None:
     """Recompute every hash, link and MAC; report every finding. Exit 1 if any."""
-    try:
+    with _reported_errors():
         heads = [ExpectedHead.parse(text) for text in expect_head or []]
         with SqlStore(db, timeout=timeout) as store:
             key = None if skip_mac else load_key(key_file)
             report = verify_store(store, key, chain_id=chain, expected_heads=heads)
-    except AccessAuditError as e:
-        _fail(e)
     _print_report(report, output)
     if not report.intact:
         raise typer.Exit(EXIT_FINDINGS)
@@ -176,7 +186,7 @@ def demo(
     timeout: TimeoutOption = 5.0,
 ) -> None:
     """Set up a log if needed, record a simulated support desk's events, verify, summarise."""
-    try:
+    with _reported_errors():
         for line in init_store(db, key_file=key_file, timeout=timeout):
             typer.echo(line)
         key = load_key(key_file)
@@ -187,8 +197,6 @@ def demo(
                 store.append(batch)
                 tally.update(f"{e.event_type.value} {e.purpose or ''}".strip() for e in batch)
             report = verify_store(store, key)
-    except AccessAuditError as e:
-        _fail(e)
     typer.echo(f"recorded {events} events in {store.url}:")
     for label, count in sorted(tally.items()):
         typer.echo(f"  {count:>7}  {label}")

@@ -90,15 +90,36 @@ def load_key(path: Path | None = None) -> MacKey:
 
 
 def create_key_file(path: Path) -> bool:
-    """Write a new random key to ``path`` with mode 0600; False if the file already exists."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    """Write a new random key to ``path`` with mode 0600; False if the file already exists.
+
+    The key is written and synced under a temporary name, then linked into place, so the
+    file is either absent or complete, even after a crash, and two concurrent ``init`` runs
+    cannot both create a key.
+    """
+    if path.exists():
         return False
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(secrets.token_hex(KEY_BYTES) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temporary, path)  # fails if someone else created the key meanwhile
+        except FileExistsError:
+            return False
+        _sync_directory(path.parent)
+        return True
     except OSError as e:
         raise MacKeyError(f"cannot create the key file {path}: {e}") from e
-    with os.fdopen(fd, "w", encoding="ascii") as out:
-        out.write(secrets.token_hex(KEY_BYTES) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    return True
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory or Path(), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -35,9 +35,11 @@ def parse_url(url: str) -> URL:
     """Validate a database URL and pin the driver; raise ``ConfigurationError`` if unusable."""
     try:
         parsed = make_url(url)
-    except ArgumentError as e:
+        parsed.port  # noqa: B018 - a port that is not a number only fails when read
+    except (ArgumentError, ValueError) as e:
+        # The URL itself is not echoed: it may hold a password.
         raise ConfigurationError(
-            f"{url!r} is not a database URL; use e.g. {DEFAULT_URL} or "
+            f"the database URL is not valid ({e}); use e.g. {DEFAULT_URL} or "
             "postgresql://user@host:5432/dbname"
         ) from e
     backend = parsed.get_backend_name()
@@ -51,7 +53,7 @@ def parse_url(url: str) -> URL:
     if backend == "postgresql":
         return parsed.set(drivername="postgresql+psycopg")
     raise ConfigurationError(
-        f"unsupported database {backend!r} in {parsed.render_as_string()}; "
+        f"unsupported database {backend!r} in {parsed.render_as_string(hide_password=True)}; "
         "accessaudit supports sqlite and postgresql"
     )
 

@@ -83,7 +83,7 @@ def classify(error: sa_exc.SQLAlchemyError, doing: str) -> StoreError:
         return StoreUnavailable(
             f"{doing}: the audit table {TABLE_NAME} does not exist; run `accessaudit init`"
         )
-    if code == "42703" or reason.startswith("no such column"):
+    if code == "42703" or "no such column" in reason or "has no column named" in reason:
         return StoreError(
             f"{doing}: the audit table does not have the columns this version expects "
             f"({reason}); was it altered by hand?"

@@ -123,12 +123,8 @@ class SqlStore:
 
     def create_schema(self) -> list[str]:
         """Create the table, indexes and append-only triggers where missing; say what was made."""
-        with self._connection("creating the audit schema") as conn:
-            if self.is_sqlite:
-                # WAL is a property of the file and cannot be set inside a transaction.
-                conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-                    "PRAGMA journal_mode = WAL"
-                )
+        with self._connection("creating the audit schema", write=True) as conn:
+            self._check_database(conn)
             with conn.begin():
                 created = [] if inspect(conn).has_table(TABLE_NAME) else [f"table {TABLE_NAME}"]
                 metadata.create_all(conn)
@@ -138,6 +134,26 @@ class SqlStore:
                     conn.execute(text(statement))
                 created += [f"trigger {n}" for n in sorted(self._trigger_names(conn) - before)]
         return created
+
+    def _check_database(self, conn: Connection) -> None:
+        """SQLite: switch the file to WAL. PostgreSQL: insist on UTF8, which hashing needs."""
+        driver = conn.connection.driver_connection
+        if self.is_sqlite:
+            # WAL is a property of the file and cannot be set inside a transaction.
+            (mode,) = driver.execute("PRAGMA journal_mode = WAL").fetchone()  # type: ignore[union-attr]
+            if mode != "wal":
+                raise StoreError(
+                    f"could not put {self.url} in WAL mode (it stays in {mode!r} mode); "
+                    "is the file or its directory read-only?"
+                )
+            return
+        encoding = conn.execute(text("SHOW server_encoding")).scalar_one()
+        conn.rollback()  # end the implicit transaction SHOW opened
+        if encoding != "UTF8":
+            raise ConfigurationError(
+                f"the database encoding is {encoding}, but accessaudit needs UTF8 so that text "
+                "reads back exactly as it was hashed; create the database WITH ENCODING 'UTF8'"
+            )
 
     def _trigger_names(self, conn: Connection) -> set[str]:
         if self.is_sqlite:
