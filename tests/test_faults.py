@@ -259,6 +259,7 @@ def _head_in_forked_child(url: str, key_hex: str, results: Any) -> None:
     with SqlStore(url, key=MacKey(bytes.fromhex(key_hex)), timeout=1) as store:
         store.append([make_event()])
         pid = _backend_pid(store)
+        results.put(pid)  # so the parent can wake the backend whatever happens here
         os.kill(pid, signal.SIGSTOP)
         try:
             store.head()
@@ -283,10 +284,14 @@ def test_deadlines_work_in_a_forked_child(pg_backend: Backend, key: MacKey) -> N
         target=_head_in_forked_child, args=(pg_backend.url, key.secret.hex(), results)
     )
     child.start()
-    # A hang detector, not a speed requirement: a working child is done in about a second.
-    child.join(120)
-    hung = child.is_alive()
-    if hung:
-        child.kill()
+    backend_pid = results.get(timeout=60)
+    try:
+        # A hang detector, not a speed requirement: a working child is done in about a second.
+        child.join(120)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+    finally:
+        os.kill(backend_pid, signal.SIGCONT)
     assert not hung
     assert results.get(timeout=5) in ("answered", "unavailable")
