@@ -235,9 +235,10 @@ def test_altered_table_is_named_as_such(backend: Backend, store: SqlStore) -> No
 @pytest.mark.postgres
 def test_server_hanging_mid_read_is_unavailable(pg_backend: Backend, key: MacKey) -> None:
     """A server that stops answering while rows stream gives StoreUnavailable, not a hang."""
-    with SqlStore(pg_backend.url, key=key, timeout=1, must_exist=False) as store:
-        store.create_schema()
-        store.append([make_event() for _ in range(2500)])  # more than one fetch batch
+    with SqlStore(pg_backend.url, key=key, timeout=60, must_exist=False) as writer:
+        writer.create_schema()
+        writer.append([make_event() for _ in range(2500)])  # more than one fetch batch
+    with SqlStore(pg_backend.url, key=key, timeout=1) as store:
         rows = store.rows()
         first = next(rows)
         assert first["seq"] == 1
