@@ -45,7 +45,7 @@ def test_unreachable_postgres_is_store_unavailable(key: MacKey, postgres_url: st
 @pytest.mark.postgres
 def test_held_chain_lock_times_out_and_stores_nothing(pg_backend: Backend, key: MacKey) -> None:
     """A held chain lock makes an append give up, store nothing, and the chain continue after."""
-    with SqlStore(pg_backend.url, key=key, timeout=0.5, must_exist=False) as store:
+    with SqlStore(pg_backend.url, key=key, timeout=2, must_exist=False) as store:
         store.create_schema()
         store.append([make_event()])
         with pg_backend.owner.connect() as other, other.begin():
@@ -72,7 +72,7 @@ def test_killed_connections_are_replaced(pg_backend: Backend, key: MacKey) -> No
 
 def test_locked_sqlite_times_out_and_stores_nothing(sqlite_backend: Backend, key: MacKey) -> None:
     """While another process holds the write lock, an append gives up after the timeout."""
-    with SqlStore(sqlite_backend.url, key=key, timeout=0.3, must_exist=False) as store:
+    with SqlStore(sqlite_backend.url, key=key, timeout=1, must_exist=False) as store:
         store.create_schema()
         store.append([make_event()])
         path = make_url(sqlite_backend.url).database
