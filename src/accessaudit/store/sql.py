@@ -72,8 +72,10 @@ class SqlStore:
     """An append-only audit log in one SQL database, holding one or more chains.
 
     ``key`` is needed to append (it seals each link); reading and counting do not need it.
-    ``timeout`` (seconds) bounds every wait: connecting, the chain lock, each statement of an
-    append. A wait that runs out raises ``StoreUnavailable`` and nothing is recorded.
+    ``timeout`` (seconds) is the budget of each operation (an append, ``head``, ``count``):
+    every wait inside spends from it, and running out raises ``StoreUnavailable`` with
+    nothing recorded (or ``CommitOutcomeUnknown`` if it ran out during COMMIT). Streaming
+    reads get ``timeout`` per round trip instead.
     With ``must_exist`` (the default) a SQLite URL must name an existing file, so a typo does
     not silently start an empty log.
     """
@@ -246,15 +248,15 @@ class SqlStore:
             if self.is_sqlite or not bounded:  # SQLite waits are bounded by busy_timeout
                 yield conn
                 return
-            with operation_deadline(remaining(self.timeout)), self._round_trip(conn):
+            with self._socket_deadline(conn, remaining(self.timeout)):
                 yield conn
 
-    def _round_trip(self, conn: Connection) -> AbstractContextManager[None]:
-        """A deadline of one timeout for one exchange with the server (PostgreSQL)."""
+    def _socket_deadline(self, conn: Connection, seconds: float) -> AbstractContextManager[None]:
+        """PostgreSQL: close the connection if the block takes longer than ``seconds``."""
         if self.is_sqlite:
             return nullcontext()
         socket = conn.connection.driver_connection.pgconn.socket  # type: ignore[union-attr]
-        return socket_deadline(socket, self.timeout)
+        return socket_deadline(socket, seconds)
 
     @contextmanager
     def _writer_slot(self) -> Iterator[None]:
@@ -345,14 +347,14 @@ class SqlStore:
         # A full read may take longer than any timeout, so the deadline is per round trip:
         # the query and each batch of READ_BATCH rows must come back within the timeout.
         with self._connection("reading the audit log", bounded=False) as conn:
-            with self._round_trip(conn):
+            with self._socket_deadline(conn, self.timeout):
                 result = conn.execution_options(yield_per=READ_BATCH).execute(
                     query.order_by(*_ORDER)
                 )
             try:
                 batches = result.partitions()
                 while True:
-                    with self._round_trip(conn):
+                    with self._socket_deadline(conn, self.timeout):
                         batch = next(batches, None)
                     if batch is None:
                         return
