@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+from accessaudit._clock import EPOCH
 from accessaudit.exceptions import FieldProblem, InvalidEvent
 from accessaudit.fields import (
     EVENT_FIELDS,
@@ -23,7 +24,6 @@ from accessaudit.fields import (
     Kind,
 )
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Outcome = tuple[Any, FieldProblem | None]
 
 
@@ -115,7 +115,7 @@ def _time(spec: FieldSpec, value: object) -> Outcome:
         moment = value.astimezone(UTC)
     except OverflowError:
         return None, FieldProblem(spec.name, "is outside the years 1..9999 once in UTC")
-    if moment < _EPOCH:
+    if moment < EPOCH:
         return None, FieldProblem(spec.name, "is before 1970-01-01T00:00:00Z")
     return moment, None
 

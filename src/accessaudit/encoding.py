@@ -26,18 +26,18 @@ from __future__ import annotations
 
 import struct
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from accessaudit._clock import from_micros, to_micros
 from accessaudit.events import AccessEvent
 from accessaudit.fields import EVENT_FIELDS, RECORD_VERSION, Kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from datetime import datetime
 
 MAGIC: Final = b"accessaudit/event\x00"
 _NULL, _TEXT, _INT, _BOOL, _LIST, _MAP, _UUID, _TIME = range(8)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NULL_BYTES = bytes([_NULL])
 _U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")
@@ -65,9 +65,7 @@ def _uuid(value: uuid.UUID) -> bytes:
 
 
 def _time(value: datetime) -> bytes:
-    delta = value - _EPOCH
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return bytes([_TIME]) + _I64.pack(micros)
+    return bytes([_TIME]) + _I64.pack(to_micros(value))
 
 
 def _text_list(value: tuple[str, ...]) -> bytes:
@@ -141,7 +139,7 @@ class _Reader:
         if tag == _UUID:
             return uuid.UUID(bytes=self.take(16))
         if tag == _TIME:
-            return _EPOCH + timedelta(microseconds=_I64.unpack(self.take(8))[0])
+            return from_micros(_I64.unpack(self.take(8))[0])
         raise ValueError(f"unknown tag {tag}")
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from uuid6 import uuid7
 
+from accessaudit._clock import to_micros
 from accessaudit._validate import check_keys, normalise, to_json_value
 from accessaudit.exceptions import FieldProblem, InvalidEvent
 from accessaudit.fields import (
@@ -91,7 +92,7 @@ class AccessEvent:
     @property
     def occurred_at_us(self) -> int:
         """Microseconds since the Unix epoch, UTC: the exact stored and hashed form."""
-        return _to_micros(self.occurred_at)
+        return to_micros(self.occurred_at)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict matching ``schemas/access_event.v1.schema.json``."""
@@ -102,11 +103,6 @@ class AccessEvent:
         """Build an event from untyped input (JSON, a form); every fault is reported at once."""
         check_keys(data)
         return cls(**data)
-
-
-def _to_micros(moment: datetime) -> int:
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from accessaudit._clock import MAX_MICROS, from_micros, to_micros
 from accessaudit.events import AccessEvent, StoredEvent
 from accessaudit.exceptions import InvalidEvent
 from accessaudit.fields import EVENT_FIELDS, RECORD_VERSION, Kind
@@ -21,10 +21,6 @@ from accessaudit.store._schema import column_name
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // timedelta(
-    microseconds=1
-)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 _COLUMNS = tuple((spec.name, spec.kind, column_name(spec.name)) for spec in EVENT_FIELDS)
@@ -56,14 +52,9 @@ def to_row(stored: StoredEvent) -> dict[str, Any]:
     return row
 
 
-def _micros(moment: datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 _CONVERTERS: dict[Kind, Callable[[Any], object] | None] = {
     Kind.UUID: str,
-    Kind.TIME: _micros,
+    Kind.TIME: to_micros,
     Kind.BOOL: int,
     Kind.TEXT_LIST: lambda items: _json(list(items)),
     Kind.ATTRIBUTES: lambda mapping: _json(dict(mapping), sort_keys=True),
@@ -102,9 +93,9 @@ def _from_column(kind: Kind, column: str, value: object) -> object:
         return value
     if kind is Kind.TIME:
         micros = _int(column, value)
-        if not 0 <= micros <= _MAX_MICROS:
+        if not 0 <= micros <= MAX_MICROS:
             raise MalformedRow(f"{column} holds {micros}, outside 1970..9999")
-        return _EPOCH + timedelta(microseconds=micros)
+        return from_micros(micros)
     if kind in (Kind.INT, Kind.BOOL):
         number = _int(column, value)
         if kind is Kind.BOOL and number not in (0, 1):
