@@ -246,3 +246,46 @@ def test_unusable_url_is_exit_2_without_echoing_secrets(in_tmp: Path, url: str) 
     assert err.startswith("error: the database URL is not valid")
     assert "s3cret-pw" not in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "query", ["?sslmode=bogus", "?bogus=1", "", "NOPORT"], ids=["sslmode", "option", "db", "port"]
+)
+def test_unusable_postgres_settings_are_exit_2(in_tmp: Path, postgres_url: str, query: str) -> None:
+    """Settings the driver refuses, or a database that does not exist, are bad input (2)."""
+    url = make_url(postgres_url)
+    url = url.set(port=99999) if query == "NOPORT" else url
+    text = url.render_as_string(hide_password=False)
+    text = text.rsplit("/", 1)[0] + "/no_such_db" if query == "" else text
+    text += query if query not in ("", "NOPORT") else ""
+    code, _, err = _invoke("verify", "--db", text, "--skip-mac")
+    assert code == 2, err
+    assert err.startswith("error: ")
+    assert len(err.splitlines()) == 1
+
+
+def test_existing_unusable_key_file_fails_init(in_tmp: Path) -> None:
+    """Init does not call an existing but unusable key file 'kept'."""
+    (in_tmp / "accessaudit.key").mkdir()
+    code, out, err = _invoke("init")
+    assert code == 3
+    assert "cannot read the key file" in err
+    assert "exists, kept" not in out
+
+
+@pytest.mark.parametrize("head", ["main:0:" + "a" * 64, "\udcff:1:" + "a" * 64])
+def test_impossible_expected_heads_are_refused(in_tmp: Path, head: str) -> None:
+    """Seq 0 or an undecodable chain id in --expect-head is a usage error."""
+    _invoke("demo", "--events", "5")
+    code, _, err = _invoke("verify", "--expect-head", head)
+    assert code == 2
+    assert "CHAIN:SEQ:HASH" in err
+
+
+def test_directory_as_database_is_exit_2(in_tmp: Path) -> None:
+    """--db naming a directory says so, with the usage exit code."""
+    (in_tmp / "logs").mkdir()
+    code, _, err = _invoke("verify", "--db", "sqlite:///logs")
+    assert code == 2
+    assert "is a directory" in err

@@ -88,3 +88,15 @@ def test_writers_with_different_search_paths_share_the_chain_lock(
             assert verify_store(store, key).intact
     finally:
         pg_backend.sql(f"DROP SCHEMA {decoy} CASCADE")
+
+
+def test_concurrent_schema_creation_succeeds_once(backend: Backend) -> None:
+    """Several inits at once all succeed; exactly one of them creates the table."""
+
+    def create() -> list[str]:
+        with SqlStore(backend.url, must_exist=False, timeout=30) as store:
+            return store.create_schema()
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: create(), range(4)))
+    assert sum("table accessaudit_events" in made for made in results) == 1

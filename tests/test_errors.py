@@ -54,7 +54,7 @@ def test_chain_position_clash_is_a_store_error(backend: Backend, store: SqlStore
         **row,
     )
     assert type(error) is StoreError
-    assert "refused the records" in str(error)
+    assert "refused the change" in str(error)
 
 
 def test_trigger_refusal_is_append_only_violation(backend: Backend, store: SqlStore) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ from accessaudit import (
     MacKey,
     MacKeyError,
     SqlStore,
+    StoreError,
     verify_store,
 )
 from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
@@ -183,3 +186,30 @@ def test_any_event_round_trips_through_the_store(store: SqlStore, event: AccessE
 
 def _fields(event: AccessEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in AccessEvent.__dataclass_fields__}
+
+
+class _Role(str, enum.Enum):  # noqa: UP042 - deliberately not StrEnum: str() differs
+    """An application's own string enum, whose str() is 'Role.SUPPORT', not its value."""
+
+    SUPPORT = "support_agent"
+
+
+def test_string_subclasses_are_stored_as_their_text(store: SqlStore, key: MacKey) -> None:
+    """A (str, Enum) member in a text field is stored and hashed as its value."""
+    role = _Role.SUPPORT
+    (record,) = store.append([make_event(role=role, field_names=[role], attributes={"r": role})])
+    assert type(record.event.role) is str
+    assert record.event.role == "support_agent"
+    assert next(store.read()).event == record.event
+    assert verify_store(store, key).intact
+
+
+def test_tail_sealed_by_another_key_is_not_extended(backend: Backend, store: SqlStore) -> None:
+    """A tail relabelled with another key id (or written with another key) blocks appends."""
+    store.append([make_event()])
+    with (
+        SqlStore(backend.url, key=MacKey(os.urandom(32))) as other,
+        pytest.raises(StoreError, match="sealed by key"),
+    ):
+        other.append([make_event()])
+    assert store.count() == 1

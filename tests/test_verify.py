@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from accessaudit import ConfigurationError, FindingCode, MacKey, SqlStore, verify_store
 from accessaudit.findings import ExpectedHead, VerifyReport
+from accessaudit.integrity import leaf_hash, link_hash
 from accessaudit.store._schema import events
 from tests import tampering
 from tests.strategies import make_event
@@ -287,8 +290,9 @@ def test_dropped_column_makes_every_row_malformed(
 ) -> None:
     """A column the owner dropped is reported on every row; verify does not crash."""
     backend.sql("ALTER TABLE accessaudit_events DROP COLUMN trace_id")
-    found = _found(verify_store(tamperable, key))
-    assert found == [("malformed_row", s) for s in range(1, 7)]
+    (finding,) = verify_store(tamperable, key).findings
+    assert (finding.code, finding.where) == (FindingCode.MALFORMED_ROW, "1..6")
+    assert "no column trace_id" in finding.detail
 
 
 def test_chain_id_that_is_not_text_is_reported(sqlite_backend: Backend, key: MacKey) -> None:
@@ -335,3 +339,57 @@ def test_unknown_chain_is_a_usage_error(store: SqlStore, key: MacKey) -> None:
     head = ExpectedHead("other", 1, "ab" * 32)
     with pytest.raises(ConfigurationError, match="only chain 'main' is being verified"):
         verify_store(store, key, chain_id="main", expected_heads=[head])
+
+
+def test_forged_duplicate_that_links_loses_to_the_sealed_row(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """A copy at seq 3 with recomputed, linking hashes (MAC guessed) is the one blamed."""
+    backend.sql("DROP INDEX accessaudit_events_chain_seq")
+    second = next(tamperable.read(2, 2))
+    forged = tampering.forged_copy(tamperable, 3, 3)
+    event = replace(next(tamperable.read(3, 3)).event, event_id=uuid.UUID(str(forged["event_id"])))
+    leaf = leaf_hash("main", 3, event)
+    forged.update(leaf_hash=leaf, chain_hash=link_hash(second.chain_hash, leaf))
+    tampering.insert_row(backend, forged)
+    report = verify_store(tamperable, key)
+    assert _found(report) == [("duplicate_seq", 3)]
+    assert report.findings[0].event_id == forged["event_id"]
+
+
+def test_many_rows_at_one_seq_are_one_finding(
+    backend: Backend, tamperable: SqlStore, key: MacKey
+) -> None:
+    """Every row moved to seq 1 gives one duplicate finding with the count, not one per row."""
+    backend.sql("DROP INDEX accessaudit_events_chain_seq")
+    backend.sql("UPDATE accessaudit_events SET seq = 1")
+    (finding,) = verify_store(tamperable, key).findings
+    assert (finding.code, finding.seq) == (FindingCode.DUPLICATE_SEQ, 1)
+    assert finding.detail == "5 other row(s) also claim this seq"
+
+
+def test_negated_seqs_are_one_run(backend: Backend, tamperable: SqlStore, key: MacKey) -> None:
+    """Rows moved below seq 1 are reported as one run of unexpected records."""
+    backend.sql("UPDATE accessaudit_events SET seq = -seq")
+    (finding,) = verify_store(tamperable, key).findings
+    assert (finding.code, finding.where) == (FindingCode.UNEXPECTED_RECORD, "-6..-1")
+
+
+def test_verify_while_writers_append_is_clean(store: SqlStore, key: MacKey) -> None:
+    """Appends during verification are not mistaken for tampering."""
+    _chain(store)
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():
+            store.append([make_event() for _ in range(5)])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        reports = [verify_store(store, key) for _ in range(5)]
+    finally:
+        stop.set()
+        writer.join()
+    assert all(r.intact for r in reports), [r.findings for r in reports]
+    assert verify_store(store, key).intact

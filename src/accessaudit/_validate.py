@@ -67,7 +67,18 @@ def _text(spec: FieldSpec, value: object) -> Outcome:
         except ValueError:
             allowed = ", ".join(c.value for c in spec.choices)
             return None, FieldProblem(spec.name, f"{_shown(value)} is not one of {allowed}")
-    return value, check_text(spec.name, value, spec.max_chars)
+    problem = check_text(spec.name, value, spec.max_chars)
+    return (None, problem) if problem else (exact_text(value), None)  # type: ignore[arg-type]
+
+
+def exact_text(value: str) -> str:
+    """A ``str`` subclass (e.g. a ``(str, Enum)`` member) as the plain string it holds.
+
+    The record keeps plain strings only: the database stores a subclass's underlying text,
+    while its ``__str__`` may say something else (``Role.SUPPORT``), and the hash must be of
+    what is stored.
+    """
+    return value if type(value) is str else str.__str__(value)
 
 
 def _int(spec: FieldSpec, value: object) -> Outcome:
@@ -77,7 +88,7 @@ def _int(spec: FieldSpec, value: object) -> Outcome:
         return None, FieldProblem(spec.name, f"must be an integer, got {_type_name(value)}")
     if not 0 <= value <= MAX_INT:
         return None, FieldProblem(spec.name, f"must be between 0 and {MAX_INT}, got {value}")
-    return value, None
+    return int(value), None  # a plain int, also for IntEnum members
 
 
 def _bool(spec: FieldSpec, value: object) -> Outcome:
@@ -131,7 +142,7 @@ def _text_list(spec: FieldSpec, value: object) -> Outcome:
         problem = check_text(f"{spec.name}[{index}]", item, spec.max_chars)
         if problem is not None:
             return None, problem
-    return tuple(value), None
+    return tuple(exact_text(item) for item in value), None
 
 
 def _attributes(spec: FieldSpec, value: object) -> Outcome:
@@ -159,7 +170,7 @@ def _attributes(spec: FieldSpec, value: object) -> Outcome:
             )
         if problem is not None:
             return None, problem
-        clean[key] = item
+        clean[exact_text(key)] = exact_text(item) if isinstance(item, str) else item
     return MappingProxyType(clean), None
 
 

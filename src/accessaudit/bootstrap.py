@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from accessaudit.exceptions import ConfigurationError
-from accessaudit.keys import KEY_ENV, create_key_file, key_file_path
+from accessaudit.keys import KEY_ENV, create_key_file, key_file_path, load_key
 from accessaudit.store import SqlStore
 from accessaudit.store._schema import check_role_name
 
@@ -37,6 +37,8 @@ def init_store(
         else:
             path = key_file_path(key_file)
             created = create_key_file(path)
+            if not created:
+                load_key(path)  # an existing file must hold a usable key, or init says so
             done.append(f"key file {path}: {'created (mode 0600)' if created else 'exists, kept'}")
         made = store.create_schema()
         done += [f"created {item}" for item in made] or [f"schema in {store.url}: exists, kept"]

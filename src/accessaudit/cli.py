@@ -40,6 +40,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain usage errors ("Usage: ... Error: ...") rather than boxed ones: easier to read in
+    # logs and for scripts.
+    rich_markup_mode=None,
 )
 
 DbOption = Annotated[

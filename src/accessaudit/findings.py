@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from accessaudit._validate import check_text
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.integrity import GENESIS_HASH
 
@@ -64,12 +65,17 @@ class ExpectedHead:
     def parse(cls, text: str) -> ExpectedHead:
         """Parse ``CHAIN:SEQ:HASH``, as printed by ``accessaudit verify``."""
         chain_id, seq, chain_hash = ([*text.rsplit(":", 2), "", ""])[:3]
-        if not (
-            chain_id and seq.isascii() and seq.isdigit() and _HEX64.fullmatch(chain_hash.lower())
-        ):
+        valid = (
+            check_text("chain", chain_id, 64) is None
+            and seq.isascii()
+            and seq.isdigit()
+            and int(seq) >= 1
+            and _HEX64.fullmatch(chain_hash.lower())
+        )
+        if not valid:
             raise ConfigurationError(
-                f"{text[:100]!r} is not CHAIN:SEQ:HASH (a chain id, a seq number and a "
-                "64-hex-digit chain hash, as `accessaudit verify` prints them)"
+                f"{text[:100]!r} is not CHAIN:SEQ:HASH (a chain id, a seq number from 1 and "
+                "a 64-hex-digit chain hash, as `accessaudit verify` prints them)"
             )
         return cls(chain_id, int(seq), chain_hash.lower())
 

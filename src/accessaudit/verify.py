@@ -12,10 +12,9 @@ from __future__ import annotations
 import hmac
 import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from accessaudit.events import StoredEvent
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.findings import (
     ChainSummary,
@@ -28,16 +27,20 @@ from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
 from accessaudit.store._rows import MalformedRow, from_row
 
 if TYPE_CHECKING:
+    from accessaudit.events import StoredEvent
     from accessaudit.keys import MacKey
     from accessaudit.store import AuditStore
 
 Row = Mapping[str, Any]
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RUNS = {
+    FindingCode.MALFORMED_ROW,
     FindingCode.MODIFIED_RECORD,
     FindingCode.BROKEN_LINK,
     FindingCode.BAD_MAC,
     FindingCode.UNKNOWN_KEY,
+    FindingCode.DUPLICATE_SEQ,
+    FindingCode.UNEXPECTED_RECORD,
 }
 
 
@@ -86,37 +89,70 @@ class _ChainChecker:
         shown = None if event_id is None else str(event_id)
         self.findings.append(Finding(code, self.summary.chain_id, seq, detail, shown, last_seq))
 
-    def group(self, seq: object, rows: list[Row]) -> None:
-        self.summary.rows += len(rows)
+    def group(self, seq: object, rows: Iterator[Row]) -> None:
+        """Check all rows claiming one position; memory stays constant however many."""
         if isinstance(seq, bool) or not isinstance(seq, int):
-            for row in rows:
-                self.add(FindingCode.MALFORMED_ROW, None, f"seq holds {seq!r:.40}", row)
+            count, first = self._drain(rows)
+            detail = f"{count} row(s) hold seq {seq!r:.40}, not a number"
+            self.add(FindingCode.MALFORMED_ROW, None, detail, first)
             return
         if seq < self.expected:  # only seq < 1 can sort before what we expect
-            for row in rows:
-                self.add(FindingCode.UNEXPECTED_RECORD, seq, "seq is below 1", row)
+            count, first = self._drain(rows)
+            self.add(FindingCode.UNEXPECTED_RECORD, seq, f"{count} row(s) at seq below 1", first)
             return
         if seq > self.expected:
             missing = f"records {self.expected}..{seq - 1} are missing ({seq - self.expected})"
             self.add(FindingCode.MISSING_RECORD, self.expected, missing, last_seq=seq - 1)
             self.previous = None
         self.last_seen = seq
-        member, parsed = self._pick_member(rows)
-        for row in rows:
-            if row is not member:
-                self.add(FindingCode.DUPLICATE_SEQ, seq, "another row also claims this seq", row)
+        member, parsed, extras, first_extra = self._pick_member(rows)
+        if extras:
+            detail = f"{extras} other row(s) also claim this seq"
+            self.add(FindingCode.DUPLICATE_SEQ, seq, detail, first_extra)
         self._check(seq, member, parsed)
         self.expected = seq + 1
 
-    def _pick_member(self, rows: list[Row]) -> tuple[Row, StoredEvent | MalformedRow]:
-        """Of rows sharing a seq, the one that continues the chain (else the first)."""
-        if len(rows) == 1:  # the common case: nothing to choose between
-            return rows[0], _parse(rows[0])
-        candidates = [(row, _parse(row)) for row in rows]
-        for row, parsed in candidates:
-            if isinstance(parsed, StoredEvent) and self._links(parsed) and self._leaf_ok(parsed):
-                return row, parsed
-        return candidates[0]
+    def _drain(self, rows: Iterator[Row]) -> tuple[int, Row]:
+        first = next(rows)
+        count = 1 + sum(1 for _ in rows)
+        self.summary.rows += count
+        return count, first
+
+    def _pick_member(
+        self, rows: Iterator[Row]
+    ) -> tuple[Row, StoredEvent | MalformedRow, int, Row | None]:
+        """Of the rows sharing a seq, the one that best continues the chain.
+
+        Returns it, its parse, how many others there were, and the first of those. A row
+        whose MAC verifies beats one that merely links: a forger can recompute hashes but
+        not MACs.
+        """
+        member = next(rows)
+        parsed = _parse(member)
+        self.summary.rows += 1
+        score: tuple[bool, bool] | None = None  # computed only if there is a rival
+        extras, first_extra = 0, None
+        for rival in rows:
+            self.summary.rows += 1
+            extras += 1
+            rival_parsed = _parse(rival)
+            score = self._score(parsed) if score is None else score
+            rival_score = self._score(rival_parsed)
+            displaced = rival
+            if rival_score > score:
+                displaced = member
+                member, parsed, score = rival, rival_parsed, rival_score
+            first_extra = first_extra or displaced
+        return member, parsed, extras, first_extra
+
+    def _score(self, parsed: StoredEvent | MalformedRow) -> tuple[bool, bool]:
+        if isinstance(parsed, MalformedRow):
+            return False, False
+        mac_ok = self.key is not None and (
+            parsed.mac_key_id == self.key.key_id
+            and hmac.compare_digest(self.key.seal(parsed.chain_hash), parsed.mac)
+        )
+        return mac_ok, self._links(parsed) and self._leaf_ok(parsed)
 
     def _leaf_ok(self, stored: StoredEvent) -> bool:
         return leaf_hash(stored.chain_id, stored.seq, stored.event) == stored.leaf_hash
@@ -172,7 +208,7 @@ def check_chain(
     """Check rows of one chain, given in (seq, event_id) order; MACs only if ``key`` is given."""
     checker = _ChainChecker(chain_id, key, expected_heads)
     for seq, group in itertools.groupby(rows, key=_seq_of):
-        checker.group(seq, list(group))
+        checker.group(seq, group)
     checker.finish()
     return checker.summary, checker.findings
 
@@ -211,7 +247,9 @@ def verify_store(
         report.chains.append(summary)
         report.findings.extend(findings)
     if chain_id is None:
-        stray_rows = store.count_all() - sum(c.rows for c in report.chains)
+        # Counted directly, not as "all rows minus rows checked": writers may append while
+        # verify runs, and their rows are not strays.
+        stray_rows = store.count_unchained()
         if stray_rows:
             report.findings.append(
                 Finding(

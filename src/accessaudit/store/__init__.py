@@ -49,8 +49,8 @@ class AuditStore(Protocol):
         """Chain ids present."""
         ...
 
-    def count_all(self) -> int:
-        """Rows over all chains."""
+    def count_unchained(self) -> int:
+        """Rows whose chain id is not text."""
         ...
 
 

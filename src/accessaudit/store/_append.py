@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 
 from accessaudit.events import AccessEvent, StoredEvent
 from accessaudit.exceptions import DuplicateEvent, FieldProblem, InvalidEvent, StoreError
+from accessaudit.fields import MAX_INT
 from accessaudit.integrity import GENESIS_HASH
 from accessaudit.store._deadline import remaining
 from accessaudit.store._rows import MalformedRow, from_row
@@ -84,12 +85,13 @@ def lock_chain(conn: Connection, chain_id: str, timeout: float) -> None:
     )
 
 
-def read_tail(conn: Connection, chain_id: str, key: MacKey) -> tuple[int, str]:
-    """Seq and chain hash to append after; refuse to extend a tail that fails its checks.
+def read_tail(conn: Connection, chain_id: str, key: MacKey, room: int) -> tuple[int, str]:
+    """Seq and chain hash to append ``room`` records after; refuse a tail that fails its checks.
 
     Sealing new records onto a forged or damaged tail would give the forgery valid MACs from
-    then on, so a tail sealed by our key must carry a valid MAC. A tail sealed by another key
-    (after a key change) is extended; ``verify`` reports its key.
+    then on, so the tail must be sealed by this key, with a valid MAC. (A tail sealed by
+    another key is refused too: key rotation is not supported yet, and an owner without the
+    key could otherwise relabel a forged tail with a made-up key id.)
     """
     row = conn.execute(
         select(events.c.seq, events.c.chain_hash, events.c.mac, events.c.mac_key_id)
@@ -100,16 +102,20 @@ def read_tail(conn: Connection, chain_id: str, key: MacKey) -> tuple[int, str]:
     if row is None:
         return 0, GENESIS_HASH
     seq, chain_hash = row.seq, row.chain_hash
+    if row.mac_key_id != key.key_id:
+        raise StoreError(
+            f"refusing to append: the last record of chain {chain_id!r} was sealed by key "
+            f"{str(row.mac_key_id)[:16]!r}, not by the key given ({key.key_id}); use the key "
+            "this log was written with, and run `accessaudit verify`"
+        )
     damaged = not (
         isinstance(seq, int)
-        and 0 < seq < 2**63 - 1
+        and 0 < seq <= MAX_INT - room
         and isinstance(chain_hash, str)
         and _HEX64.fullmatch(chain_hash)
+        and isinstance(row.mac, str)
+        and hmac.compare_digest(key.seal(chain_hash), row.mac)
     )
-    if not damaged and row.mac_key_id == key.key_id:
-        damaged = not (
-            isinstance(row.mac, str) and hmac.compare_digest(key.seal(chain_hash), row.mac)
-        )
     if damaged:
         raise StoreError(
             f"refusing to append: the last record of chain {chain_id!r} (seq {seq!r}) fails its "
@@ -118,7 +124,9 @@ def read_tail(conn: Connection, chain_id: str, key: MacKey) -> tuple[int, str]:
     return seq, chain_hash
 
 
-def find_stored(conn: Connection, batch: list[AccessEvent]) -> list[StoredEvent] | None:
+def find_stored(
+    conn: Connection, chain_id: str, batch: list[AccessEvent]
+) -> list[StoredEvent] | None:
     """The stored records of ``batch`` if all of it is already in the log, else None.
 
     "Already in the log" means every event, exactly as given: this is what makes a retry
@@ -131,6 +139,7 @@ def find_stored(conn: Connection, batch: list[AccessEvent]) -> list[StoredEvent]
     except MalformedRow:
         return None
     same = len(stored) == len(batch) and all(
-        stored[i].event == e for i, e in zip(ids, batch, strict=True)
+        stored[i].event == e and stored[i].chain_id == chain_id
+        for i, e in zip(ids, batch, strict=True)
     )
     return [stored[i] for i in ids] if same else None

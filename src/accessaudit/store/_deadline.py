@@ -133,13 +133,16 @@ os.register_at_fork(after_in_child=_watchdog.after_fork_in_child)
 def socket_deadline(fd: int, seconds: float) -> Iterator[None]:
     """Shut socket ``fd`` if the block takes longer than ``seconds``."""
     token = _watchdog.arm(fd, seconds)
+    released = False
     try:
         yield
     except Exception as e:
+        released = True
         if _watchdog.disarm(token) and not isinstance(e, StoreUnavailable):
             raise StoreUnavailable(
                 f"the database did not answer within {seconds:.3g}s; the connection was closed"
             ) from e
         raise
-    else:
-        _watchdog.disarm(token)
+    finally:
+        if not released:  # normal exit, or a BaseException such as KeyboardInterrupt
+            _watchdog.disarm(token)

@@ -16,6 +16,7 @@ from sqlalchemy import exc as sa_exc
 from accessaudit.exceptions import (
     AccessAuditError,
     AppendOnlyViolation,
+    ConfigurationError,
     DuplicateEvent,
     StoreError,
     StoreUnavailable,
@@ -68,16 +69,27 @@ def _is_duplicate_id(code: str, constraint: str, reason: str) -> bool:
     return code.startswith("SQLITE_CONSTRAINT") and reason.endswith(f"{TABLE_NAME}.event_id")
 
 
-def classify(error: sa_exc.SQLAlchemyError, doing: str) -> StoreError:
+def _bad_connection_settings(error: sa_exc.SQLAlchemyError, code: str, reason: str) -> bool:
+    """The driver refused the URL's settings before any server answered (libpq's own text)."""
+    if code or not isinstance(error, sa_exc.ProgrammingError | sa_exc.OperationalError):
+        return False
+    return reason.startswith(("invalid connection option", "connection is bad: invalid")) or (
+        'FATAL:  database "' in reason and reason.endswith("does not exist")
+    )
+
+
+def classify(error: sa_exc.SQLAlchemyError, doing: str) -> AccessAuditError:
     """The accessaudit error for a failure that happened while ``doing`` something."""
     reason = _driver_line(error)
     code, constraint = _codes(error)
+    if _bad_connection_settings(error, code, reason):
+        return ConfigurationError(f"{doing}: the database URL does not work: {reason}")
     if APPEND_ONLY_MESSAGE in reason:  # our own triggers' message, both databases
         return AppendOnlyViolation(f"{reason}; audit records can only be appended")
     if _is_duplicate_id(code, constraint, reason):
         return DuplicateEvent(
-            f"{doing}: an event with the same event_id is already recorded with other "
-            "content; nothing of this batch was stored. Give each event a new id (the default)."
+            f"{doing}: an event_id of this batch is already recorded, but not this whole batch "
+            "as given; nothing of it was stored. Give each event a new id (the default)."
         )
     if code == "42P01" or reason.startswith(f"no such table: {TABLE_NAME}"):
         return StoreUnavailable(
@@ -98,7 +110,7 @@ def classify(error: sa_exc.SQLAlchemyError, doing: str) -> StoreError:
     if unavailable:
         return StoreUnavailable(f"{doing}: the audit store is unavailable: {reason}")
     if isinstance(error, sa_exc.IntegrityError):
-        return StoreError(f"{doing}: the database refused the records: {reason}")
+        return StoreError(f"{doing}: the database refused the change: {reason}")
     if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError) and not code:
         # No code at all: the driver failed before talking to the server (connect errors).
         return StoreUnavailable(f"{doing}: the audit store is unavailable: {reason}")

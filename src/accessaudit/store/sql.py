@@ -13,7 +13,16 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext, supp
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from sqlalchemy import Connection, Select, func, inspect, literal_column, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    func,
+    inspect,
+    literal_column,
+    select,
+    text,
+)
 
 from accessaudit._validate import check_text
 from accessaudit.exceptions import (
@@ -96,6 +105,10 @@ class SqlStore:
             raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout}")
         self._url = parse_url(url)
         self.is_sqlite = self._url.get_backend_name() == "sqlite"
+        if self.is_sqlite and sqlite_path(self._url).is_dir():
+            raise ConfigurationError(
+                f"{sqlite_path(self._url)} is a directory; name the SQLite database file"
+            )
         if self.is_sqlite and must_exist and not sqlite_path(self._url).exists():
             raise ConfigurationError(
                 f"the SQLite database {sqlite_path(self._url)} does not exist; "
@@ -128,6 +141,11 @@ class SqlStore:
         with self._connection("creating the audit schema", write=True) as conn:
             self._check_database(conn)
             with conn.begin():
+                if not self.is_sqlite:  # concurrent inits would race on the catalog
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                        {"k": "accessaudit/create_schema"},
+                    )
                 created = [] if inspect(conn).has_table(TABLE_NAME) else [f"table {TABLE_NAME}"]
                 metadata.create_all(conn)
                 before = self._trigger_names(conn)
@@ -194,9 +212,11 @@ class SqlStore:
             sealed = self._append(checked, self.key)
         except DuplicateEvent:
             with self._connection("checking for an earlier append of this batch") as conn:
-                earlier = find_stored(conn, checked)
+                earlier = find_stored(conn, self.chain_id, checked)
             if earlier is None:
                 raise
+            # Stored by an attempt whose outcome was unknown, and so not emitted yet.
+            emit_appended(earlier)
             return earlier
         emit_appended(sealed)
         return sealed
@@ -211,7 +231,7 @@ class SqlStore:
             try:
                 if not self.is_sqlite:
                     lock_chain(conn, self.chain_id, self.timeout)
-                last_seq, last_hash = read_tail(conn, self.chain_id, key)
+                last_seq, last_hash = read_tail(conn, self.chain_id, key, len(batch))
                 sealed = seal_batch(self.chain_id, last_seq, last_hash, batch, key)
                 conn.execute(events.insert(), [to_row(s) for s in sealed])
             except BaseException:
@@ -299,10 +319,15 @@ class SqlStore:
             query = select(events.c.chain_id).distinct().order_by(events.c.chain_id)
             return [c for c in conn.execute(query).scalars() if isinstance(c, str)]
 
-    def count_all(self) -> int:
-        """How many rows the log holds, over all chains."""
-        with self._connection("counting audit records") as conn:
-            return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
+    def count_unchained(self) -> int:
+        """How many rows have a chain id that is not text, so no chain includes them."""
+        chain = events.c.chain_id
+        unreadable: ColumnElement[bool] = chain.is_(None)
+        if self.is_sqlite:  # dynamic typing: an owner can store a BLOB or a number there
+            unreadable = unreadable | (func.typeof(chain) != "text")
+        with self._connection("counting rows outside every chain") as conn:
+            query = select(func.count()).select_from(events).where(unreadable)
+            return int(conn.execute(query).scalar_one())
 
     def read(
         self, start_seq: int = 1, end_seq: int | None = None, *, chain_id: str | None = None
