@@ -36,7 +36,7 @@ from accessaudit.verify import verify_store
 EXIT_FINDINGS, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
 app = typer.Typer(
-    help="Purpose-gated, append-only, verifiable audit log of access to customer data.",
+    help="Append-only, tamper-evident, verifiable audit log of access to customer data.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -60,7 +60,7 @@ KeyFileOption = Annotated[
     ),
 ]
 TimeoutOption = Annotated[
-    float, typer.Option("--timeout", min=0.1, help="Seconds any database wait may take.")
+    float, typer.Option("--timeout", min=0.1, help="Seconds each database operation may take.")
 ]
 
 
