@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -11,10 +12,12 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import structlog
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from accessaudit import (
+    CommitOutcomeUnknown,
     ConfigurationError,
     MacKey,
     SqlStore,
@@ -26,6 +29,7 @@ from accessaudit.store._append import lock_chain
 from tests.strategies import make_event
 
 if TYPE_CHECKING:
+    from collections.abc import MutableMapping
     from pathlib import Path
 
     from tests.conftest import Backend
@@ -298,3 +302,48 @@ def test_deadlines_work_in_a_forked_child(pg_backend: Backend, key: MacKey) -> N
             os.kill(backend_pid, signal.SIGCONT)
     assert not hung
     assert results.get(timeout=5) in ("answered", "unavailable")
+
+
+@pytest.mark.postgres
+def test_connection_lost_at_commit_is_outcome_unknown_and_retry_is_safe(
+    pg_backend: Backend, key: MacKey
+) -> None:
+    """COMMIT on a dead connection raises CommitOutcomeUnknown; the retry stores it once."""
+    with SqlStore(pg_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+        killed: list[int] = []
+
+        def kill_before_commit(conn: Any) -> None:
+            if not killed:
+                killed.append(conn.connection.driver_connection.info.backend_pid)
+                pg_backend.sql("SELECT pg_terminate_backend(:pid)", pid=killed[0])
+
+        event.listen(store._engine, "commit", kill_before_commit)
+        batch = [make_event(), make_event()]
+        try:
+            with pytest.raises(CommitOutcomeUnknown, match="append the same batch again"):
+                store.append(batch)
+        finally:
+            event.remove(store._engine, "commit", kill_before_commit)
+        retried = store.append(batch)
+        assert [r.seq for r in retried] == [2, 3]
+        assert store.append(batch) == retried  # and a further retry changes nothing
+        assert store.count() == 3
+        assert verify_store(store, key).intact
+
+
+def test_failing_log_processor_does_not_fail_the_append(
+    store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A structlog processor that raises is reported via logging; the record stays committed."""
+
+    def broken(_logger: object, _name: str, _event: MutableMapping[str, Any]) -> str:
+        raise RuntimeError("log sink down")
+
+    structlog.configure(processors=[broken])
+    with caplog.at_level(logging.ERROR, logger="accessaudit"):
+        (record,) = store.append([make_event()])
+    assert store.count() == 1
+    assert record.seq == 1
+    assert "could not emit audit event seq 1" in caplog.text

@@ -12,6 +12,7 @@ EXPECTED = [
     "AppendOnlyViolation",
     "AuditStore",
     "ChainHead",
+    "CommitOutcomeUnknown",
     "ConfigurationError",
     "Decision",
     "DuplicateEvent",
@@ -51,8 +52,8 @@ def test_every_error_derives_from_the_root() -> None:
     errors = [
         getattr(accessaudit, n)
         for n in accessaudit.__all__
-        if n.endswith(("Error", "Event", "Violation", "Unavailable"))
+        if n.endswith(("Error", "Event", "Violation", "Unavailable", "Unknown"))
     ]
     errors = [e for e in errors if isinstance(e, type) and issubclass(e, Exception)]
-    assert len(errors) == 8
+    assert len(errors) == 9
     assert all(issubclass(e, accessaudit.AccessAuditError) for e in errors)

@@ -9,6 +9,7 @@ from accessaudit.events import AccessEvent, StoredEvent
 from accessaudit.exceptions import (
     AccessAuditError,
     AppendOnlyViolation,
+    CommitOutcomeUnknown,
     ConfigurationError,
     DuplicateEvent,
     FieldProblem,
@@ -31,6 +32,7 @@ __all__ = [
     "AppendOnlyViolation",
     "AuditStore",
     "ChainHead",
+    "CommitOutcomeUnknown",
     "ConfigurationError",
     "Decision",
     "DuplicateEvent",
