@@ -211,3 +211,14 @@ def test_echoed_bad_values_are_cut_short() -> None:
         make_event(event_type="x" * 10_000)
     assert len(str(caught.value)) < 400
     assert "..." in str(caught.value)
+
+
+def test_datetime_subclass_becomes_a_plain_utc_datetime() -> None:
+    """A datetime subclass is stored as a plain UTC datetime of the same instant."""
+
+    class Stamp(datetime):
+        pass
+
+    event = make_event(occurred_at=Stamp(2026, 5, 1, 12, 0, 0, 7, tzinfo=UTC))
+    assert type(event.occurred_at) is datetime
+    assert event.occurred_at == datetime(2026, 5, 1, 12, 0, 0, 7, tzinfo=UTC)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from accessaudit._clock import EPOCH
+from accessaudit._clock import EPOCH, from_micros, to_micros
 from accessaudit.exceptions import FieldProblem, InvalidEvent
 from accessaudit.fields import (
     EVENT_FIELDS,
@@ -128,7 +128,8 @@ def _time(spec: FieldSpec, value: object) -> Outcome:
         return None, FieldProblem(spec.name, "is outside the years 1..9999 once in UTC")
     if moment < EPOCH:
         return None, FieldProblem(spec.name, "is before 1970-01-01T00:00:00Z")
-    return moment, None
+    # A plain datetime at the stored precision, also for subclasses (pandas.Timestamp).
+    return from_micros(to_micros(moment)), None
 
 
 def _text_list(spec: FieldSpec, value: object) -> Outcome:
