@@ -63,10 +63,16 @@ def rewrite_without_key(backend: Backend, store: SqlStore, seq: int, actor_id: s
 
 
 def forged_copy(store: SqlStore, seq: int, new_seq: int) -> dict[str, object]:
-    """A copy of record ``seq`` at ``new_seq``, hashes recomputed, MAC guessed."""
+    """A copy of record ``seq`` at ``new_seq`` under a new id, MAC guessed.
+
+    Its hashes are recomputed so that it links to the record before ``new_seq`` (or to the
+    head, past the end): everything a forger without the key can get right.
+    """
     record = next(store.read(seq, seq))
     head = store.head()
     assert head is not None
+    before = next(store.read(new_seq - 1, new_seq - 1), None) if new_seq > 1 else None
+    previous = before.chain_hash if before is not None else head.chain_hash
     event = replace(record.event, event_id=uuid.uuid4())
     leaf = leaf_hash("main", new_seq, event)
     forged = replace(
@@ -74,7 +80,7 @@ def forged_copy(store: SqlStore, seq: int, new_seq: int) -> dict[str, object]:
         event=event,
         seq=new_seq,
         leaf_hash=leaf,
-        chain_hash=link_hash(head.chain_hash, leaf),
+        chain_hash=link_hash(previous, leaf),
         mac=secrets.token_hex(32),
     )
     return to_row(forged)
