@@ -73,16 +73,13 @@ def make_engine(url: URL, timeout: float) -> Engine:
         pool_timeout=timeout,
         pool_size=8,
         max_overflow=24,
-        connect_args={
-            # libpq's connect_timeout is whole seconds, and values below 2 mean 2.
-            "connect_timeout": max(2, math.ceil(timeout)),
-            "application_name": "accessaudit",
-        },
+        connect_args={"application_name": "accessaudit"},
     )
 
     @event.listens_for(engine, "do_connect")
     def _connect_budget(_dialect: object, _record: object, _args: object, params: Any) -> None:
-        # Connecting spends from the operation's budget too (libpq: whole seconds, minimum 2).
+        # Connecting spends from the operation's budget too. libpq's connect_timeout is whole
+        # seconds, and values below 2 mean 2.
         params["connect_timeout"] = max(2, math.ceil(remaining(timeout)))
 
     @event.listens_for(engine, "connect")
@@ -128,13 +125,12 @@ def _sqlite_engine(url: URL, timeout: float) -> Engine:
     def _begin(connection: Connection) -> None:
         # IMMEDIATE takes the write lock before we read the chain tail, so two processes
         # cannot both extend the same tail; readers use a deferred (snapshot) transaction.
-        # The lock wait gets what is left of the operation's budget, not a fresh timeout.
+        # Lock waits get what is left of the operation's budget, not a fresh timeout.
         immediate = connection.get_execution_options().get(WRITE_OPTION, False)
-        if immediate:
-            busy_ms = max(1, int(remaining(timeout) * 1000))
-            connection.connection.driver_connection.execute(  # type: ignore[union-attr]
-                f"PRAGMA busy_timeout = {busy_ms}"
-            )
+        busy_ms = max(1, int(remaining(timeout) * 1000))
+        connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+            f"PRAGMA busy_timeout = {busy_ms}"
+        )
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
