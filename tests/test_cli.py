@@ -289,3 +289,10 @@ def test_directory_as_database_is_exit_2(in_tmp: Path) -> None:
     code, _, err = _invoke("verify", "--db", "sqlite:///logs")
     assert code == 2
     assert "is a directory" in err
+
+
+def test_json_mode_errors_are_json_too(in_tmp: Path) -> None:
+    """With --format json, a failure also prints a JSON object with the message and code."""
+    code, out, err = _invoke("verify", "--db", "sqlite:///nope.db", "--format", "json")
+    assert code == 2
+    assert json.loads(out) == {"error": err.removeprefix("error: ").rstrip("\n"), "exit_code": 2}

@@ -72,21 +72,28 @@ class OutputFormat(StrEnum):
 
 
 @contextmanager
-def _reported_errors() -> Iterator[None]:
-    """Turn any failure into one line on stderr and a documented exit code."""
+def _reported_errors(*, as_json: bool = False) -> Iterator[None]:
+    """Turn any failure into one line on stderr and a documented exit code.
+
+    With ``as_json`` the same message also goes to stdout as ``{"error", "exit_code"}``, so
+    a program reading the JSON output always gets JSON.
+    """
     try:
         yield
     except typer.Exit:
         raise
-    except AccessAuditError as e:
-        usage = isinstance(e, ConfigurationError | InvalidEvent)
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(EXIT_USAGE if usage else EXIT_UNAVAILABLE) from e
     except Exception as e:
-        # Not an error we anticipated: still one line and "could not do the work", never
-        # a traceback that a script could take for exit code 1 ("findings").
-        typer.echo(f"error: unexpected {type(e).__name__}: {str(e)[:300]}", err=True)
-        raise typer.Exit(EXIT_UNAVAILABLE) from e
+        if isinstance(e, AccessAuditError):
+            usage = isinstance(e, ConfigurationError | InvalidEvent)
+            message, code = str(e), EXIT_USAGE if usage else EXIT_UNAVAILABLE
+        else:
+            # Not an error we anticipated: still one line and "could not do the work", never
+            # a traceback that a script could take for exit code 1 ("findings").
+            message, code = f"unexpected {type(e).__name__}: {str(e)[:300]}", EXIT_UNAVAILABLE
+        typer.echo(f"error: {message}", err=True)
+        if as_json:
+            typer.echo(json.dumps({"error": message, "exit_code": code}))
+        raise typer.Exit(code) from e
 
 
 @app.callback()
@@ -170,7 +177,7 @@ def verify(
     timeout: TimeoutOption = 5.0,
 ) -> None:
     """Recompute every hash, link and MAC; report every finding. Exit 1 if any."""
-    with _reported_errors():
+    with _reported_errors(as_json=output is OutputFormat.JSON):
         heads = [ExpectedHead.parse(text) for text in expect_head or []]
         with SqlStore(db, timeout=timeout) as store:
             key = None if skip_mac else load_key(key_file)
