@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from accessaudit._validate import check_text
 from accessaudit.exceptions import ConfigurationError
-from accessaudit.integrity import GENESIS_HASH
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+from accessaudit.integrity import GENESIS_HASH, is_digest
 
 
 class FindingCode(StrEnum):
@@ -70,7 +67,7 @@ class ExpectedHead:
             and seq.isascii()
             and seq.isdigit()
             and int(seq) >= 1
-            and _HEX64.fullmatch(chain_hash.lower())
+            and is_digest(chain_hash.lower())
         )
         if not valid:
             raise ConfigurationError(

@@ -13,6 +13,7 @@ before it; the MAC lets a key holder detect a chain recomputed by someone withou
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import TYPE_CHECKING, Final
 
 from accessaudit.encoding import encode
@@ -24,6 +25,14 @@ if TYPE_CHECKING:
     from accessaudit.keys import MacKey
 
 GENESIS_HASH: Final = "00" * 32
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def is_digest(value: object) -> bool:
+    """Whether ``value`` is a SHA-256 digest as stored: 64 lower-case hex digits."""
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
+
+
 _LINK_PREFIX: Final = b"accessaudit/link/v1\x00"
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 import itertools
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,7 @@ from accessaudit.findings import (
     FindingCode,
     VerifyReport,
 )
-from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
+from accessaudit.integrity import GENESIS_HASH, is_digest, leaf_hash, link_hash
 from accessaudit.store._rows import MalformedRow, from_row
 
 if TYPE_CHECKING:
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
     from accessaudit.store import AuditStore
 
 Row = Mapping[str, Any]
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _RUNS = {
     FindingCode.MALFORMED_ROW,
     FindingCode.MODIFIED_RECORD,
@@ -166,8 +164,7 @@ class _ChainChecker:
         if isinstance(parsed, MalformedRow):
             self.add(FindingCode.MALFORMED_ROW, seq, str(parsed)[:300], row)
             chain_hash = row.get("chain_hash")
-            valid = isinstance(chain_hash, str) and _HEX64.fullmatch(chain_hash)
-            self.previous = chain_hash if valid else None
+            self.previous = chain_hash if is_digest(chain_hash) else None
         else:
             self._check_seals(seq, row, parsed)
             self.previous = chain_hash = parsed.chain_hash

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, text
+from sqlalchemy import ColumnElement, Select, select, text
 
 from accessaudit.events import AccessEvent, StoredEvent
 from accessaudit.exceptions import DuplicateEvent, FieldProblem, InvalidEvent, StoreError
 from accessaudit.fields import MAX_INT
-from accessaudit.integrity import GENESIS_HASH
+from accessaudit.integrity import GENESIS_HASH, is_digest
 from accessaudit.store._deadline import remaining
 from accessaudit.store._rows import MalformedRow, from_row
 from accessaudit.store._schema import TABLE_NAME, events
@@ -21,8 +20,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from accessaudit.keys import MacKey
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def checked_batch(events_in: Iterable[AccessEvent]) -> list[AccessEvent]:
@@ -53,6 +50,13 @@ def checked_batch(events_in: Iterable[AccessEvent]) -> list[AccessEvent]:
     if len(set(ids)) != len(ids):
         raise DuplicateEvent("the batch holds the same event_id twice; nothing was stored")
     return batch
+
+
+def newest(chain_id: str, *columns: ColumnElement[Any]) -> Select[Any]:
+    """The query for ``columns`` of the newest record of a chain (its tail)."""
+    return (
+        select(*columns).where(events.c.chain_id == chain_id).order_by(events.c.seq.desc()).limit(1)
+    )
 
 
 def lock_chain(conn: Connection, chain_id: str, timeout: float) -> None:
@@ -94,10 +98,7 @@ def read_tail(conn: Connection, chain_id: str, key: MacKey, room: int) -> tuple[
     key could otherwise relabel a forged tail with a made-up key id.)
     """
     row = conn.execute(
-        select(events.c.seq, events.c.chain_hash, events.c.mac, events.c.mac_key_id)
-        .where(events.c.chain_id == chain_id)
-        .order_by(events.c.seq.desc())
-        .limit(1)
+        newest(chain_id, events.c.seq, events.c.chain_hash, events.c.mac, events.c.mac_key_id)
     ).first()
     if row is None:
         return 0, GENESIS_HASH
@@ -111,8 +112,7 @@ def read_tail(conn: Connection, chain_id: str, key: MacKey, room: int) -> tuple[
     damaged = not (
         isinstance(seq, int)
         and 0 < seq <= MAX_INT - room
-        and isinstance(chain_hash, str)
-        and _HEX64.fullmatch(chain_hash)
+        and is_digest(chain_hash)
         and isinstance(row.mac, str)
         and hmac.compare_digest(key.seal(chain_hash), row.mac)
     )

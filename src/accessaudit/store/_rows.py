@@ -16,13 +16,13 @@ from accessaudit._clock import MAX_MICROS, from_micros, to_micros
 from accessaudit.events import AccessEvent, StoredEvent
 from accessaudit.exceptions import InvalidEvent
 from accessaudit.fields import EVENT_FIELDS, RECORD_VERSION, Kind
+from accessaudit.integrity import is_digest
 from accessaudit.store._schema import column_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_HEX16 = re.compile(r"[0-9a-f]{16}")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 _COLUMNS = tuple((spec.name, spec.kind, column_name(spec.name)) for spec in EVENT_FIELDS)
 
 
@@ -145,9 +145,15 @@ def _loads(column: str, text: str, *, sort_keys: bool) -> object:
     return value
 
 
-def _hex(column: str, value: object, pattern: re.Pattern[str]) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise MalformedRow(f"{column} is not a lower-case hex digest of the expected length")
+def _digest(column: str, value: object) -> str:
+    if not is_digest(value):
+        raise MalformedRow(f"{column} is not a 64-digit lower-case hex digest")
+    return str(value)
+
+
+def _key_id(value: object) -> str:
+    if not isinstance(value, str) or not _KEY_ID.fullmatch(value):
+        raise MalformedRow("mac_key_id is not a 16-digit lower-case hex key id")
     return value
 
 
@@ -171,9 +177,9 @@ def from_row(row: Mapping[str, Any]) -> StoredEvent:
         event=event,
         chain_id=chain_id,
         seq=_int("seq", row["seq"]),
-        leaf_hash=_hex("leaf_hash", row["leaf_hash"], _HEX64),
-        chain_hash=_hex("chain_hash", row["chain_hash"], _HEX64),
-        mac=_hex("mac", row["mac"], _HEX64),
-        mac_key_id=_hex("mac_key_id", row["mac_key_id"], _HEX16),
+        leaf_hash=_digest("leaf_hash", row["leaf_hash"]),
+        chain_hash=_digest("chain_hash", row["chain_hash"]),
+        mac=_digest("mac", row["mac"]),
+        mac_key_id=_key_id(row["mac_key_id"]),
         record_version=version,
     )

@@ -36,7 +36,13 @@ from accessaudit.exceptions import (
 )
 from accessaudit.integrity import seal_batch
 from accessaudit.log import emit_appended
-from accessaudit.store._append import checked_batch, find_stored, lock_chain, read_tail
+from accessaudit.store._append import (
+    checked_batch,
+    find_stored,
+    lock_chain,
+    newest,
+    read_tail,
+)
 from accessaudit.store._deadline import operation_deadline, remaining, socket_deadline
 from accessaudit.store._engine import (
     DEFAULT_URL,
@@ -298,12 +304,7 @@ class SqlStore:
         """The newest record's seq and chain hash, or None for an empty chain."""
         chain = chain_id or self.chain_id
         with self._connection("reading the chain head") as conn:
-            row = conn.execute(
-                select(events.c.seq, events.c.chain_hash)
-                .where(events.c.chain_id == chain)
-                .order_by(events.c.seq.desc())
-                .limit(1)
-            ).first()
+            row = conn.execute(newest(chain, events.c.seq, events.c.chain_hash)).first()
         return None if row is None else ChainHead(chain, int(row.seq), str(row.chain_hash))
 
     def count(self, chain_id: str | None = None) -> int:
