@@ -7,29 +7,52 @@ import accessaudit
 EXPECTED = [
     "RECORD_VERSION",
     "AccessAuditError",
+    "AccessContext",
+    "AccessDecision",
+    "AccessDenied",
     "AccessEvent",
+    "AccessRequest",
+    "Actor",
     "ActorType",
     "AppendOnlyViolation",
     "AuditStore",
+    "AuditUnavailable",
     "ChainHead",
     "CommitOutcomeUnknown",
     "ConfigurationError",
+    "ContextScope",
     "Decision",
     "DuplicateEvent",
     "EventType",
+    "EvidenceError",
+    "EvidenceKind",
+    "EvidenceRegistry",
     "ExpectedHead",
     "FieldProblem",
     "Finding",
     "FindingCode",
+    "Gate",
+    "Grant",
+    "Guard",
+    "Incident",
     "InvalidEvent",
+    "LegalRequest",
     "MacKey",
     "MacKeyError",
+    "Policy",
+    "PolicyError",
+    "Purpose",
+    "ReasonCode",
+    "ResourceRule",
     "SqlStore",
     "StoreError",
     "StoreUnavailable",
     "StoredEvent",
     "VerifyReport",
+    "access_context",
+    "carry_context",
     "create_key_file",
+    "current_context",
     "load_key",
     "verify_store",
 ]
@@ -49,11 +72,9 @@ def test_every_public_name_resolves() -> None:
 
 def test_every_error_derives_from_the_root() -> None:
     """Callers can catch AccessAuditError for anything the library raises."""
-    errors = [
-        getattr(accessaudit, n)
-        for n in accessaudit.__all__
-        if n.endswith(("Error", "Event", "Violation", "Unavailable", "Unknown"))
-    ]
-    errors = [e for e in errors if isinstance(e, type) and issubclass(e, Exception)]
-    assert len(errors) == 9
+    public = [getattr(accessaudit, n) for n in accessaudit.__all__]
+    errors = [e for e in public if isinstance(e, type) and issubclass(e, Exception)]
+    assert len(errors) == 13
     assert all(issubclass(e, accessaudit.AccessAuditError) for e in errors)
+    assert issubclass(accessaudit.AccessDenied, PermissionError)
+    assert issubclass(accessaudit.PolicyError, ValueError)

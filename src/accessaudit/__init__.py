@@ -5,51 +5,91 @@ The public API is what ``__all__`` lists; modules starting with ``_`` are intern
 
 from __future__ import annotations
 
+from accessaudit.context import (
+    AccessContext,
+    ContextScope,
+    access_context,
+    carry_context,
+    current_context,
+)
+from accessaudit.decisions import AccessDecision, ReasonCode
 from accessaudit.events import AccessEvent, StoredEvent
+from accessaudit.evidence import Actor, Grant, Incident, LegalRequest
 from accessaudit.exceptions import (
     AccessAuditError,
+    AccessDenied,
     AppendOnlyViolation,
+    AuditUnavailable,
     CommitOutcomeUnknown,
     ConfigurationError,
     DuplicateEvent,
+    EvidenceError,
     FieldProblem,
     InvalidEvent,
     MacKeyError,
+    PolicyError,
     StoreError,
     StoreUnavailable,
 )
 from accessaudit.fields import RECORD_VERSION, ActorType, Decision, EventType
 from accessaudit.findings import ExpectedHead, Finding, FindingCode, VerifyReport
+from accessaudit.gate import Gate, Guard
 from accessaudit.keys import MacKey, create_key_file, load_key
+from accessaudit.policy import AccessRequest, Policy, ResourceRule
+from accessaudit.purposes import EvidenceKind, Purpose
+from accessaudit.registry import EvidenceRegistry
 from accessaudit.store import AuditStore, ChainHead, SqlStore
 from accessaudit.verify import verify_store
 
 __all__ = [
     "RECORD_VERSION",
     "AccessAuditError",
+    "AccessContext",
+    "AccessDecision",
+    "AccessDenied",
     "AccessEvent",
+    "AccessRequest",
+    "Actor",
     "ActorType",
     "AppendOnlyViolation",
     "AuditStore",
+    "AuditUnavailable",
     "ChainHead",
     "CommitOutcomeUnknown",
     "ConfigurationError",
+    "ContextScope",
     "Decision",
     "DuplicateEvent",
     "EventType",
+    "EvidenceError",
+    "EvidenceKind",
+    "EvidenceRegistry",
     "ExpectedHead",
     "FieldProblem",
     "Finding",
     "FindingCode",
+    "Gate",
+    "Grant",
+    "Guard",
+    "Incident",
     "InvalidEvent",
+    "LegalRequest",
     "MacKey",
     "MacKeyError",
+    "Policy",
+    "PolicyError",
+    "Purpose",
+    "ReasonCode",
+    "ResourceRule",
     "SqlStore",
     "StoreError",
     "StoreUnavailable",
     "StoredEvent",
     "VerifyReport",
+    "access_context",
+    "carry_context",
     "create_key_file",
+    "current_context",
     "load_key",
     "verify_store",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -20,3 +21,50 @@ def to_micros(moment: datetime) -> int:
 def from_micros(micros: int) -> datetime:
     """The aware UTC datetime for integer microseconds since the epoch."""
     return EPOCH + timedelta(microseconds=micros)
+
+
+def now_utc() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+ISO_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def to_iso(moment: datetime) -> str:
+    """The record's text form of a time: UTC, microseconds, ``Z`` (sorts as it compares)."""
+    return moment.astimezone(UTC).strftime(ISO_FORMAT)
+
+
+def from_iso(text: str) -> datetime:
+    """The aware UTC datetime ``to_iso`` wrote; ValueError for anything else."""
+    return datetime.strptime(text, ISO_FORMAT).replace(tzinfo=UTC)
+
+
+_DURATION = re.compile(r"(?P<amount>[1-9][0-9]{0,5})(?P<unit>[mhdw])")
+_UNITS: Final = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """A moment from user input: ISO 8601 with a timezone, or a duration from ``now``.
+
+    Durations are a whole number and a unit: ``90m``, ``12h``, ``7d``, ``2w``. A timestamp
+    without a timezone is refused rather than guessed. Raises ValueError saying what to write.
+    """
+    cleaned = text.strip()
+    match = _DURATION.fullmatch(cleaned)
+    if match:
+        amount = int(match["amount"])
+        return now + timedelta(**{_UNITS[match["unit"]]: amount})
+    try:
+        moment = datetime.fromisoformat(cleaned)
+    except ValueError:
+        msg = (
+            f"{text!r} is neither a duration (e.g. 90m, 12h, 7d, 2w) nor an ISO 8601 time "
+            "(e.g. 2026-12-01T17:00:00Z)"
+        )
+        raise ValueError(msg) from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        msg = f"{text!r} has no timezone; add one, e.g. {cleaned}Z or {cleaned}+01:00"
+        raise ValueError(msg)
+    return moment.astimezone(UTC)

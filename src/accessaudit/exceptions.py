@@ -5,6 +5,13 @@
     AccessAuditError
     ├── InvalidEvent            (also ValueError) an event field is missing or wrong
     ├── ConfigurationError      (also ValueError) a URL, option or setting is unusable
+    ├── PolicyError             (also ValueError) a policy file or object is invalid
+    ├── EvidenceError           (also ValueError) a grant, incident or legal request
+    │                           cannot be issued, closed or revoked as asked
+    ├── AccessDenied            (also PermissionError) the gate refused an access; the
+    │                           refusal is already recorded
+    ├── AuditUnavailable        the gate could not record an access in time, so the
+    │                           protected code did not run
     ├── MacKeyError             the HMAC key is missing, unreadable or malformed
     └── StoreError              the audit store refused or failed an operation
         ├── StoreUnavailable    could not reach, lock or write the store in time
@@ -20,6 +27,11 @@ them, always chaining the original with ``raise ... from``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from accessaudit.decisions import AccessDecision
+    from accessaudit.events import StoredEvent
 
 
 class AccessAuditError(Exception):
@@ -50,6 +62,44 @@ class InvalidEvent(AccessAuditError, ValueError):
 
 class ConfigurationError(AccessAuditError, ValueError):
     """A database URL, option or setting cannot be used as given."""
+
+
+class PolicyError(AccessAuditError, ValueError):
+    """A policy is invalid; ``problems`` lists every fault with its key path."""
+
+    def __init__(self, source: str, problems: list[FieldProblem]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        listed = "; ".join(str(p) for p in self.problems)
+        super().__init__(f"invalid policy {source}: {listed}")
+
+
+class EvidenceError(AccessAuditError, ValueError):
+    """A grant, incident or legal request cannot be created, changed or found as asked."""
+
+
+class AccessDenied(AccessAuditError, PermissionError):
+    """The gate refused an access. The refusal was recorded before this was raised.
+
+    ``reason`` is the stable reason code; ``decision`` the full decision (rule, policy
+    version, how to fix); ``record`` the committed ``access.denied`` record, if there is one.
+    """
+
+    def __init__(
+        self, message: str, *, decision: AccessDecision, record: StoredEvent | None = None
+    ) -> None:
+        super().__init__(message)
+        self.decision = decision
+        self.reason = decision.reason
+        self.record = record
+
+
+class AuditUnavailable(AccessAuditError):
+    """The gate could not commit the access record within its timeout: the access did not happen.
+
+    The protected function's body was not run (or, when the outcome could not be recorded,
+    its result was withheld). The underlying store error is chained as ``__cause__``.
+    """
 
 
 class MacKeyError(AccessAuditError):

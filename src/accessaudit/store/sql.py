@@ -17,6 +17,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    case,
     func,
     inspect,
     literal_column,
@@ -34,6 +35,7 @@ from accessaudit.exceptions import (
     StoreError,
     StoreUnavailable,
 )
+from accessaudit.fields import EventType
 from accessaudit.integrity import seal_batch
 from accessaudit.log import emit_appended
 from accessaudit.store._append import (
@@ -63,7 +65,7 @@ from accessaudit.store._schema import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Collection, Iterable, Iterator, Mapping
 
     from accessaudit.events import AccessEvent, StoredEvent
     from accessaudit.keys import MacKey
@@ -152,8 +154,17 @@ class SqlStore:
                         text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
                         {"k": "accessaudit/create_schema"},
                     )
-                created = [] if inspect(conn).has_table(TABLE_NAME) else [f"table {TABLE_NAME}"]
+                inspector = inspect(conn)
+                exists = inspector.has_table(TABLE_NAME)
+                indexes = (
+                    {i["name"] for i in inspector.get_indexes(TABLE_NAME)} if exists else set()
+                )
+                created = [] if exists else [f"table {TABLE_NAME}"]
                 metadata.create_all(conn)
+                for index in sorted(events.indexes, key=lambda i: str(i.name)):
+                    if exists and index.name not in indexes:  # added by a later version
+                        index.create(conn)
+                        created.append(f"index {index.name}")
                 before = self._trigger_names(conn)
                 ddl = SQLITE_TRIGGERS.values() if self.is_sqlite else postgres_trigger_ddl()
                 for statement in ddl:
@@ -370,13 +381,48 @@ class SqlStore:
             query = query.where(events.c.seq >= start_seq)
         if end_seq is not None:
             query = query.where(events.c.seq <= end_seq)
+        yield from self._stream(query.order_by(*_ORDER))
+
+    def evidence_rows(
+        self, evidence_ref: str | None = None, *, event_types: Collection[str]
+    ) -> Iterator[Mapping[str, Any]]:
+        """Raw rows of this chain with these event types (and evidence reference), by seq."""
+        query: Select[Any] = select(literal_column("*")).select_from(events)
+        query = query.where(
+            events.c.chain_id == self.chain_id, events.c.event_type.in_(list(event_types))
+        )
+        if evidence_ref is not None:
+            query = query.where(events.c.evidence_ref == evidence_ref)
+        yield from self._stream(query.order_by(*_ORDER))
+
+    def records_read(self, evidence_ref: str) -> int:
+        """Records handed out so far under this evidence, from the outcome records' counts.
+
+        A completed access whose count was unknown counts as one record, so an allowance
+        cannot be stretched by returning things the gate cannot count. A failed access
+        counts what it handed out before failing (a generator's items), usually none.
+        """
+        completed = events.c.event_type == EventType.ACCESS_COMPLETED.value
+        counted = case(
+            (completed, func.coalesce(events.c.record_count, 1)),
+            else_=func.coalesce(events.c.record_count, 0),
+        )
+        query = select(func.coalesce(func.sum(counted), 0)).where(
+            events.c.chain_id == self.chain_id,
+            events.c.evidence_ref == evidence_ref,
+            events.c.event_type.in_(
+                [EventType.ACCESS_COMPLETED.value, EventType.ACCESS_FAILED.value]
+            ),
+        )
+        with self._connection("counting records read under evidence") as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def _stream(self, query: Select[Any]) -> Iterator[Mapping[str, Any]]:
         # A full read may take longer than any timeout, so the deadline is per round trip:
         # the query and each batch of READ_BATCH rows must come back within the timeout.
         with self._connection("reading the audit log", bounded=False) as conn:
             with self._socket_deadline(conn, self.timeout):
-                result = conn.execution_options(yield_per=READ_BATCH).execute(
-                    query.order_by(*_ORDER)
-                )
+                result = conn.execution_options(yield_per=READ_BATCH).execute(query)
             try:
                 batches = result.partitions()
                 while True:

@@ -1,0 +1,426 @@
+"""The gate: no read of customer data without an allowed purpose and a committed record.
+
+Two forms over one engine (``_access.Access``):
+
+- ``@gate.protect("billing.invoices", customer="customer_id")`` on a function or method,
+  sync or async, plain or generator; the wrapped function keeps its signature.
+- ``with gate.guard("crm.contacts", customer_id=cid) as access:`` (or ``async with``) for
+  code that is not one function; set ``access.record_count`` before leaving the block.
+
+Every call: decide -> commit the decision record -> run (allowed) or ``AccessDenied``
+(denied, already recorded) -> commit the outcome. If a record cannot be committed within
+the gate's timeout the caller gets ``AuditUnavailable`` and the protected code does not run.
+
+Async callers: the store is synchronous, so its work runs in a worker thread
+(``asyncio.to_thread``, which carries the access context) and never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Collection, Iterable, Mapping, Set
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from accessaudit._access import Access, GateSetup, Target
+from accessaudit._clock import now_utc
+from accessaudit._validate import check_text
+from accessaudit.exceptions import InvalidEvent
+from accessaudit.fields import MAX_IDENTIFIER_CHARS, MAX_LIST_ITEMS
+from accessaudit.registry import EvidenceRegistry
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Generator
+    from datetime import datetime
+    from types import TracebackType
+
+    from accessaudit.policy import Policy
+    from accessaudit.store import SqlStore
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: How to find a value in a call: a parameter name, or a function of the bound arguments.
+ArgumentGetter = str | Callable[[Mapping[str, Any]], object]
+
+
+class Gate:
+    """Checks every protected read against ``policy`` and records it in ``store``.
+
+    ``timeout`` (default: the store's) bounds the wait for each record's commit.
+    ``service`` names this application in every record's ``origin_service``.
+    """
+
+    def __init__(
+        self,
+        store: SqlStore,
+        policy: Policy,
+        *,
+        timeout: float | None = None,
+        service: str | None = None,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        self.setup = GateSetup(
+            store=store,
+            policy=policy,
+            registry=EvidenceRegistry(store, clock=clock),
+            timeout=store.timeout if timeout is None else timeout,
+            clock=clock,
+            service=service,
+        )
+
+    @property
+    def registry(self) -> EvidenceRegistry:
+        """Where this gate finds grants, incidents and legal requests."""
+        return self.setup.registry
+
+    def guard(
+        self,
+        resource: str,
+        *,
+        customer_id: object,
+        subject_ids: object = (),
+        data_categories: Iterable[str] = (),
+        fields: Iterable[str] = (),
+        action: str = "read",
+    ) -> Guard:
+        """A context manager around code that reads ``resource`` for ``customer_id``."""
+        spec = _Spec.make(resource, data_categories, fields, action)
+        customer, problem = _customer(customer_id, "customer_id")
+        subjects, subject_problem = _subjects(subject_ids, "subject_ids")
+        target = spec.target(None, customer, problem, subjects, subject_problem)
+        return Guard(Access(self.setup, target))
+
+    def protect(
+        self,
+        resource: str,
+        *,
+        customer: ArgumentGetter = "customer_id",
+        subjects: ArgumentGetter | None = None,
+        data_categories: Iterable[str] = (),
+        fields: Iterable[str] = (),
+        action: str = "read",
+        count: Callable[[Any], int | None] | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """A decorator gating every call of a function that reads ``resource``.
+
+        ``customer`` and ``subjects`` say where the call's customer id and subject ids are:
+        a parameter name or a function of the bound arguments. ``count`` gives the number of
+        records in a result; by default it is the length of a list, tuple or set, 0 for
+        None, the number of items a generator yields, and unknown otherwise.
+        """
+        spec = _Spec.make(resource, data_categories, fields, action)
+
+        def decorate(function: Callable[P, R]) -> Callable[P, R]:
+            signature = inspect.signature(function)
+            for getter in (customer, subjects):
+                if isinstance(getter, str) and getter not in signature.parameters:
+                    msg = f"{function.__qualname__} has no parameter {getter!r} to read ids from"
+                    raise TypeError(msg)
+            name = f"{function.__module__}.{function.__qualname__}"[:1024]
+
+            def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Access:
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                arguments = bound.arguments
+                cust, problem = _customer(_get(customer, arguments), _named(customer))
+                subj, subj_problem = (
+                    ((), None)
+                    if subjects is None
+                    else _subjects(_get(subjects, arguments), _named(subjects))
+                )
+                return Access(self.setup, spec.target(name, cust, problem, subj, subj_problem))
+
+            return _wrap(function, start, count or _count)
+
+        return decorate
+
+
+class Guard:
+    """One guarded block: ``with`` or ``async with``; set ``record_count`` inside."""
+
+    def __init__(self, access: Access) -> None:
+        self.access = access
+        self.record_count: int | None = None
+
+    def __enter__(self) -> Guard:
+        self.access.begin()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.access.complete(self.record_count)
+        else:
+            self.access.fail(exc)
+
+    async def __aenter__(self) -> Guard:
+        await asyncio.to_thread(self.access.begin)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await asyncio.to_thread(self.access.complete, self.record_count)
+        else:
+            await asyncio.to_thread(self.access.fail, exc)
+
+
+# -- declaring and resolving what a call reads ------------------------------------------------
+
+
+class _Spec:
+    """The resource part of a declaration, checked once when the gate is declared."""
+
+    def __init__(
+        self, resource: str, categories: frozenset[str], fields: tuple[str, ...], action: str
+    ) -> None:
+        self.resource, self.categories, self.fields, self.action = (
+            resource,
+            categories,
+            fields,
+            action,
+        )
+
+    @classmethod
+    def make(
+        cls, resource: str, categories: Iterable[str], fields: Iterable[str], action: str
+    ) -> _Spec:
+        cats, names = frozenset(categories), tuple(fields)
+        problems = [
+            p
+            for p in (
+                check_text("resource", resource, MAX_IDENTIFIER_CHARS),
+                check_text("action", action, MAX_IDENTIFIER_CHARS),
+                *(check_text(f"data_categories[{c!r}]", c, MAX_IDENTIFIER_CHARS) for c in cats),
+                *(check_text(f"fields[{i}]", f, MAX_IDENTIFIER_CHARS) for i, f in enumerate(names)),
+            )
+            if p is not None
+        ]
+        if problems:
+            raise InvalidEvent(problems)
+        return cls(resource, cats, names, action)
+
+    def target(
+        self,
+        function: str | None,
+        customer: str | None,
+        customer_problem: str | None,
+        subjects: tuple[str, ...],
+        subject_problem: str | None,
+    ) -> Target:
+        return Target(
+            resource=self.resource,
+            data_categories=self.categories,
+            field_names=self.fields,
+            action=self.action,
+            function=function,
+            customer_id=customer,
+            customer_problem=customer_problem,
+            subject_ids=subjects,
+            subject_problem=subject_problem,
+        )
+
+
+def _named(getter: ArgumentGetter) -> str:
+    return f"argument {getter!r}" if isinstance(getter, str) else "the customer getter"
+
+
+def _get(getter: ArgumentGetter, arguments: Mapping[str, Any]) -> object:
+    if isinstance(getter, str):
+        return arguments.get(getter)
+    try:
+        return getter(arguments)
+    except Exception as e:  # noqa: BLE001 - any failure means "could not tell"
+        # The type only: the message may quote the argument values.
+        return _Unresolved(f"the getter raised {type(e).__name__}")
+
+
+class _Unresolved:
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _identifier(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) else None
+
+
+def _customer(value: object, where: str) -> tuple[str | None, str | None]:
+    """The customer id, or None and why not (never quoting the value itself)."""
+    if isinstance(value, _Unresolved):
+        return None, value.why
+    customer = _identifier(value)
+    if customer is None:
+        return None, f"{where} is {type(value).__name__}, not a customer id"
+    problem = check_text("customer_id", customer, MAX_IDENTIFIER_CHARS)
+    return (None, f"{where}: {problem.problem}") if problem else (customer, None)
+
+
+def _subjects(value: object, where: str) -> tuple[tuple[str, ...], str | None]:
+    """Subject ids as text, or () and what is wrong with them."""
+    if isinstance(value, _Unresolved):
+        return (), value.why
+    if value is None:
+        return (), None
+    single = _identifier(value)
+    if single is not None:
+        value = (single,)
+    if not isinstance(value, Collection) or isinstance(value, Mapping | bytes):
+        # An iterator would be used up here and reach the function empty.
+        return (), f"{where} must be an id or a list, tuple or set of ids"
+    if len(value) > MAX_LIST_ITEMS:
+        return (), f"{where} has {len(value)} ids, over the limit of {MAX_LIST_ITEMS}"
+    ids = []
+    for index, item in enumerate(value):
+        text = _identifier(item)
+        problem = None if text is None else check_text("id", text, MAX_IDENTIFIER_CHARS)
+        if text is None or problem is not None:
+            what = problem.problem if problem else f"is {type(item).__name__}, not an id"
+            return (), f"{where}[{index}] {what}"
+        ids.append(text)
+    return tuple(ids), None
+
+
+def _count(result: object) -> int | None:
+    if result is None:
+        return 0
+    if isinstance(result, list | tuple | Set):
+        return len(result)
+    return None
+
+
+# -- wrapping the four kinds of function ------------------------------------------------------
+
+
+def _wrap(
+    function: Callable[P, R],
+    start: Callable[[tuple[Any, ...], dict[str, Any]], Access],
+    count: Callable[[Any], int | None],
+) -> Callable[P, R]:
+    if inspect.isasyncgenfunction(function):
+        return _wrap_async_generator(function, start)  # type: ignore[return-value]
+    if inspect.isgeneratorfunction(function):
+        return _wrap_generator(function, start)  # type: ignore[return-value]
+    if inspect.iscoroutinefunction(function):
+        return _wrap_coroutine(function, start, count)
+
+    @functools.wraps(function)
+    def gated(*args: P.args, **kwargs: P.kwargs) -> R:
+        access = start(args, kwargs)
+        access.begin()
+        try:
+            result = function(*args, **kwargs)
+        except BaseException as e:
+            access.fail(e)
+            raise
+        access.complete(count(result))
+        return result
+
+    return gated
+
+
+def _wrap_coroutine(
+    function: Callable[..., Any],
+    start: Callable[[tuple[Any, ...], dict[str, Any]], Access],
+    count: Callable[[Any], int | None],
+) -> Callable[..., Any]:
+    @functools.wraps(function)
+    async def gated(*args: Any, **kwargs: Any) -> Any:
+        access = start(args, kwargs)
+        await asyncio.to_thread(access.begin)
+        try:
+            result = await function(*args, **kwargs)
+        except BaseException as e:
+            await asyncio.to_thread(access.fail, e)
+            raise
+        await asyncio.to_thread(access.complete, count(result))
+        return result
+
+    return gated
+
+
+def _wrap_generator(
+    function: Callable[..., Generator[Any, Any, Any]],
+    start: Callable[[tuple[Any, ...], dict[str, Any]], Access],
+) -> Callable[..., Generator[Any, Any, Any]]:
+    @functools.wraps(function)
+    def gated(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        # Runs at the first next(): that is when the protected body would start.
+        access = start(args, kwargs)
+        access.begin()
+        inner = function(*args, **kwargs)
+        yielded = 0
+        try:
+            item = next(inner)
+            while True:
+                access.check_allowance(yielded + 1, handed_out=yielded)
+                yielded += 1
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    raise
+                except BaseException as e:  # noqa: BLE001 - thrown in by the consumer: pass it on
+                    item = inner.throw(e)
+                else:
+                    item = inner.send(sent)
+        except StopIteration as stop:
+            access.complete(yielded)
+            return stop.value
+        except GeneratorExit:
+            inner.close()
+            access.complete(yielded, stopped_early=True)
+            raise
+        except BaseException as e:
+            inner.close()
+            access.fail(e, handed_out=yielded)
+            raise
+
+    return gated
+
+
+def _wrap_async_generator(
+    function: Callable[..., AsyncGenerator[Any, Any]],
+    start: Callable[[tuple[Any, ...], dict[str, Any]], Access],
+) -> Callable[..., AsyncGenerator[Any, Any]]:
+    @functools.wraps(function)
+    async def gated(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        access = start(args, kwargs)
+        await asyncio.to_thread(access.begin)
+        inner = function(*args, **kwargs)
+        yielded = 0
+        try:
+            item = await anext(inner)
+            while True:
+                await asyncio.to_thread(access.check_allowance, yielded + 1, handed_out=yielded)
+                yielded += 1
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    raise
+                except BaseException as e:  # noqa: BLE001 - as above
+                    item = await inner.athrow(e)
+                else:
+                    item = await inner.asend(sent)
+        except StopAsyncIteration:
+            await asyncio.to_thread(access.complete, yielded)
+        except GeneratorExit:
+            await inner.aclose()
+            await asyncio.to_thread(access.complete, yielded, stopped_early=True)
+            raise
+        except BaseException as e:
+            await inner.aclose()
+            await asyncio.to_thread(access.fail, e, handed_out=yielded)
+            raise
+
+    return gated
