@@ -1,7 +1,7 @@
 """The ``accessaudit`` command: a thin shell over the library.
 
-Exit codes: 0 success (log intact), 1 verification findings, 2 bad usage or input,
-3 could not do the work (store unreachable, key missing or unusable).
+Exit codes (see ``_cli_common``): 0 success (log intact), 1 verification findings, 2 bad
+usage or input, 3 could not do the work (store unreachable, key missing or unusable).
 """
 
 from __future__ import annotations
@@ -11,89 +11,35 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import structlog
 import typer
 
 from accessaudit import demo as demo_workload
-from accessaudit.bootstrap import init_store
-from accessaudit.exceptions import (
-    AccessAuditError,
-    ConfigurationError,
-    InvalidEvent,
+from accessaudit._cli_common import (
+    EXIT_FINDINGS,
+    DbOption,
+    FormatOption,
+    KeyFileOption,
+    OutputFormat,
+    TimeoutOption,
+    command_group,
+    reported_errors,
 )
+from accessaudit.bootstrap import init_store
+from accessaudit.cli_evidence import grant_app, incident_app, legal_app, policy_app
 from accessaudit.findings import ExpectedHead, VerifyReport
 from accessaudit.keys import load_key
 from accessaudit.store import SqlStore
 from accessaudit.store._engine import DEFAULT_URL
 from accessaudit.verify import verify_store
 
-EXIT_FINDINGS, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
-
-app = typer.Typer(
-    help="Append-only, tamper-evident, verifiable audit log of access to customer data.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Plain usage errors ("Usage: ... Error: ...") rather than boxed ones: easier to read in
-    # logs and for scripts.
-    rich_markup_mode=None,
-)
-
-DbOption = Annotated[
-    str,
-    typer.Option(
-        "--db", envvar="ACCESSAUDIT_DB", help="Database URL (sqlite:///FILE or postgresql://...)."
-    ),
-]
-KeyFileOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--key-file",
-        help="HMAC key file [default: $ACCESSAUDIT_HMAC_KEY, else $ACCESSAUDIT_KEY_FILE, "
-        "else ./accessaudit.key].",
-    ),
-]
-TimeoutOption = Annotated[
-    float, typer.Option("--timeout", min=0.1, help="Seconds each database operation may take.")
-]
-
-
-class OutputFormat(StrEnum):
-    """How ``verify`` prints its result."""
-
-    TABLE = "table"
-    JSON = "json"
-
-
-@contextmanager
-def _reported_errors(*, as_json: bool = False) -> Iterator[None]:
-    """Turn any failure into one line on stderr and a documented exit code.
-
-    With ``as_json`` the same message also goes to stdout as ``{"error", "exit_code"}``, so
-    a program reading the JSON output always gets JSON.
-    """
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except Exception as e:
-        if isinstance(e, AccessAuditError):
-            usage = isinstance(e, ConfigurationError | InvalidEvent)
-            message, code = str(e), EXIT_USAGE if usage else EXIT_UNAVAILABLE
-        else:
-            # Not an error we anticipated: still one line and "could not do the work", never
-            # a traceback that a script could take for exit code 1 ("findings").
-            message, code = f"unexpected {type(e).__name__}: {str(e)[:300]}", EXIT_UNAVAILABLE
-        typer.echo(f"error: {message}", err=True)
-        if as_json:
-            typer.echo(json.dumps({"error": message, "exit_code": code}))
-        raise typer.Exit(code) from e
+app = command_group("Append-only, tamper-evident, verifiable audit log of access to customer data.")
+app.add_typer(policy_app, name="policy")
+app.add_typer(grant_app, name="grant")
+app.add_typer(incident_app, name="incident")
+app.add_typer(legal_app, name="legal")
 
 
 @app.callback()
@@ -127,7 +73,7 @@ def init(
     timeout: TimeoutOption = 5.0,
 ) -> None:
     """Create the HMAC key file, the events table and its append-only triggers (idempotent)."""
-    with _reported_errors():
+    with reported_errors():
         lines = init_store(db, key_file=key_file, writer_role=writer_role, timeout=timeout)
     for line in lines:
         typer.echo(line)
@@ -171,13 +117,11 @@ def verify(
             "catches deleted newest records and rollback. Repeatable.",
         ),
     ] = None,
-    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = (
-        OutputFormat.TABLE
-    ),
+    output: FormatOption = OutputFormat.TABLE,
     timeout: TimeoutOption = 5.0,
 ) -> None:
     """Recompute every hash, link and MAC; report every finding. Exit 1 if any."""
-    with _reported_errors(as_json=output is OutputFormat.JSON):
+    with reported_errors(as_json=output is OutputFormat.JSON):
         heads = [ExpectedHead.parse(text) for text in expect_head or []]
         with SqlStore(db, timeout=timeout) as store:
             key = None if skip_mac else load_key(key_file)
@@ -196,7 +140,7 @@ def demo(
     timeout: TimeoutOption = 5.0,
 ) -> None:
     """Set up a log if needed, record a simulated support desk's events, verify, summarise."""
-    with _reported_errors():
+    with reported_errors():
         for line in init_store(db, key_file=key_file, timeout=timeout):
             typer.echo(line)
         key = load_key(key_file)

@@ -304,3 +304,21 @@ def fold(kind: EvidenceKind, records: Sequence[StoredEvent], *, records_used: in
         )
     except ValueError as e:  # from_iso on a malformed time
         raise MalformedEvidence(str(e)) from e
+
+
+def evidence_dict(evidence: Evidence, now: datetime) -> dict[str, object]:
+    """A JSON-ready description of one piece of evidence, with its status at ``now``."""
+    out: dict[str, object] = {
+        "kind": {Grant: "grant", Incident: "incident", LegalRequest: "legal_request"}[
+            type(evidence)
+        ],
+        "status": evidence.status(now) if evidence.intact else "tampered",
+    }
+    for name in evidence.__dataclass_fields__:
+        value = getattr(evidence, name)
+        if isinstance(value, frozenset):
+            value = sorted(value)
+        elif hasattr(value, "astimezone"):
+            value = to_iso(value)
+        out[name] = value
+    return out

@@ -257,8 +257,9 @@ class EvidenceRegistry:
         affected = frozenset(customers)
         if all_customers == bool(affected):
             raise EvidenceError(
-                "an incident concerns either named customers or all customers: "
-                "give customers, or all_customers=True, not both"
+                "an incident must either name its affected customers or cover all customers "
+                "(CLI: --customer ... or --all-customers; library: customers= or "
+                "all_customers=True), not both or neither"
             )
         if self.lookup(EvidenceKind.INCIDENT, incident_id) is not None:
             raise EvidenceError(f"incident {incident_id} already exists; use a new id")

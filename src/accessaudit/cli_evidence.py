@@ -1,0 +1,308 @@
+"""``accessaudit policy|grant|incident|legal``: checking policies and managing evidence.
+
+Each command parses its options, calls one library function and prints the result; every
+change it makes is an event in the audit chain, recorded as the person running it (``--by``,
+default: the login name).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from accessaudit._cli_common import (
+    DbOption,
+    FormatOption,
+    KeyFileOption,
+    OutputFormat,
+    TimeoutOption,
+    command_group,
+    reported_errors,
+)
+from accessaudit._clock import now_utc, parse_when
+from accessaudit.evidence import Evidence, evidence_dict
+from accessaudit.exceptions import EvidenceError
+from accessaudit.keys import load_key
+from accessaudit.policy import Policy
+from accessaudit.registry import EvidenceRegistry
+from accessaudit.store import SqlStore
+from accessaudit.store._engine import DEFAULT_URL
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from datetime import datetime
+
+policy_app = command_group("Check access policy files.")
+grant_app = command_group("Support grants customers give for a case (support_request).")
+incident_app = command_group("Incidents that justify technical_problem access.")
+legal_app = command_group("Legal requests that justify legal_requirement access.")
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in this environment
+        return "unknown"
+
+
+ByOption = Annotated[
+    str | None,
+    typer.Option("--by", help="Who is recording this [default: your login name]."),
+]
+NoteOption = Annotated[
+    str | None, typer.Option("--note", help="Why (free text; stored in the log, so no data).")
+]
+CustomerFilter = Annotated[str | None, typer.Option("--customer", help="Only this customer.")]
+
+
+@contextmanager
+def _registry(db: str, key_file: Path | None, timeout: float) -> Iterator[EvidenceRegistry]:
+    with SqlStore(db, key=load_key(key_file), timeout=timeout) as store:
+        yield EvidenceRegistry(store)
+
+
+def _when(text: str, option: str) -> datetime:
+    try:
+        return parse_when(text, now_utc())
+    except ValueError as e:
+        raise EvidenceError(f"{option}: {e}") from e
+
+
+def _print(evidence: Sequence[Evidence], output: OutputFormat, columns: Sequence[str]) -> None:
+    now = now_utc()
+    rows = [evidence_dict(e, now) for e in evidence]
+    if output is OutputFormat.JSON:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("none")
+        return
+    shown = [["status", *columns]] + [
+        [str(row["status"]), *(_cell(row[c]) for c in columns)] for row in rows
+    ]
+    widths = [max(len(r[i]) for r in shown) for i in range(len(shown[0]))]
+    for line in shown:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    return str(value)
+
+
+# -- policy -------------------------------------------------------------------------------
+
+
+@policy_app.command("check")
+def policy_check(
+    file: Annotated[Path, typer.Argument(help="The policy TOML file.")],
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Validate a policy file; print its version, or every problem with its key path."""
+    with reported_errors(as_json=output is OutputFormat.JSON):
+        policy = Policy.load(file)
+    if output is OutputFormat.JSON:
+        typer.echo(json.dumps({"file": str(file), "valid": True, "version": policy.version}))
+        return
+    typer.echo(
+        f"{file}: valid; version {policy.version}; {len(policy.roles)} role(s), "
+        f"{len(policy.resources)} resource(s)"
+    )
+
+
+# -- grants -------------------------------------------------------------------------------
+
+
+@grant_app.command("issue")
+def grant_issue(
+    customer: Annotated[str, typer.Option("--customer", help="The customer giving access.")],
+    case: Annotated[str, typer.Option("--case", help="The support case it is for.")],
+    category: Annotated[
+        list[str], typer.Option("--category", help="A data category it covers. Repeatable.")
+    ],
+    expires: Annotated[
+        str, typer.Option("--expires", help="When it ends: 12h, 7d, or an ISO time with zone.")
+    ],
+    max_records: Annotated[
+        int | None, typer.Option("--max-records", min=1, help="At most this many records.")
+    ] = None,
+    by: ByOption = None,
+    note: NoteOption = None,
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Record a grant the customer gave for a support case; print its id."""
+    with reported_errors(), _registry(db, key_file, timeout) as registry:
+        grant = registry.issue_grant(
+            customer_id=customer,
+            case_id=case,
+            data_categories=category,
+            expires_at=_when(expires, "--expires"),
+            max_records=max_records,
+            issued_by=by or _login(),
+            note=note,
+        )
+    typer.echo(grant.grant_id)
+
+
+@grant_app.command("revoke")
+def grant_revoke(
+    grant_id: Annotated[str, typer.Argument(help="The grant's id.")],
+    by: ByOption = None,
+    note: NoteOption = None,
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Withdraw a grant: support access under it is refused from now on."""
+    with reported_errors(), _registry(db, key_file, timeout) as registry:
+        grant = registry.revoke_grant(grant_id, revoked_by=by or _login(), note=note)
+    typer.echo(f"{grant.grant_id} revoked")
+
+
+@grant_app.command("list")
+def grant_list(
+    customer: CustomerFilter = None,
+    output: FormatOption = OutputFormat.TABLE,
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Every grant with its status (live, expired, revoked, tampered)."""
+    with (
+        reported_errors(as_json=output is OutputFormat.JSON),
+        _registry(db, key_file, timeout) as registry,
+    ):
+        grants = registry.grants(customer)
+    _print(
+        grants,
+        output,
+        ["grant_id", "customer_id", "case_id", "data_categories", "expires_at", "max_records"],
+    )
+
+
+# -- incidents ----------------------------------------------------------------------------
+
+
+@incident_app.command("open")
+def incident_open(
+    incident_id: Annotated[str, typer.Argument(help="The incident's id, e.g. INC-1042.")],
+    customer: Annotated[
+        list[str] | None,
+        typer.Option("--customer", help="An affected customer. Repeatable."),
+    ] = None,
+    all_customers: Annotated[
+        bool, typer.Option("--all-customers", help="Every customer is affected.")
+    ] = False,
+    by: ByOption = None,
+    note: NoteOption = None,
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Record an open incident; engineers may then read affected customers' data."""
+    with reported_errors(), _registry(db, key_file, timeout) as registry:
+        incident = registry.open_incident(
+            incident_id,
+            customers=customer or (),
+            all_customers=all_customers,
+            opened_by=by or _login(),
+            note=note,
+        )
+    typer.echo(f"{incident.incident_id} open")
+
+
+@incident_app.command("close")
+def incident_close(
+    incident_id: Annotated[str, typer.Argument(help="The incident's id.")],
+    by: ByOption = None,
+    note: NoteOption = None,
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Close an incident: technical_problem access under it is refused from now on."""
+    with reported_errors(), _registry(db, key_file, timeout) as registry:
+        incident = registry.close_incident(incident_id, closed_by=by or _login(), note=note)
+    typer.echo(f"{incident.incident_id} closed")
+
+
+@incident_app.command("list")
+def incident_list(
+    output: FormatOption = OutputFormat.TABLE,
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Every incident with its status (open, closed, tampered)."""
+    with (
+        reported_errors(as_json=output is OutputFormat.JSON),
+        _registry(db, key_file, timeout) as registry,
+    ):
+        incidents = registry.incidents()
+    _print(incidents, output, ["incident_id", "customers", "all_customers", "opened_at"])
+
+
+# -- legal requests -----------------------------------------------------------------------
+
+
+@legal_app.command("register")
+def legal_register(
+    reference: Annotated[str, typer.Argument(help="The request's reference, e.g. SUB-2026-17.")],
+    authority: Annotated[str, typer.Option("--authority", help="Who issued it.")],
+    customer: Annotated[str, typer.Option("--customer", help="The customer it names.")],
+    expires: Annotated[
+        str, typer.Option("--expires", help="When it lapses: 30d, or an ISO time with zone.")
+    ],
+    no_notify_until: Annotated[
+        str | None,
+        typer.Option("--no-notify-until", help="Do not tell the customer before this time."),
+    ] = None,
+    by: ByOption = None,
+    note: NoteOption = None,
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Record a legal request naming a customer; legal staff may then read that data."""
+    with reported_errors(), _registry(db, key_file, timeout) as registry:
+        request = registry.register_legal_request(
+            reference,
+            authority=authority,
+            customer_id=customer,
+            expires_at=_when(expires, "--expires"),
+            notify_after=None
+            if no_notify_until is None
+            else _when(no_notify_until, "--no-notify-until"),
+            registered_by=by or _login(),
+            note=note,
+        )
+    typer.echo(f"{request.reference} registered")
+
+
+@legal_app.command("list")
+def legal_list(
+    customer: CustomerFilter = None,
+    output: FormatOption = OutputFormat.TABLE,
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Every legal request with its status (in_force, expired, tampered)."""
+    with (
+        reported_errors(as_json=output is OutputFormat.JSON),
+        _registry(db, key_file, timeout) as registry,
+    ):
+        requests = registry.legal_requests(customer)
+    _print(
+        requests, output, ["reference", "authority", "customer_id", "expires_at", "notify_after"]
+    )
