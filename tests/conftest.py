@@ -19,7 +19,9 @@ from hypothesis import settings
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from accessaudit import MacKey, SqlStore
+from accessaudit import Gate, MacKey, Policy, SqlStore
+from accessaudit import context as context_module
+from tests.gatekit import EXAMPLE_POLICY, FakeClock
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -150,3 +152,23 @@ def _reset_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _no_access_context() -> Iterator[None]:
+    """Each test starts without an access context, whatever an earlier one left behind."""
+    token = context_module._current.set(None)
+    yield
+    context_module._current.reset(token)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A settable clock for the gate and its evidence (no sleeping in tests)."""
+    return FakeClock()
+
+
+@pytest.fixture
+def gate(store: SqlStore, clock: FakeClock) -> Gate:
+    """A gate over the test's store with the example policy."""
+    return Gate(store, Policy.load(EXAMPLE_POLICY), service="test-app", clock=clock)
