@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from accessaudit import SqlStore, load_key, verify_store
+from accessaudit import EventType, Policy, SqlStore, load_key, verify_store
 
 if TYPE_CHECKING:
     import pytest
@@ -18,16 +19,42 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
+def _named_files() -> dict[str, str]:
+    """The README's TOML blocks whose first line names a file (``# policy.toml``)."""
+    blocks = re.findall(r"```toml\n# (\S+)\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    return dict(blocks)
+
+
+def test_readme_policy_is_valid() -> None:
+    """The policy shown in the README loads."""
+    files = _named_files()
+    assert "policy.toml" in files
+    assert Policy.from_dict(tomllib.loads(files["policy.toml"])).roles
+
+
 def test_readme_library_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every python block in the README executes and leaves a verified log behind."""
     monkeypatch.chdir(tmp_path)
+    for name, body in _named_files().items():
+        (tmp_path / name).write_text(body)
     blocks = _python_blocks()
     assert blocks
     for block in blocks:
         exec(compile(block, str(README), "exec"), {"__name__": "readme"})  # noqa: S102
     with SqlStore("sqlite:///example.db") as store:
-        assert store.count() >= 1
+        types = [r.event.event_type for r in store.read()]
         assert verify_store(store, load_key(Path("example.key"))).intact
+    # The gate example: a grant, an allowed read, a denied one, a service read, then the
+    # directly appended event.
+    assert types == [
+        EventType.GRANT_ISSUED,
+        EventType.ACCESS_ALLOWED,
+        EventType.ACCESS_COMPLETED,
+        EventType.ACCESS_DENIED,
+        EventType.ACCESS_ALLOWED,
+        EventType.ACCESS_COMPLETED,
+        EventType.ACCESS_ALLOWED,
+    ]
 
 
 def test_readme_opens_with_the_two_commands() -> None:

@@ -281,7 +281,6 @@ def fold(kind: EvidenceKind, records: Sequence[StoredEvent], *, records_used: in
                 max_records=max_records if isinstance(max_records, int) else None,
                 revoked_at=None if ended is None else ended.occurred_at,
                 revoked_by=None if ended is None else ended.actor_id,
-                records_used=records_used,
             )
         if kind is EvidenceKind.INCIDENT:
             return Incident(

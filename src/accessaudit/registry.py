@@ -34,7 +34,7 @@ from accessaudit.evidence import (
     incident_opened_event,
     legal_registered_event,
 )
-from accessaudit.exceptions import ConfigurationError, EvidenceError, StoreError, StoreUnavailable
+from accessaudit.exceptions import ConfigurationError, EvidenceError
 from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
 from accessaudit.purposes import EvidenceKind
 from accessaudit.store._rows import MalformedRow, from_row
@@ -125,14 +125,15 @@ class EvidenceRegistry:
         records, intact = self._records(kind, ref)
         if not records:
             return None
-        used = self.store.records_read(ref) if kind is EvidenceKind.GRANT else 0
         try:
-            evidence = fold(kind, records, records_used=used)
+            evidence = fold(kind, records)
         except MalformedEvidence:
-            intact = False
-            evidence = None
-        if evidence is None or not intact:
+            return _untrusted(kind, ref, None)
+        if not intact:
             return _untrusted(kind, ref, evidence)
+        if isinstance(evidence, Grant) and evidence.max_records is not None:
+            # Only a capped grant needs its usage, which grows with every access under it.
+            evidence = replace(evidence, records_used=self.store.records_read(ref))
         return evidence
 
     def grants(self, customer_id: str | None = None) -> list[Grant]:
@@ -151,7 +152,7 @@ class EvidenceRegistry:
 
     def _all(self, kind: EvidenceKind) -> Iterator[Evidence]:
         refs: dict[str, None] = {}  # ordered set: first appearance, i.e. creation order
-        for row in self.store.evidence_rows(event_types=EVIDENCE_EVENTS[kind]):
+        for row, _ in self.store.evidence_rows(event_types=EVIDENCE_EVENTS[kind]):
             ref = row.get("evidence_ref")
             if isinstance(ref, str):
                 refs.setdefault(ref)
@@ -162,35 +163,25 @@ class EvidenceRegistry:
 
     def _records(self, kind: EvidenceKind, ref: str) -> tuple[list[StoredEvent], bool]:
         records, intact = [], True
-        for row in self.store.evidence_rows(ref, event_types=EVIDENCE_EVENTS[kind]):
+        for row, before in self.store.evidence_rows(ref, event_types=EVIDENCE_EVENTS[kind]):
             try:
                 stored = from_row(row)
             except MalformedRow:
                 intact = False
                 continue
-            intact = intact and self._intact(stored)
+            intact = intact and self._intact(stored, before)
             records.append(stored)
         return records, intact
 
-    def _intact(self, stored: StoredEvent) -> bool:
-        """Whether the record's leaf, link and MAC hold (its predecessor is read for the link)."""
+    def _intact(self, stored: StoredEvent, before: str | None) -> bool:
+        """Whether the record's leaf, its link from ``before`` and its MAC all hold."""
         key = self.store.key
         if key is None or stored.mac_key_id != key.key_id:
             return False
         if leaf_hash(stored.chain_id, stored.seq, stored.event) != stored.leaf_hash:
             return False
-        previous = GENESIS_HASH
-        if stored.seq > 1:
-            try:
-                before = next(self.store.read(stored.seq - 1, stored.seq - 1), None)
-            except StoreUnavailable:
-                raise
-            except StoreError:  # an unreadable predecessor: the chain is damaged here
-                return False
-            if before is None:
-                return False
-            previous = before.chain_hash
-        if link_hash(previous, stored.leaf_hash) != stored.chain_hash:
+        previous = GENESIS_HASH if stored.seq == 1 else before
+        if previous is None or link_hash(previous, stored.leaf_hash) != stored.chain_hash:
             return False
         return hmac.compare_digest(stored.mac, key.seal(stored.chain_hash))
 

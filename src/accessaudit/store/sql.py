@@ -385,15 +385,32 @@ class SqlStore:
 
     def evidence_rows(
         self, evidence_ref: str | None = None, *, event_types: Collection[str]
-    ) -> Iterator[Mapping[str, Any]]:
-        """Raw rows of this chain with these event types (and evidence reference), by seq."""
-        query: Select[Any] = select(literal_column("*")).select_from(events)
-        query = query.where(
-            events.c.chain_id == self.chain_id, events.c.event_type.in_(list(event_types))
+    ) -> list[tuple[Mapping[str, Any], str | None]]:
+        """Rows of this chain with these event types (and reference), in seq order.
+
+        Each comes with the chain hash of the record before it (None if there is none), so
+        the caller can check the row's link and MAC without reading the chain.
+        """
+        before = events.alias("before")
+        query = (
+            select(events, before.c.chain_hash.label("before_chain_hash"))
+            .select_from(
+                events.outerjoin(
+                    before,
+                    (before.c.chain_id == events.c.chain_id) & (before.c.seq == events.c.seq - 1),
+                )
+            )
+            .where(events.c.chain_id == self.chain_id, events.c.event_type.in_(list(event_types)))
+            .order_by(*_ORDER)
         )
         if evidence_ref is not None:
             query = query.where(events.c.evidence_ref == evidence_ref)
-        yield from self._stream(query.order_by(*_ORDER))
+        with self._connection("looking up evidence") as conn:
+            found: list[tuple[Mapping[str, Any], str | None]] = []
+            for row in conn.execute(query).mappings():
+                fields = dict(row)
+                found.append((fields, fields.pop("before_chain_hash")))
+            return found
 
     def records_read(self, evidence_ref: str) -> int:
         """Records handed out so far under this evidence, from the outcome records' counts.
