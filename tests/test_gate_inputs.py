@@ -1,0 +1,184 @@
+"""How the gate reads ids from calls, and what it does with odd ones; types under mypy."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, assert_type
+
+import pytest
+
+from accessaudit import AccessDenied, Gate, ReasonCode, access_context
+from tests.gatekit import Desk, accesses, kinds, service
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Iterator
+
+    from accessaudit import SqlStore
+
+
+def _read(gate: Gate, **declared: Any) -> Any:
+    @gate.protect("crm.contacts", **declared)
+    def read(customer_id: object, ids: object = None) -> int:
+        return 1
+
+    return read
+
+
+@pytest.mark.parametrize(
+    ("arguments", "reason", "detail"),
+    [
+        ((None, None), ReasonCode.CUSTOMER_UNRESOLVED, "argument 'customer_id' is NoneType"),
+        (({"id": 1}, None), ReasonCode.CUSTOMER_UNRESOLVED, "is dict, not a customer id"),
+        (("", None), ReasonCode.CUSTOMER_UNRESOLVED, "must not be empty"),
+        (("acme", iter(["a"])), ReasonCode.INVALID_REQUEST, "must be an id or a list"),
+        (("acme", {"a": 1}), ReasonCode.INVALID_REQUEST, "must be an id or a list"),
+        (("acme", ["a", 1.5]), ReasonCode.INVALID_REQUEST, "[1] is float, not an id"),
+        (("acme", ["a", "x" * 257]), ReasonCode.INVALID_REQUEST, "[1] is 257 characters"),
+    ],
+)
+def test_unusable_ids_are_denied_and_recorded(
+    gate: Gate,
+    store: SqlStore,
+    arguments: tuple[object, object],
+    reason: ReasonCode,
+    detail: str,
+) -> None:
+    """The denial says what was wrong with the argument without quoting its value."""
+    read = _read(gate, subjects="ids")
+    with access_context(service()), pytest.raises(AccessDenied) as caught:
+        read(*arguments)
+    assert caught.value.reason is reason
+    assert detail in str(caught.value)
+    (denied,) = accesses(store)
+    assert denied.event.subject_ids == ()
+
+
+def test_numbers_are_ids_and_getters_may_fail(gate: Gate, store: SqlStore) -> None:
+    """Integer ids are recorded as text; a getter that raises means 'customer unresolved'."""
+    with access_context(service()):
+        _read(gate, subjects="ids")(42, [7, "u-8"])
+        failing = _read(gate, customer=lambda args: args["customer_id"]["missing"])
+        with pytest.raises(AccessDenied, match="the getter raised TypeError"):
+            failing("acme")
+    first = accesses(store)[0].event
+    assert (first.customer_id, first.subject_ids) == ("42", ("7", "u-8"))
+
+
+def test_bad_declarations_fail_at_import_time(gate: Gate) -> None:
+    """An empty resource name or a NUL in a field name is refused when declared."""
+    with pytest.raises(ValueError, match="resource: must not be empty"):
+        gate.protect("")
+    with pytest.raises(ValueError, match=r"fields\[0\]: contains a NUL"):
+        gate.guard("crm.contacts", customer_id="acme", fields=["a\x00"])
+
+
+def test_a_custom_count(gate: Gate, store: SqlStore) -> None:
+    """count= tells the gate how many records a result holds."""
+
+    @gate.protect("crm.contacts", count=lambda page: len(page["items"]))
+    def page(customer_id: str) -> dict[str, list[int]]:
+        return {"items": [1, 2, 3]}
+
+    @gate.protect("crm.contacts")
+    def one(customer_id: str) -> object:
+        return object()
+
+    with access_context(service()):
+        page("acme")
+        one("acme")
+    counts = [r.event.record_count for r in accesses(store) if r.event.decision is None]
+    assert counts == [3, None]
+
+
+def test_async_generators_closed_early_or_failing(gate: Gate, store: SqlStore) -> None:
+    """An async generator left early is completed with stopped_early; a failing one, failed."""
+
+    @gate.protect("crm.contacts")
+    async def rows(customer_id: str, fail: bool) -> AsyncGenerator[int, None]:
+        yield 1
+        if fail:
+            raise LookupError
+        yield 2
+
+    async def main() -> None:
+        with access_context(service()):
+            generator = rows("acme", fail=False)
+            assert await anext(generator) == 1
+            await generator.aclose()
+            with pytest.raises(LookupError):
+                _ = [item async for item in rows("acme", fail=True)]
+
+    asyncio.run(main())
+    assert kinds(store) == [
+        "access.allowed:allowed",
+        "access.completed:allowed",
+        "access.allowed:allowed",
+        "access.failed:allowed",
+    ]
+    stopped, failed = accesses(store)[1].event, accesses(store)[3].event
+    assert stopped.attributes["stopped_early"] is True
+    assert (failed.record_count, failed.attributes["error_type"]) == (1, "builtins.LookupError")
+
+
+def test_generators_failing_midway_count_what_they_handed_out(gate: Gate, store: SqlStore) -> None:
+    """Items yielded before an exception were handed out, and are counted on the failure."""
+
+    @gate.protect("crm.contacts")
+    def rows(customer_id: str) -> Iterator[int]:
+        yield 1
+        yield 2
+        raise LookupError
+
+    with access_context(service()), pytest.raises(LookupError):
+        list(rows("acme"))
+    failed = accesses(store)[-1].event
+    assert failed.record_count == 2
+
+
+def test_static_types_are_kept(desk: Desk) -> None:
+    """The decorated functions' return types are what they were (checked by mypy)."""
+    with access_context(service()):
+        assert_type(desk.invoices("acme", limit=1), tuple[int, ...])
+        assert_type(desk.contacts("acme", ["c"]), list[dict[str, str]])
+        assert_type(desk.contacts_of({"customer": "acme"}), dict[str, str])
+
+
+@pytest.fixture
+def desk(gate: Gate) -> Desk:
+    """Protected functions over the test's gate."""
+    return Desk(gate)
+
+
+def test_mypy_strict_rejects_a_call_the_original_would_reject(tmp_path: Path) -> None:
+    """A wrong argument type to a gated function is a mypy --strict error, as without it."""
+    source = tmp_path / "use_gate.py"
+    source.write_text(
+        textwrap.dedent(
+            """
+            from accessaudit import Gate
+
+            def build(gate: Gate) -> None:
+                @gate.protect("crm.contacts")
+                def read(customer_id: str, limit: int = 10) -> list[int]:
+                    return []
+
+                ok: list[int] = read("acme", limit=3)
+                bad = read("acme", limit="three")
+            """
+        )
+    )
+    root = Path(__file__).parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", str(source)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=False,
+    )
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1, result.stdout
+    assert ':10: error: Argument "limit" to "read" has incompatible type "str"' in errors[0]
