@@ -74,6 +74,14 @@ DEFAULT_CHAIN: Final = "main"
 DEFAULT_TIMEOUT: Final = 5.0
 READ_BATCH: Final = 2000
 _ORDER = (events.c.seq, events.c.event_id)
+# Built once: constructing the self-join costs more than running it on SQLite.
+_BEFORE = events.alias("before")
+_EVIDENCE_QUERY = select(events, _BEFORE.c.chain_hash.label("before_chain_hash")).select_from(
+    events.outerjoin(
+        _BEFORE,
+        (_BEFORE.c.chain_id == events.c.chain_id) & (_BEFORE.c.seq == events.c.seq - 1),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,17 +399,8 @@ class SqlStore:
         Each comes with the chain hash of the record before it (None if there is none), so
         the caller can check the row's link and MAC without reading the chain.
         """
-        before = events.alias("before")
-        query = (
-            select(events, before.c.chain_hash.label("before_chain_hash"))
-            .select_from(
-                events.outerjoin(
-                    before,
-                    (before.c.chain_id == events.c.chain_id) & (before.c.seq == events.c.seq - 1),
-                )
-            )
-            .where(events.c.chain_id == self.chain_id, events.c.event_type.in_(list(event_types)))
-            .order_by(*_ORDER)
+        query = _EVIDENCE_QUERY.where(
+            events.c.chain_id == self.chain_id, events.c.event_type.in_(list(event_types))
         )
         if evidence_ref is not None:
             query = query.where(events.c.evidence_ref == evidence_ref)
@@ -410,7 +409,10 @@ class SqlStore:
             for row in conn.execute(query).mappings():
                 fields = dict(row)
                 found.append((fields, fields.pop("before_chain_hash")))
-            return found
+        # Sorted here, not by ORDER BY: asked to sort by seq, SQLite walks the whole chain
+        # in seq order instead of using the evidence index (a few rows).
+        found.sort(key=lambda item: (item[0]["seq"], str(item[0]["event_id"])))
+        return found
 
     def records_read(self, evidence_ref: str) -> int:
         """Records handed out so far under this evidence, from the outcome records' counts.
