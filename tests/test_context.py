@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -160,3 +161,12 @@ def test_concurrent_tasks_each_see_their_own_context(gate: Gate, store: SqlStore
     for record in accesses(store):
         number = record.event.actor_id.removeprefix("svc-")
         assert record.event.customer_id == f"customer-{number}"
+
+
+def test_entering_scopes_leaves_nothing_behind() -> None:
+    """A thread entering many scopes keeps a bounded context (no per-scope variables)."""
+    before = len(contextvars.copy_context())
+    for n in range(200):
+        with access_context(actor_id=f"actor-{n}"):
+            pass
+    assert len(contextvars.copy_context()) <= before + 1

@@ -26,7 +26,7 @@ from accessaudit import (
     access_context,
 )
 from accessaudit.store._append import lock_chain
-from tests.gatekit import EXAMPLE_POLICY, Desk, accesses, kinds, service
+from tests.gatekit import CANARY, EXAMPLE_POLICY, Desk, accesses, kinds, service
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -217,7 +217,7 @@ def test_a_failure_that_cannot_be_recorded_keeps_the_original_error(
         @gate.protect("crm.contacts")
         def contacts(customer_id: str) -> list[str]:
             held.append(_hold_write_lock(backend))
-            raise LookupError
+            raise LookupError(CANARY)  # a message quoting data
 
         try:
             with (
@@ -230,6 +230,8 @@ def test_a_failure_that_cannot_be_recorded_keeps_the_original_error(
             for blocker in held:
                 _release(blocker)
         assert "could not record the failure" in caplog.text
+        assert "builtins.LookupError" in caplog.text
+        assert CANARY not in caplog.text
         assert [r.event.event_type.value for r in accesses(store)] == ["access.allowed"]
 
 

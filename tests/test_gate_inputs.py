@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, assert_type
 
 import pytest
 
-from accessaudit import AccessDenied, Gate, ReasonCode, access_context
-from tests.gatekit import Desk, accesses, kinds, service
+from accessaudit import AccessDenied, EventType, Gate, ReasonCode, access_context
+from tests.gatekit import Desk, accesses, agent, kinds, service
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterator
+    from collections.abc import AsyncGenerator, Callable, Iterator
 
     from accessaudit import SqlStore
 
@@ -182,3 +184,138 @@ def test_mypy_strict_rejects_a_call_the_original_would_reject(tmp_path: Path) ->
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1, result.stdout
     assert ':10: error: Argument "limit" to "read" has incompatible type "str"' in errors[0]
+
+
+def test_a_guard_is_a_new_access_each_time_it_is_entered(gate: Gate, store: SqlStore) -> None:
+    """Re-entering one guard records a new decision and outcome, and counts against grants."""
+    grant = gate.registry.issue_grant(
+        customer_id="acme",
+        case_id="CASE-1",
+        data_categories=["contact"],
+        expires_at=gate.setup.clock() + timedelta(days=1),
+        issued_by="agent-7",
+        max_records=2,
+    )
+    guard = gate.guard("crm.contacts", customer_id="acme")
+    with access_context(agent(grant.grant_id)):
+        for _ in range(2):
+            with guard as access:
+                access.record_count = 1
+        with pytest.raises(AccessDenied, match="2 read so far"), guard:
+            pass  # pragma: no cover - never entered
+    other = gate.guard("crm.contacts", customer_id="acme")
+    with (
+        access_context(service()),
+        other,
+        pytest.raises(RuntimeError, match="already running"),
+        other,
+    ):
+        pass  # pragma: no cover - never entered
+    assert kinds(store)[:4] == ["access.allowed:allowed", "access.completed:allowed"] * 2
+    assert kinds(store)[4] == "access.denied:evidence_scope_exceeded"
+
+
+def test_an_unknown_result_size_is_withheld_under_a_capped_grant(
+    gate: Gate, store: SqlStore
+) -> None:
+    """A capped grant cannot be charged for what cannot be counted: the result is withheld."""
+    grant = gate.registry.issue_grant(
+        customer_id="acme",
+        case_id="CASE-1",
+        data_categories=["contact"],
+        expires_at=gate.setup.clock() + timedelta(days=1),
+        issued_by="agent-7",
+        max_records=100,
+    )
+
+    @gate.protect("crm.contacts")
+    def profile(customer_id: str) -> dict[str, str]:
+        return {"email": "x"}
+
+    with access_context(agent(grant.grant_id)), pytest.raises(AccessDenied, match="unknown"):
+        profile("acme")
+    assert kinds(store)[-1] == "access.failed:evidence_scope_exceeded"
+
+
+def test_hidden_coroutines_and_returned_generators_are_followed(
+    gate: Gate, store: SqlStore
+) -> None:
+    """Coroutines behind plain wrappers and returned generators are recorded once run.
+
+    The outcome is written when the coroutine or generator has actually run, with what it
+    produced or how it failed, not when the plain function returned it.
+    """
+    order: list[str] = []
+
+    def hide(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def plain(*args: Any, **kwargs: Any) -> Any:
+            return function(*args, **kwargs)
+
+        return plain
+
+    @gate.protect("crm.contacts")
+    @hide
+    async def fetch(customer_id: str, fail: bool = False) -> list[int]:
+        order.append(f"body, records so far: {len(accesses(store))}")
+        if fail:
+            raise LookupError
+        return [1, 2]
+
+    @gate.protect("crm.contacts")
+    def lazily(customer_id: str) -> Iterator[int]:
+        return (i for i in range(3))
+
+    with access_context(service()):
+        assert asyncio.run(fetch("acme")) == [1, 2]
+        with pytest.raises(LookupError):
+            asyncio.run(fetch("acme", fail=True))
+        assert list(lazily("acme")) == [0, 1, 2]
+    assert order == ["body, records so far: 1", "body, records so far: 3"]
+    counts = [(r.event.event_type.value, r.event.record_count) for r in accesses(store)]
+    assert counts == [
+        ("access.allowed", None),
+        ("access.completed", 2),
+        ("access.allowed", None),
+        ("access.failed", None),
+        ("access.allowed", None),
+        ("access.completed", 3),
+    ]
+
+
+def test_a_generator_failing_to_close_is_recorded_as_failed(gate: Gate, store: SqlStore) -> None:
+    """If closing the body raises, the outcome is a failure, not a lost record."""
+
+    @gate.protect("crm.contacts")
+    def rows(customer_id: str) -> Iterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            raise OSError  # e.g. a cursor that cannot be closed
+
+    with access_context(service()):
+        generator = rows("acme")
+        next(generator)
+        with pytest.raises(OSError):  # noqa: PT011 - the body's own error
+            generator.close()  # type: ignore[attr-defined]
+    failed = accesses(store)[-1].event
+    assert (failed.event_type, failed.attributes["error_type"]) == (
+        EventType.ACCESS_FAILED,
+        "builtins.OSError",
+    )
+
+
+@pytest.mark.parametrize("bad", [lambda result: -1, lambda result: 1 / 0])
+def test_a_broken_count_fails_the_access(
+    gate: Gate, store: SqlStore, bad: Callable[[Any], int]
+) -> None:
+    """A count= that raises or gives nonsense is recorded as the access failing."""
+
+    @gate.protect("crm.contacts", count=bad)
+    def rows(customer_id: str) -> list[int]:
+        return [1]
+
+    with access_context(service()), pytest.raises((TypeError, ZeroDivisionError)):
+        rows("acme")
+    assert kinds(store)[-1] == "access.failed:allowed"

@@ -26,6 +26,7 @@ from accessaudit import (
     PolicyError,
     Purpose,
     ReasonCode,
+    ResourceRule,
 )
 from accessaudit._policy_schema import POLICY_SCHEMA
 
@@ -402,3 +403,29 @@ def test_every_reason_code_is_documented() -> None:
         assert f"`{code.value}`" in readme
         if code not in (ReasonCode.ALLOWED, ReasonCode.BREAK_GLASS):
             assert code.fix
+
+
+def test_direct_construction_fills_in_defaults() -> None:
+    """A Policy built from typed values, without evidence rules, decides like a loaded one."""
+    policy = Policy(
+        roles={"app": frozenset({Purpose.SERVICE_DELIVERY})},
+        resources={
+            "crm.contacts": ResourceRule(
+                frozenset({"contact"}), frozenset({Purpose.SERVICE_DELIVERY})
+            )
+        },
+        evidence={},
+    )
+    app = AccessContext(
+        actor_id="api", actor_type=ActorType.SERVICE, role="app", purpose="service_delivery"
+    )
+    request = AccessRequest(context=app, resource="crm.contacts", customer_id="acme")
+    assert policy.decide(request, now=NOW).reason is ReasonCode.ALLOWED
+    assert policy.evidence[Purpose.SUPPORT_REQUEST] == {EvidenceKind.GRANT}
+
+
+def test_an_unknown_purpose_wins_over_a_malformed_request() -> None:
+    """A misspelt purpose is reported as such even when the ids are unusable too."""
+    assert _ask(_agent(purpose="suport_request"), invalid="1001 ids") is (
+        ReasonCode.UNKNOWN_PURPOSE
+    )

@@ -138,24 +138,31 @@ class Access:
 
     # -- after ------------------------------------------------------------------------------
 
-    def check_allowance(self, count: int, *, handed_out: int = 0) -> None:
+    def check_allowance(self, count: int | None, *, handed_out: int = 0) -> None:
         """Refuse to hand out ``count`` records if that takes a grant past its allowance.
 
-        The refusal is recorded (``access.failed``, reason ``evidence_scope_exceeded``, with
-        ``handed_out``: what already left, e.g. a generator's earlier items) and raised as
-        ``AccessDenied``; the result is not returned.
+        Under a grant with an allowance, a result whose size is unknown (``None``) is
+        refused too: it cannot be counted against it. The refusal is recorded
+        (``access.failed``, reason ``evidence_scope_exceeded``, with ``handed_out``: what
+        already left, e.g. a generator's earlier items) and raised as ``AccessDenied``.
         """
         grant = self._evidence
         if not isinstance(grant, Grant) or grant.max_records is None:
             return
         left = grant.max_records - grant.records_used
-        if count <= left:
+        if count is not None and count <= left:
             return
+        detail = (
+            f"grant {grant.grant_id} allows {left} more records and the result's size is "
+            "unknown (pass count= to the gate)"
+            if count is None
+            else f"grant {grant.grant_id} allowed {left} more records; the result has {count}"
+        )
         decision = AccessDecision(
             allowed=False,
             reason=ReasonCode.EVIDENCE_SCOPE_EXCEEDED,
             policy_version=self._setup.policy.version,
-            detail=f"grant {grant.grant_id} allowed {left} more records; the result has {count}",
+            detail=detail,
         )
         self._finish(
             EventType.ACCESS_FAILED,
@@ -169,7 +176,7 @@ class Access:
 
     def complete(self, record_count: int | None, *, stopped_early: bool = False) -> None:
         """Record that the protected code returned; raises ``AuditUnavailable`` if it cannot."""
-        if record_count is not None:
+        if not stopped_early:  # a generator's items were checked one by one
             self.check_allowance(record_count)
         extra: dict[str, AttributeValue] = {"stopped_early": True} if stopped_early else {}
         self._finish(EventType.ACCESS_COMPLETED, record_count=record_count, extra=extra)
@@ -183,10 +190,17 @@ class Access:
                 record_count=handed_out,
                 extra={"error_type": f"{kind.__module__}.{kind.__qualname__}"[:1024]},
             )
-        except AuditUnavailable:
+        except AuditUnavailable as lost:
             # The caller is getting ``error`` and no data; the allowed record stands. Losing
-            # the failure record is reported here rather than replacing the real error.
-            _log.exception("accessaudit could not record the failure of an allowed access")
+            # the failure record is reported here rather than replacing the real error, by
+            # type only: the traceback would carry ``error``'s message, which may hold data.
+            _log.error(
+                "accessaudit could not record the failure of an allowed access to %s "
+                "(the protected code raised %s): %s",
+                self.target.resource,
+                f"{kind.__module__}.{kind.__qualname__}",
+                lost,
+            )
 
     def _finish(
         self,

@@ -180,17 +180,17 @@ def _grant(
 
 def _incident(version: str, incident: Incident, customer: str, now: datetime) -> AccessDecision:
     ref = incident.incident_id
-    if incident.closed_at is not None and incident.closed_at <= now:
-        return deny(
-            version,
-            ReasonCode.EVIDENCE_EXPIRED,
-            f"incident {ref} was closed at {to_iso(incident.closed_at)}",
-        )
     if not incident.covers(customer):
         return deny(
             version,
             ReasonCode.EVIDENCE_CUSTOMER_MISMATCH,
             f"incident {ref} does not concern customer {customer}",
+        )
+    if incident.closed_at is not None and incident.closed_at <= now:
+        return deny(
+            version,
+            ReasonCode.EVIDENCE_EXPIRED,
+            f"incident {ref} was closed at {to_iso(incident.closed_at)}",
         )
     return allow(version, f"open incident {ref}")
 

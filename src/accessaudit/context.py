@@ -33,6 +33,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _current: ContextVar[AccessContext | None] = ContextVar("accessaudit_context", default=None)
+# Tokens to restore, innermost last. One variable for all scopes: a variable per scope would
+# leave an entry behind in every thread's context for every scope ever entered.
+_tokens: ContextVar[tuple[Token[AccessContext | None], ...]] = ContextVar(
+    "accessaudit_context_tokens", default=()
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,19 +96,16 @@ def current_context() -> AccessContext | None:
 class ContextScope:
     """Puts an ``AccessContext`` in force: as a context manager, or as a decorator.
 
-    Reusable and safe to share: each thread or task entering it keeps its own way back to
-    the context it replaced.
+    Reusable and safe to share between threads and tasks: the way back to the replaced
+    context is kept per thread or task, not on the scope object.
     """
 
     def __init__(self, context: AccessContext) -> None:
         self.context = context
-        self._tokens: ContextVar[tuple[Token[AccessContext | None], ...]] = ContextVar(
-            "accessaudit_scope_tokens", default=()
-        )
 
     def __enter__(self) -> AccessContext:
         token = _current.set(self.context)
-        self._tokens.set((*self._tokens.get(), token))
+        _tokens.set((*_tokens.get(), token))
         return self.context
 
     def __exit__(
@@ -112,8 +114,9 @@ class ContextScope:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        *rest, token = self._tokens.get()
-        self._tokens.set(tuple(rest))
+        # ``with`` blocks nest within a thread or task, so the innermost token is ours.
+        *rest, token = _tokens.get()
+        _tokens.set(tuple(rest))
         _current.reset(token)
 
     def __call__(self, function: Callable[P, R]) -> Callable[P, R]:

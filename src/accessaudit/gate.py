@@ -21,6 +21,7 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Collection, Iterable, Mapping, Set
+from types import AsyncGeneratorType, GeneratorType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from accessaudit._access import Access, GateSetup, Target
@@ -31,7 +32,7 @@ from accessaudit.fields import MAX_IDENTIFIER_CHARS, MAX_LIST_ITEMS
 from accessaudit.registry import EvidenceRegistry
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Generator
+    from collections.abc import AsyncGenerator, Awaitable, Generator
     from datetime import datetime
     from types import TracebackType
 
@@ -90,7 +91,7 @@ class Gate:
         customer, problem = _customer(customer_id, "customer_id")
         subjects, subject_problem = _subjects(subject_ids, "subject_ids")
         target = spec.target(None, customer, problem, subjects, subject_problem)
-        return Guard(Access(self.setup, target))
+        return Guard(self.setup, target)
 
     def protect(
         self,
@@ -124,11 +125,11 @@ class Gate:
                 bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
                 arguments = bound.arguments
-                cust, problem = _customer(_get(customer, arguments), _named(customer))
+                cust, problem = _customer(_get(customer, arguments), _named(customer, "customer"))
                 subj, subj_problem = (
                     ((), None)
                     if subjects is None
-                    else _subjects(_get(subjects, arguments), _named(subjects))
+                    else _subjects(_get(subjects, arguments), _named(subjects, "subjects"))
                 )
                 return Access(self.setup, spec.target(name, cust, problem, subj, subj_problem))
 
@@ -138,14 +139,39 @@ class Gate:
 
 
 class Guard:
-    """One guarded block: ``with`` or ``async with``; set ``record_count`` inside."""
+    """A guarded block: ``with`` or ``async with``; set ``record_count`` inside.
 
-    def __init__(self, access: Access) -> None:
-        self.access = access
+    Each entry is a new access, decided with the context in force at that moment. A guard
+    covers one block at a time.
+    """
+
+    def __init__(self, setup: GateSetup, target: Target) -> None:
+        self._setup, self._target = setup, target
+        self.access: Access | None = None
         self.record_count: int | None = None
 
+    def _start(self) -> Access:
+        if self.access is not None:
+            msg = "this guard's block is already running; call gate.guard(...) for another"
+            raise RuntimeError(msg)
+        self.record_count = None
+        self.access = Access(self._setup, self._target)
+        return self.access
+
+    def _end(self) -> Access:
+        access, self.access = self.access, None
+        if access is None:  # pragma: no cover - only reachable by calling __exit__ by hand
+            msg = "this guard was not entered"
+            raise RuntimeError(msg)
+        return access
+
     def __enter__(self) -> Guard:
-        self.access.begin()
+        access = self._start()
+        try:
+            access.begin()
+        except BaseException:
+            self.access = None
+            raise
         return self
 
     def __exit__(
@@ -154,13 +180,19 @@ class Guard:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        access = self._end()
         if exc is None:
-            self.access.complete(self.record_count)
+            access.complete(self.record_count)
         else:
-            self.access.fail(exc)
+            access.fail(exc)
 
     async def __aenter__(self) -> Guard:
-        await asyncio.to_thread(self.access.begin)
+        access = self._start()
+        try:
+            await asyncio.to_thread(access.begin)
+        except BaseException:
+            self.access = None
+            raise
         return self
 
     async def __aexit__(
@@ -169,10 +201,11 @@ class Guard:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        access = self._end()
         if exc is None:
-            await asyncio.to_thread(self.access.complete, self.record_count)
+            await asyncio.to_thread(access.complete, self.record_count)
         else:
-            await asyncio.to_thread(self.access.fail, exc)
+            await asyncio.to_thread(access.fail, exc)
 
 
 # -- declaring and resolving what a call reads ------------------------------------------------
@@ -231,8 +264,8 @@ class _Spec:
         )
 
 
-def _named(getter: ArgumentGetter) -> str:
-    return f"argument {getter!r}" if isinstance(getter, str) else "the customer getter"
+def _named(getter: ArgumentGetter, what: str) -> str:
+    return f"argument {getter!r}" if isinstance(getter, str) else f"the {what} getter"
 
 
 def _get(getter: ArgumentGetter, arguments: Mapping[str, Any]) -> object:
@@ -303,6 +336,21 @@ def _count(result: object) -> int | None:
 # -- wrapping the four kinds of function ------------------------------------------------------
 
 
+def _counted(access: Access, result: object, count: Callable[[Any], int | None]) -> int | None:
+    """``count(result)``, checked; a failing or nonsensical count is the access failing."""
+    try:
+        number = count(result)
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, int) or number < 0
+        ):
+            msg = f"count= must give a non-negative int or None, not {type(number).__name__}"
+            raise TypeError(msg)
+    except Exception as e:
+        access.fail(e)
+        raise
+    return number
+
+
 def _wrap(
     function: Callable[P, R],
     start: Callable[[tuple[Any, ...], dict[str, Any]], Access],
@@ -324,10 +372,31 @@ def _wrap(
         except BaseException as e:
             access.fail(e)
             raise
-        access.complete(count(result))
+        # What the body handed back may still have to run: an undetected coroutine (a
+        # wrapper hid it), or a generator. The access is over only when that has run.
+        if isinstance(result, GeneratorType):
+            return _iterate(access, result)  # type: ignore[return-value]
+        if isinstance(result, AsyncGeneratorType):
+            return _aiterate(access, result)  # type: ignore[return-value]
+        if inspect.isawaitable(result):
+            return _awaited(access, result, count)  # type: ignore[return-value]
+        access.complete(_counted(access, result, count))
         return result
 
     return gated
+
+
+async def _awaited(
+    access: Access, awaitable: Awaitable[Any], count: Callable[[Any], int | None]
+) -> Any:
+    try:
+        result = await awaitable
+    except BaseException as e:
+        await asyncio.to_thread(access.fail, e)
+        raise
+    number = await asyncio.to_thread(_counted, access, result, count)
+    await asyncio.to_thread(access.complete, number)
+    return result
 
 
 def _wrap_coroutine(
@@ -339,13 +408,7 @@ def _wrap_coroutine(
     async def gated(*args: Any, **kwargs: Any) -> Any:
         access = start(args, kwargs)
         await asyncio.to_thread(access.begin)
-        try:
-            result = await function(*args, **kwargs)
-        except BaseException as e:
-            await asyncio.to_thread(access.fail, e)
-            raise
-        await asyncio.to_thread(access.complete, count(result))
-        return result
+        return await _awaited(access, function(*args, **kwargs), count)
 
     return gated
 
@@ -359,34 +422,49 @@ def _wrap_generator(
         # Runs at the first next(): that is when the protected body would start.
         access = start(args, kwargs)
         access.begin()
-        inner = function(*args, **kwargs)
-        yielded = 0
-        try:
-            item = next(inner)
-            while True:
-                access.check_allowance(yielded + 1, handed_out=yielded)
-                yielded += 1
-                try:
-                    sent = yield item
-                except GeneratorExit:
-                    raise
-                except BaseException as e:  # noqa: BLE001 - thrown in by the consumer: pass it on
-                    item = inner.throw(e)
-                else:
-                    item = inner.send(sent)
-        except StopIteration as stop:
-            access.complete(yielded)
-            return stop.value
-        except GeneratorExit:
-            inner.close()
-            access.complete(yielded, stopped_early=True)
-            raise
-        except BaseException as e:
-            inner.close()
-            access.fail(e, handed_out=yielded)
-            raise
+        return (yield from _iterate(access, function(*args, **kwargs)))
 
     return gated
+
+
+def _iterate(access: Access, inner: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    """Hand out ``inner``'s items within the grant's allowance; record how it ended."""
+    yielded = 0
+    try:
+        item = next(inner)
+        while True:
+            access.check_allowance(yielded + 1, handed_out=yielded)
+            yielded += 1
+            try:
+                sent = yield item
+            except GeneratorExit:
+                raise
+            except BaseException as e:  # noqa: BLE001 - thrown in by the consumer: pass it on
+                item = inner.throw(e)
+            else:
+                item = inner.send(sent)
+    except StopIteration as stop:
+        access.complete(yielded)
+        return stop.value
+    except GeneratorExit:
+        _close_then(access, inner.close, yielded)
+        raise
+    except BaseException as e:
+        try:
+            inner.close()
+        finally:
+            access.fail(e, handed_out=yielded)
+        raise
+
+
+def _close_then(access: Access, close: Callable[[], object], yielded: int) -> None:
+    """Close the inner generator, then record the early stop (or how closing failed)."""
+    try:
+        close()
+    except BaseException as e:
+        access.fail(e, handed_out=yielded)
+        raise
+    access.complete(yielded, stopped_early=True)
 
 
 def _wrap_async_generator(
@@ -397,30 +475,56 @@ def _wrap_async_generator(
     async def gated(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         access = start(args, kwargs)
         await asyncio.to_thread(access.begin)
-        inner = function(*args, **kwargs)
-        yielded = 0
+        # Async generators have no ``yield from``: forward items, asend, athrow and aclose.
+        inner = _aiterate(access, function(*args, **kwargs))
         try:
             item = await anext(inner)
             while True:
-                await asyncio.to_thread(access.check_allowance, yielded + 1, handed_out=yielded)
-                yielded += 1
                 try:
                     sent = yield item
                 except GeneratorExit:
                     raise
-                except BaseException as e:  # noqa: BLE001 - as above
+                except BaseException as e:  # noqa: BLE001 - thrown in by the consumer
                     item = await inner.athrow(e)
                 else:
                     item = await inner.asend(sent)
         except StopAsyncIteration:
-            await asyncio.to_thread(access.complete, yielded)
-        except GeneratorExit:
+            return
+        finally:
             await inner.aclose()
-            await asyncio.to_thread(access.complete, yielded, stopped_early=True)
-            raise
-        except BaseException as e:
-            await inner.aclose()
-            await asyncio.to_thread(access.fail, e, handed_out=yielded)
-            raise
 
     return gated
+
+
+async def _aiterate(access: Access, inner: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
+    """The async twin of ``_iterate`` (store work in a thread, off the event loop)."""
+    yielded = 0
+    try:
+        item = await anext(inner)
+        while True:
+            await asyncio.to_thread(access.check_allowance, yielded + 1, handed_out=yielded)
+            yielded += 1
+            try:
+                sent = yield item
+            except GeneratorExit:
+                raise
+            except BaseException as e:  # noqa: BLE001 - as in _iterate
+                item = await inner.athrow(e)
+            else:
+                item = await inner.asend(sent)
+    except StopAsyncIteration:
+        await asyncio.to_thread(access.complete, yielded)
+    except GeneratorExit:
+        try:
+            await inner.aclose()
+        except BaseException as e:
+            await asyncio.to_thread(access.fail, e, handed_out=yielded)
+            raise
+        await asyncio.to_thread(access.complete, yielded, stopped_early=True)
+        raise
+    except BaseException as e:
+        try:
+            await inner.aclose()
+        finally:
+            await asyncio.to_thread(access.fail, e, handed_out=yielded)
+        raise

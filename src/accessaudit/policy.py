@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
@@ -119,6 +120,41 @@ def _cross_problems(document: Mapping[str, Any]) -> list[FieldProblem]:
     return problems
 
 
+def _typed(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Policy fields from a checked document: immutable, with every default filled in."""
+    purposes = document.get("purposes", {})
+    return {
+        "roles": MappingProxyType(
+            {r: frozenset(map(Purpose, p)) for r, p in document["roles"].items()}
+        ),
+        "resources": MappingProxyType(
+            {
+                name: ResourceRule(
+                    frozenset(rule["data_categories"]),
+                    frozenset(map(Purpose, rule["purposes"])),
+                    rule.get("description"),
+                )
+                for name, rule in document["resources"].items()
+            }
+        ),
+        "evidence": MappingProxyType(
+            {
+                p: frozenset(
+                    map(
+                        EvidenceKind,
+                        purposes.get(p.value, {}).get("evidence", ACCEPTED_EVIDENCE[p]),
+                    )
+                )
+                for p in Purpose
+            }
+        ),
+        "break_glass_roles": frozenset(
+            purposes.get("technical_problem", {}).get("break_glass_roles", ())
+        ),
+        "name": document.get("name"),
+    }
+
+
 def _check(document: Any, source: str) -> None:
     errors = sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_schema_problem(e) for e in errors]
@@ -184,9 +220,12 @@ class Policy:
     version: str = field(init=False)
 
     def __post_init__(self) -> None:
-        # Also for direct construction: the same checks as a file gets, then the version.
+        # Also for direct construction: the same checks as a file gets, then the fields in
+        # their normal form (immutable, every purpose's evidence filled in), then the version.
         document = self.to_dict()
         _check(document, self.source)
+        for name, value in _typed(document).items():
+            object.__setattr__(self, name, value)
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         version = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
         object.__setattr__(self, "version", version)
@@ -243,32 +282,7 @@ class Policy:
     def from_dict(cls, document: Mapping[str, Any], *, source: str = "<python>") -> Policy:
         """A policy from a mapping shaped like the TOML file."""
         _check(document, source)
-        purposes = document.get("purposes", {})
-        return cls(
-            roles={r: frozenset(map(Purpose, p)) for r, p in document["roles"].items()},
-            resources={
-                name: ResourceRule(
-                    frozenset(rule["data_categories"]),
-                    frozenset(map(Purpose, rule["purposes"])),
-                    rule.get("description"),
-                )
-                for name, rule in document["resources"].items()
-            },
-            evidence={
-                p: frozenset(
-                    map(
-                        EvidenceKind,
-                        purposes.get(p.value, {}).get("evidence", ACCEPTED_EVIDENCE[p]),
-                    )
-                )
-                for p in Purpose
-            },
-            break_glass_roles=frozenset(
-                purposes.get("technical_problem", {}).get("break_glass_roles", ())
-            ),
-            name=document.get("name"),
-            source=source,
-        )
+        return cls(**_typed(document), source=source)
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
@@ -293,8 +307,6 @@ class Policy:
         where = f"reading {request.resource}"
         if ctx is None:
             return deny(self.version, ReasonCode.NO_CONTEXT, f"{where} with no access context set")
-        if request.invalid is not None:
-            return deny(self.version, ReasonCode.INVALID_REQUEST, f"{where}: {request.invalid}")
         purpose = parse_purpose(ctx.purpose)
         if purpose is None:
             given = "no purpose" if ctx.purpose is None else f"purpose {ctx.purpose!r}"
@@ -327,6 +339,8 @@ class Policy:
                 ReasonCode.PURPOSE_NOT_ALLOWED_FOR_RESOURCE,
                 f"{request.resource} may not be read for {purpose.value}",
             )
+        if request.invalid is not None:
+            return deny(self.version, ReasonCode.INVALID_REQUEST, f"{where}: {request.invalid}")
         if request.customer_id is None:
             return deny(
                 self.version,
