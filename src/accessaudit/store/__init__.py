@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from accessaudit.store.sql import ChainHead, SqlStore
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Collection, Iterable, Iterator, Mapping
 
     from accessaudit.events import AccessEvent, StoredEvent
 
@@ -51,6 +51,16 @@ class AuditStore(Protocol):
 
     def count_unchained(self) -> int:
         """Rows whose chain id is not text."""
+        ...
+
+    def evidence_rows(
+        self, evidence_ref: str | None = None, *, event_types: Collection[str]
+    ) -> list[tuple[Mapping[str, Any], str | None]]:
+        """Rows about evidence, each with its predecessor's chain hash."""
+        ...
+
+    def records_read(self, evidence_ref: str) -> int:
+        """Records handed out so far under this evidence."""
         ...
 
 
