@@ -6,11 +6,9 @@ usage or input, 3 could not do the work (store unreachable, key missing or unusa
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import sys
-from collections import Counter
 from typing import Annotated
 
 import structlog
@@ -139,19 +137,15 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed for a repeatable workload.")] = 7,
     timeout: TimeoutOption = 5.0,
 ) -> None:
-    """Set up a log if needed, record a simulated support desk's events, verify, summarise."""
+    """Set up a log if needed, run a simulated support desk through the gate, verify."""
     with reported_errors():
         for line in init_store(db, key_file=key_file, timeout=timeout):
             typer.echo(line)
         key = load_key(key_file)
-        tally: Counter[str] = Counter()
         with SqlStore(db, key=key, timeout=timeout) as store:
-            workload = demo_workload.generate(events, seed=seed)
-            while batch := list(itertools.islice(workload, 500)):
-                store.append(batch)
-                tally.update(f"{e.event_type.value} {e.purpose or ''}".strip() for e in batch)
+            tally = demo_workload.run(store, events, seed=seed)
             report = verify_store(store, key)
-    typer.echo(f"recorded {events} events in {store.url}:")
+    typer.echo(f"recorded {sum(tally.values())} events in {store.url}:")
     for label, count in sorted(tally.items()):
         typer.echo(f"  {count:>7}  {label}")
     _print_report(report, OutputFormat.TABLE)
