@@ -177,6 +177,7 @@ def test_every_command_is_documented() -> None:
         commands += [f"{group.name} {c.name}" for c in sub.registered_commands]
     assert sorted(commands) == [
         "demo",
+        "export",
         "grant issue",
         "grant list",
         "grant revoke",

@@ -28,6 +28,9 @@ EXPECTED = [
     "EvidenceKind",
     "EvidenceRegistry",
     "ExpectedHead",
+    "ExportError",
+    "ExportResult",
+    "ExportedFile",
     "FieldProblem",
     "Finding",
     "FindingCode",
@@ -35,6 +38,7 @@ EXPECTED = [
     "Grant",
     "Guard",
     "Incident",
+    "IntegrityError",
     "InvalidEvent",
     "LegalRequest",
     "MacKey",
@@ -53,7 +57,9 @@ EXPECTED = [
     "carry_context",
     "create_key_file",
     "current_context",
+    "export_log",
     "load_key",
+    "verify_export",
     "verify_store",
 ]
 
@@ -74,7 +80,7 @@ def test_every_error_derives_from_the_root() -> None:
     """Callers can catch AccessAuditError for anything the library raises."""
     public = [getattr(accessaudit, n) for n in accessaudit.__all__]
     errors = [e for e in public if isinstance(e, type) and issubclass(e, Exception)]
-    assert len(errors) == 13
+    assert len(errors) == 15
     assert all(issubclass(e, accessaudit.AccessAuditError) for e in errors)
     assert issubclass(accessaudit.AccessDenied, PermissionError)
     assert issubclass(accessaudit.PolicyError, ValueError)

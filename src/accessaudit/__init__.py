@@ -25,11 +25,19 @@ from accessaudit.exceptions import (
     DuplicateEvent,
     EvidenceError,
     FieldProblem,
+    IntegrityError,
     InvalidEvent,
     MacKeyError,
     PolicyError,
     StoreError,
     StoreUnavailable,
+)
+from accessaudit.export import (
+    ExportedFile,
+    ExportError,
+    ExportResult,
+    export_log,
+    verify_export,
 )
 from accessaudit.fields import RECORD_VERSION, ActorType, Decision, EventType
 from accessaudit.findings import ExpectedHead, Finding, FindingCode, VerifyReport
@@ -65,6 +73,9 @@ __all__ = [
     "EvidenceKind",
     "EvidenceRegistry",
     "ExpectedHead",
+    "ExportError",
+    "ExportResult",
+    "ExportedFile",
     "FieldProblem",
     "Finding",
     "FindingCode",
@@ -72,6 +83,7 @@ __all__ = [
     "Grant",
     "Guard",
     "Incident",
+    "IntegrityError",
     "InvalidEvent",
     "LegalRequest",
     "MacKey",
@@ -90,6 +102,8 @@ __all__ = [
     "carry_context",
     "create_key_file",
     "current_context",
+    "export_log",
     "load_key",
+    "verify_export",
     "verify_store",
 ]

@@ -6,18 +6,22 @@ work (store unreachable, key missing or unusable).
 
 from __future__ import annotations
 
+import getpass
 import json
+import sys
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from accessaudit.exceptions import AccessAuditError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 EXIT_FINDINGS, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -88,3 +92,29 @@ def command_group(help_text: str) -> typer.Typer:
 
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+
+
+def login_name() -> str:
+    """Who runs the command, for records that need an actor."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in this environment
+        return "unknown"
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int], None] | None]:
+    """A rows-so-far counter on a terminal's stderr; nothing when output is redirected."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(
+        TextColumn(label),
+        SpinnerColumn(),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda rows: progress.update(task, completed=rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import structlog
@@ -23,10 +24,14 @@ from accessaudit._cli_common import (
     OutputFormat,
     TimeoutOption,
     command_group,
+    login_name,
+    progress_bar,
     reported_errors,
 )
 from accessaudit.bootstrap import init_store
 from accessaudit.cli_evidence import grant_app, incident_app, legal_app, policy_app
+from accessaudit.exceptions import ConfigurationError
+from accessaudit.export import MANIFEST, export_log, verify_export
 from accessaudit.findings import ExpectedHead, VerifyReport
 from accessaudit.keys import load_key
 from accessaudit.store import SqlStore
@@ -115,15 +120,29 @@ def verify(
             "catches deleted newest records and rollback. Repeatable.",
         ),
     ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            metavar="DIR",
+            help="Check an exported dataset instead of the database (offline).",
+        ),
+    ] = None,
     output: FormatOption = OutputFormat.TABLE,
     timeout: TimeoutOption = 5.0,
 ) -> None:
     """Recompute every hash, link and MAC; report every finding. Exit 1 if any."""
     with reported_errors(as_json=output is OutputFormat.JSON):
         heads = [ExpectedHead.parse(text) for text in expect_head or []]
-        with SqlStore(db, timeout=timeout) as store:
-            key = None if skip_mac else load_key(key_file)
-            report = verify_store(store, key, chain_id=chain, expected_heads=heads)
+        if export is not None:
+            if heads or chain:
+                msg = "--export checks the dataset's own manifest; drop --chain/--expect-head"
+                raise ConfigurationError(msg)
+            report = verify_export(export, None if skip_mac else load_key(key_file))
+        else:
+            with SqlStore(db, timeout=timeout) as store:
+                key = None if skip_mac else load_key(key_file)
+                report = verify_store(store, key, chain_id=chain, expected_heads=heads)
     _print_report(report, output)
     if not report.intact:
         raise typer.Exit(EXIT_FINDINGS)
@@ -151,6 +170,34 @@ def demo(
     _print_report(report, OutputFormat.TABLE)
     if not report.intact:
         raise typer.Exit(EXIT_FINDINGS)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="The dataset directory.")],
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who exports [default: your login name].")
+    ] = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Append what is new to a Parquet dataset (checked, atomic, incremental)."""
+    with reported_errors():
+        key = load_key(key_file)
+        with SqlStore(db, key=key, timeout=timeout) as store, progress_bar("exporting") as step:
+            result = export_log(store, out, key, actor=by or login_name(), progress=step)
+    for name in result.removed:
+        typer.echo(f"removed {name} (left by an interrupted export; its range is exported again)")
+    if not result.files:
+        typer.echo(f"nothing new to export; {out} is up to date")
+        return
+    first = min(f.first_seq for f in result.files)
+    last = max(f.last_seq for f in result.files)
+    typer.echo(
+        f"exported {result.rows} record(s), seq {first}..{last}, to {len(result.files)} new "
+        f"file(s) in {out}; manifest: {out / MANIFEST}"
+    )
 
 
 def main() -> None:

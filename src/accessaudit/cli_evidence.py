@@ -7,7 +7,6 @@ default: the login name).
 
 from __future__ import annotations
 
-import getpass
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from accessaudit._cli_common import (
     OutputFormat,
     TimeoutOption,
     command_group,
+    login_name,
     reported_errors,
 )
 from accessaudit._clock import now_utc, parse_when
@@ -41,13 +41,6 @@ policy_app = command_group("Check access policy files.")
 grant_app = command_group("Support grants customers give for a case (support_request).")
 incident_app = command_group("Incidents that justify technical_problem access.")
 legal_app = command_group("Legal requests that justify legal_requirement access.")
-
-
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in this environment
-        return "unknown"
 
 
 ByOption = Annotated[
@@ -148,7 +141,7 @@ def grant_issue(
             data_categories=category,
             expires_at=_when(expires, "--expires"),
             max_records=max_records,
-            issued_by=by or _login(),
+            issued_by=by or login_name(),
             note=note,
         )
     typer.echo(grant.grant_id)
@@ -165,7 +158,7 @@ def grant_revoke(
 ) -> None:
     """Withdraw a grant: support access under it is refused from now on."""
     with reported_errors(), _registry(db, key_file, timeout) as registry:
-        grant = registry.revoke_grant(grant_id, revoked_by=by or _login(), note=note)
+        grant = registry.revoke_grant(grant_id, revoked_by=by or login_name(), note=note)
     typer.echo(f"{grant.grant_id} revoked")
 
 
@@ -215,7 +208,7 @@ def incident_open(
             incident_id,
             customers=customer or (),
             all_customers=all_customers,
-            opened_by=by or _login(),
+            opened_by=by or login_name(),
             note=note,
         )
     typer.echo(f"{incident.incident_id} open")
@@ -232,7 +225,7 @@ def incident_close(
 ) -> None:
     """Close an incident: technical_problem access under it is refused from now on."""
     with reported_errors(), _registry(db, key_file, timeout) as registry:
-        incident = registry.close_incident(incident_id, closed_by=by or _login(), note=note)
+        incident = registry.close_incident(incident_id, closed_by=by or login_name(), note=note)
     typer.echo(f"{incident.incident_id} closed")
 
 
@@ -283,7 +276,7 @@ def legal_register(
             notify_after=None
             if no_notify_until is None
             else _when(no_notify_until, "--no-notify-until"),
-            registered_by=by or _login(),
+            registered_by=by or login_name(),
             note=note,
         )
     typer.echo(f"{request.reference} registered")

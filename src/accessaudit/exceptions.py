@@ -13,6 +13,7 @@
     ├── AuditUnavailable        the gate could not record an access in time, so the
     │                           protected code did not run
     ├── MacKeyError             the HMAC key is missing, unreadable or malformed
+    ├── IntegrityError          the log fails its checks, so the operation was refused
     └── StoreError              the audit store refused or failed an operation
         ├── StoreUnavailable    could not reach, lock or write the store in time
         │   └── CommitOutcomeUnknown  the connection died during COMMIT: retry to find out
@@ -100,6 +101,10 @@ class AuditUnavailable(AccessAuditError):
     The protected function's body was not run (or, when the outcome could not be recorded,
     its result was withheld). The underlying store error is chained as ``__cause__``.
     """
+
+
+class IntegrityError(AccessAuditError):
+    """Records fail their integrity checks, so an operation on them (an export) was refused."""
 
 
 class MacKeyError(AccessAuditError):

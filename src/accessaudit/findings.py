@@ -24,6 +24,9 @@ class FindingCode(StrEnum):
     UNEXPECTED_RECORD = "unexpected_record"  # a row at a position that cannot exist
     TRUNCATED = "truncated"  # the chain ends before a head the verifier was told about
     HEAD_MISMATCH = "head_mismatch"  # the record at a known head has another chain hash
+    MISSING_FILE = "missing_file"  # an export file listed in the manifest is gone
+    MODIFIED_FILE = "modified_file"  # an export file's bytes differ from its manifest sha256
+    UNLISTED_FILE = "unlisted_file"  # a file in the export directory the manifest lacks
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,14 +56,21 @@ def _seq_of(row: Row) -> object:
 
 
 class _ChainChecker:
-    def __init__(self, chain_id: str, key: MacKey | None, heads: Iterable[ExpectedHead]) -> None:
+    def __init__(
+        self,
+        chain_id: str,
+        key: MacKey | None,
+        heads: Iterable[ExpectedHead],
+        after: tuple[int, str] | None = None,
+    ) -> None:
         self.summary = ChainSummary(chain_id)
         self.key = key
         self.heads = {head.seq: head.chain_hash for head in heads}
         self.findings: list[Finding] = []
-        self.expected = 1
-        self.last_seen = 0  # highest position present, readable or not
-        self.previous: str | None = GENESIS_HASH  # None: predecessor unknown (after a gap)
+        start_seq, start_hash = after or (0, GENESIS_HASH)
+        self.expected = start_seq + 1
+        self.last_seen = start_seq  # highest position present, readable or not
+        self.previous: str | None = start_hash  # None: predecessor unknown (after a gap)
 
     def add(
         self,
@@ -201,9 +208,15 @@ def check_chain(
     rows: Iterable[Row],
     key: MacKey | None,
     expected_heads: Iterable[ExpectedHead] = (),
+    *,
+    after: tuple[int, str] | None = None,
 ) -> tuple[ChainSummary, list[Finding]]:
-    """Check rows of one chain, given in (seq, event_id) order; MACs only if ``key`` is given."""
-    checker = _ChainChecker(chain_id, key, expected_heads)
+    """Check rows of one chain, given in (seq, event_id) order; MACs only if ``key`` is given.
+
+    ``after`` = (seq, chain hash) checks a continuation: the rows must start at ``seq + 1``
+    and link from that hash (an incremental export continuing the last one).
+    """
+    checker = _ChainChecker(chain_id, key, expected_heads, after)
     for seq, group in itertools.groupby(rows, key=_seq_of):
         checker.group(seq, group)
     checker.finish()
