@@ -188,6 +188,7 @@ def test_every_command_is_documented() -> None:
         "legal list",
         "legal register",
         "policy check",
+        "report",
         "verify",
     ]
     for command in commands:

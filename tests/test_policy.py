@@ -429,3 +429,13 @@ def test_an_unknown_purpose_wins_over_a_malformed_request() -> None:
     assert _ask(_agent(purpose="suport_request"), invalid="1001 ids") is (
         ReasonCode.UNKNOWN_PURPOSE
     )
+
+
+def test_the_transparency_setting() -> None:
+    """disclose_withheld defaults to false, can be set, and typos in its table are refused."""
+    document = _document()
+    assert Policy.from_dict(document).disclose_withheld is False
+    document["transparency"] = {"disclose_withheld": True}
+    assert Policy.from_dict(document).disclose_withheld is True
+    document["transparency"] = {"disclose_withheld": "yes"}
+    assert _problems(document)[0].startswith("transparency.disclose_withheld: 'yes' is not")

@@ -45,17 +45,18 @@ _DURATION = re.compile(r"(?P<amount>[1-9][0-9]{0,5})(?P<unit>[mhdw])")
 _UNITS: Final = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_when(text: str, now: datetime) -> datetime:
+def parse_when(text: str, now: datetime, *, ago: bool = False) -> datetime:
     """A moment from user input: ISO 8601 with a timezone, or a duration from ``now``.
 
-    Durations are a whole number and a unit: ``90m``, ``12h``, ``7d``, ``2w``. A timestamp
-    without a timezone is refused rather than guessed. Raises ValueError saying what to write.
+    Durations are a whole number and a unit: ``90m``, ``12h``, ``7d``, ``2w``; they point
+    forward from ``now``, or back with ``ago``. A timestamp without a timezone is refused
+    rather than guessed. Raises ValueError saying what to write.
     """
     cleaned = text.strip()
     match = _DURATION.fullmatch(cleaned)
     if match:
-        amount = int(match["amount"])
-        return now + timedelta(**{_UNITS[match["unit"]]: amount})
+        delta = timedelta(**{_UNITS[match["unit"]]: int(match["amount"])})
+        return now - delta if ago else now + delta
     try:
         moment = datetime.fromisoformat(cleaned)
     except ValueError:

@@ -66,6 +66,19 @@ POLICY_SCHEMA: Final[dict[str, Any]] = {
             "additionalProperties": False,
             "properties": {p.value: _purpose_rule(p) for p in Purpose},
         },
+        "transparency": {
+            "type": "object",
+            "description": "What customer transparency reports may say.",
+            "additionalProperties": False,
+            "properties": {
+                "disclose_withheld": {
+                    "type": "boolean",
+                    "description": "Whether a transparency report may say that some entries "
+                    "are withheld under a legal notification hold (default false: some laws "
+                    "forbid saying even that).",
+                }
+            },
+        },
         "resources": {
             "type": "object",
             "description": "Resource name -> its data categories and allowed purposes.",

@@ -30,6 +30,7 @@ from accessaudit._cli_common import (
 )
 from accessaudit.bootstrap import init_store
 from accessaudit.cli_evidence import grant_app, incident_app, legal_app, policy_app
+from accessaudit.cli_report import report
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.export import MANIFEST, export_log, verify_export
 from accessaudit.findings import ExpectedHead, VerifyReport
@@ -43,6 +44,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(grant_app, name="grant")
 app.add_typer(incident_app, name="incident")
 app.add_typer(legal_app, name="legal")
+app.command()(report)
 
 
 @app.callback()

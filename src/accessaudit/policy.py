@@ -151,6 +151,7 @@ def _typed(document: Mapping[str, Any]) -> dict[str, Any]:
         "break_glass_roles": frozenset(
             purposes.get("technical_problem", {}).get("break_glass_roles", ())
         ),
+        "disclose_withheld": document.get("transparency", {}).get("disclose_withheld", False),
         "name": document.get("name"),
     }
 
@@ -178,6 +179,7 @@ def _document(
     evidence: Mapping[Purpose, Any],
     break_glass_roles: Any,
     name: str | None,
+    disclose_withheld: bool = False,
 ) -> dict[str, Any]:
     """The file-shaped mapping for these values, names sorted (the canonical form)."""
     purposes: dict[str, Any] = {str(p): {"evidence": _names(k)} for p, k in evidence.items()}
@@ -197,6 +199,8 @@ def _document(
     }
     if purposes:
         document["purposes"] = purposes
+    if disclose_withheld:
+        document["transparency"] = {"disclose_withheld": disclose_withheld}
     if name is not None:
         document["name"] = name
     return document
@@ -215,6 +219,8 @@ class Policy:
     resources: Mapping[str, ResourceRule]
     evidence: Mapping[Purpose, frozenset[EvidenceKind]]
     break_glass_roles: frozenset[str] = frozenset()
+    disclose_withheld: bool = False
+    """Whether transparency reports may say that entries are withheld (legal holds)."""
     name: str | None = None
     source: str = "<python>"
     version: str = field(init=False)
@@ -252,6 +258,7 @@ class Policy:
             },
             break_glass_roles=self.break_glass_roles,
             name=self.name,
+            disclose_withheld=self.disclose_withheld,
         )
 
     @classmethod
@@ -263,6 +270,7 @@ class Policy:
         evidence: Mapping[Purpose, Iterable[EvidenceKind | str]] | None = None,
         break_glass_roles: Iterable[str] = (),
         name: str | None = None,
+        disclose_withheld: bool = False,
     ) -> Policy:
         """A policy from Python values.
 
@@ -275,6 +283,7 @@ class Policy:
             evidence=evidence or {},
             break_glass_roles=break_glass_roles,
             name=name,
+            disclose_withheld=disclose_withheld,
         )
         return cls.from_dict(document)
 

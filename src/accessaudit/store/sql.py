@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Row,
     Select,
     case,
     func,
@@ -325,6 +326,11 @@ class SqlStore:
         with self._connection("reading the chain head") as conn:
             row = conn.execute(newest(chain, events.c.seq, events.c.chain_hash)).first()
         return None if row is None else ChainHead(chain, int(row.seq), str(row.chain_hash))
+
+    def fetch(self, query: Select[Any]) -> list[Row[Any]]:
+        """Run one read-only query on the log (reports aggregate in the database)."""
+        with self._connection("reading the audit log for a report") as conn:
+            return list(conn.execute(query))
 
     def count(self, chain_id: str | None = None) -> int:
         """How many records the chain holds."""

@@ -1,0 +1,309 @@
+"""Reports on the log for reviewers: what was accessed, by whom, why, and what stands out.
+
+Counts are SQL aggregates computed in the database (``GROUP BY``), never by loading every
+record into Python; only small results (per actor per day, a customer's grants) are combined
+here. Producing a report is itself recorded (``audit.report``) before it is returned: if that
+record cannot be written, there is no report.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+
+from accessaudit._clock import EPOCH, from_micros, to_iso, to_micros
+from accessaudit.events import AccessEvent
+from accessaudit.exceptions import ConfigurationError
+from accessaudit.fields import ActorType, AttributeValue, EventType
+from accessaudit.registry import EvidenceRegistry
+from accessaudit.store._schema import events
+
+if TYPE_CHECKING:
+    from accessaudit.store import SqlStore
+
+_DAY_US: Final = 86_400_000_000
+_DECISIONS: Final = (EventType.ACCESS_ALLOWED.value, EventType.ACCESS_DENIED.value)
+#: An actor's day is unusual at this many times their median day (and at least this many).
+UNUSUAL_FACTOR: Final = 3
+UNUSUAL_MINIMUM: Final = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFilter:
+    """Which access decisions a report covers: a period and optional equality filters."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    customer_id: str | None = None
+    actor_id: str | None = None
+    purpose: str | None = None
+    resource: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            moment = getattr(self, name)
+            if moment is not None and (moment.tzinfo is None or moment.utcoffset() is None):
+                raise ConfigurationError(f"{name} must have a timezone")
+        if self.since and self.until and self.until <= self.since:
+            raise ConfigurationError(
+                f"the period ends ({to_iso(self.until)}) before it starts "
+                f"({to_iso(self.since)}); swap --since and --until"
+            )
+
+    def conditions(self, chain_id: str) -> list[ColumnElement[bool]]:
+        """SQL conditions selecting the access decisions this filter covers."""
+        where = [events.c.chain_id == chain_id, events.c.event_type.in_(_DECISIONS)]
+        if self.since is not None:
+            where.append(events.c.occurred_at_us >= to_micros(self.since))
+        if self.until is not None:
+            where.append(events.c.occurred_at_us < to_micros(self.until))
+        for name in ("customer_id", "actor_id", "purpose", "resource"):
+            value = getattr(self, name)
+            if value is not None:
+                where.append(events.c[name] == value)
+        return where
+
+    def to_dict(self) -> dict[str, str | None]:
+        """The filter as text, for the report and its ``audit.report`` record."""
+        return {
+            "since": None if self.since is None else to_iso(self.since),
+            "until": None if self.until is None else to_iso(self.until),
+            "customer_id": self.customer_id,
+            "actor_id": self.actor_id,
+            "purpose": self.purpose,
+            "resource": self.resource,
+        }
+
+
+@dataclass
+class AccessReport:
+    """Named sections, each a list of flat rows (ready for a table, JSON or CSV)."""
+
+    filter: ReportFilter
+    generated_at: datetime
+    sections: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "generated_at": to_iso(self.generated_at),
+            "filter": self.filter.to_dict(),
+            "sections": self.sections,
+        }
+
+
+def _denied() -> ColumnElement[int]:
+    return func.sum(case((events.c.event_type == EventType.ACCESS_DENIED.value, 1), else_=0))
+
+
+def _grouped(
+    store: SqlStore, where: list[ColumnElement[bool]], *columns: Any
+) -> list[dict[str, Any]]:
+    query: Select[Any] = (
+        select(
+            *columns,
+            func.count().label("accesses"),
+            (func.count() - _denied()).label("allowed"),
+            _denied().label("denied"),
+        )
+        .where(*where)
+        .group_by(*columns)
+        .order_by(func.count().desc(), *columns)
+    )
+    return [dict(row._mapping) for row in store.fetch(query)]
+
+
+def _day(column: Any) -> Any:
+    # Integer division of integer microseconds: the UTC day number, in SQLite and PostgreSQL.
+    return (column // _DAY_US).label("day_number")
+
+
+def _date(day_number: int) -> str:
+    return (EPOCH + timedelta(days=int(day_number))).strftime("%Y-%m-%d")
+
+
+def access_report(
+    store: SqlStore, flt: ReportFilter, *, now: datetime, expiring_within: timedelta
+) -> AccessReport:
+    """Every section of ``accessaudit report`` for the accesses ``flt`` selects."""
+    where = flt.conditions(store.chain_id)
+    report = AccessReport(flt, now)
+    sections = report.sections
+    sections["by_purpose"] = _grouped(store, where, events.c.purpose)
+    sections["by_actor"] = _grouped(store, where, events.c.role, events.c.actor_id)
+    sections["by_customer"] = _grouped(store, where, events.c.customer_id, events.c.resource)
+    per_day = _grouped(store, where, _day(events.c.occurred_at_us))
+    sections["per_day"] = sorted(
+        ({"day": _date(r.pop("day_number")), **r} for r in per_day), key=lambda r: r["day"]
+    )
+    denials = select(events.c.reason_code, events.c.purpose, func.count().label("denied"))
+    denials = (
+        denials.where(*where, events.c.event_type == EventType.ACCESS_DENIED.value)
+        .group_by(events.c.reason_code, events.c.purpose)
+        .order_by(func.count().desc(), events.c.reason_code)
+    )
+    sections["denials"] = [dict(r._mapping) for r in store.fetch(denials)]
+    sections["break_glass"] = _break_glass(store, where)
+    sections["support_outside_grant"] = _support_outside_grant(store, where)
+    sections["unusual_volume"] = _unusual_volume(store, where)
+    sections["expiring_evidence"] = _expiring(store, now, expiring_within)
+    return report
+
+
+def _break_glass(store: SqlStore, where: list[ColumnElement[bool]]) -> list[dict[str, Any]]:
+    query = (
+        select(
+            events.c.seq,
+            events.c.occurred_at_us,
+            events.c.actor_id,
+            events.c.role,
+            events.c.customer_id,
+            events.c.resource,
+            events.c.justification,
+        )
+        .where(*where, events.c.reason_code == "break_glass")
+        .where(events.c.event_type == EventType.ACCESS_ALLOWED.value)
+        .order_by(events.c.seq)
+    )
+    rows = []
+    for row in store.fetch(query):
+        item = dict(row._mapping)
+        item["occurred_at"] = to_iso(from_micros(item.pop("occurred_at_us")))
+        rows.append(item)
+    return rows
+
+
+def _support_outside_grant(
+    store: SqlStore, where: list[ColumnElement[bool]]
+) -> list[dict[str, Any]]:
+    """Allowed support accesses that no live grant of that customer covered (expected: none)."""
+    support = [
+        *where,
+        events.c.event_type == EventType.ACCESS_ALLOWED.value,
+        events.c.purpose == "support_request",
+    ]
+    per_grant = select(
+        events.c.evidence_ref,
+        events.c.customer_id,
+        func.min(events.c.occurred_at_us).label("first_us"),
+        func.max(events.c.occurred_at_us).label("last_us"),
+        func.count().label("accesses"),
+    ).where(*support)
+    per_grant = per_grant.group_by(events.c.evidence_ref, events.c.customer_id)
+    grants = {g.grant_id: g for g in EvidenceRegistry(store).grants()}
+    found = []
+    for row in store.fetch(per_grant):
+        grant = grants.get(row.evidence_ref)
+        if grant is None or not grant.intact or grant.customer_id != row.customer_id:
+            outside = row.accesses
+            why = "no such grant" if grant is None else "the grant is for another customer"
+            why = "the grant's records fail their checks" if grant and not grant.intact else why
+        else:
+            end = (
+                grant.expires_at
+                if grant.revoked_at is None
+                else min(grant.expires_at, grant.revoked_at)
+            )
+            if to_micros(grant.issued_at) <= row.first_us and row.last_us < to_micros(end):
+                continue
+            outside_query = select(func.count()).where(
+                *support,
+                events.c.evidence_ref == row.evidence_ref,
+                or_(
+                    events.c.occurred_at_us < to_micros(grant.issued_at),
+                    events.c.occurred_at_us >= to_micros(end),
+                ),
+            )
+            outside = int(store.fetch(outside_query)[0][0])
+            why = "outside the grant's validity"
+        if outside:
+            found.append(
+                {
+                    "evidence_ref": row.evidence_ref,
+                    "customer_id": row.customer_id,
+                    "accesses": outside,
+                    "why": why,
+                }
+            )
+    return found
+
+
+def _unusual_volume(store: SqlStore, where: list[ColumnElement[bool]]) -> list[dict[str, Any]]:
+    """Days on which an actor read far more than on their usual (median) day."""
+    rows = _grouped(store, where, events.c.actor_id, _day(events.c.occurred_at_us))
+    by_actor: dict[str, list[tuple[int, int]]] = {}
+    for row in rows:
+        by_actor.setdefault(row["actor_id"], []).append((row["day_number"], row["accesses"]))
+    unusual = []
+    for actor, days in sorted(by_actor.items()):
+        usual = statistics.median(count for _, count in days)
+        for day_number, count in sorted(days):
+            if count >= max(UNUSUAL_MINIMUM, UNUSUAL_FACTOR * usual):
+                unusual.append(
+                    {
+                        "actor_id": actor,
+                        "day": _date(day_number),
+                        "accesses": count,
+                        "usual_per_day": usual,
+                    }
+                )
+    return unusual
+
+
+def _expiring(store: SqlStore, now: datetime, within: timedelta) -> list[dict[str, Any]]:
+    registry = EvidenceRegistry(store, clock=lambda: now)
+    soon = now + within
+    found: list[dict[str, Any]] = [
+        {
+            "kind": "grant",
+            "ref": g.grant_id,
+            "customer_id": g.customer_id,
+            "expires_at": to_iso(g.expires_at),
+        }
+        for g in registry.grants()
+        if g.intact and g.status(now) == "live" and g.expires_at <= soon
+    ]
+    found += [
+        {
+            "kind": "legal_request",
+            "ref": r.reference,
+            "customer_id": r.customer_id,
+            "expires_at": to_iso(r.expires_at),
+        }
+        for r in registry.legal_requests()
+        if r.intact and r.status(now) == "in_force" and r.expires_at <= soon
+    ]
+    return sorted(found, key=lambda item: item["expires_at"])
+
+
+def record_report(store: SqlStore, actor: str, kind: str, flt: ReportFilter, rows: int) -> None:
+    """Append the ``audit.report`` event: reading the log is itself recorded."""
+    attributes: dict[str, AttributeValue] = {"report": kind}
+    attributes.update({k: v for k, v in flt.to_dict().items() if v is not None})
+    store.append(
+        [
+            AccessEvent(
+                event_type=EventType.AUDIT_REPORT,
+                actor_id=actor,
+                actor_type=ActorType.HUMAN,
+                action="report",
+                resource="accessaudit.log",
+                customer_id=flt.customer_id,
+                record_count=rows,
+                customer_visible=False,
+                attributes=attributes,
+            )
+        ]
+    )
+
+
+def customer_known(store: SqlStore, customer_id: str) -> bool:
+    """Whether any record of the log concerns this customer."""
+    query = select(func.count()).where(
+        and_(events.c.chain_id == store.chain_id, events.c.customer_id == customer_id)
+    )
+    return int(store.fetch(query)[0][0]) > 0

@@ -1,0 +1,260 @@
+"""Reports: SQL aggregates that agree with the records, what stands out, transparency."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from typer.testing import CliRunner
+
+from accessaudit import (
+    AccessContext,
+    AccessDenied,
+    EventType,
+    Gate,
+    SqlStore,
+    access_context,
+    load_key,
+)
+from accessaudit.cli import app
+from accessaudit.exceptions import ConfigurationError
+from accessaudit.report import ReportFilter, access_report, record_report
+from accessaudit.transparency import transparency_report
+from tests.gatekit import Desk, FakeClock, agent, service
+from tests.strategies import make_event
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+runner = CliRunner()
+
+
+def _week(gate: Gate, clock: FakeClock) -> dict[str, Any]:
+    """Five days at a desk: services, a support case, mistakes, break-glass, a legal hold."""
+    desk = Desk(gate)
+    registry = gate.registry
+    grant = registry.issue_grant(
+        customer_id="acme",
+        case_id="CASE-1",
+        data_categories=["contact"],
+        expires_at=clock.now + timedelta(days=4, hours=12),
+        issued_by="acme-admin",
+    )
+    legal = registry.register_legal_request(
+        "SUB-1",
+        authority="Court",
+        customer_id="acme",
+        expires_at=clock.now + timedelta(days=30),
+        notify_after=clock.now + timedelta(days=60),
+        registered_by="legal-1",
+    )
+    for day in range(5):
+        with access_context(service()):
+            desk.invoices("acme")
+            desk.invoices("globex")
+        with access_context(agent(grant.grant_id, actor_id="agent-1")):
+            desk.contacts("acme", ["c-1"])
+        with access_context(agent(None, actor_id="agent-2")), pytest.raises(AccessDenied):
+            desk.contacts("globex", ["g-1"])
+        if day == 3:  # a busy day for agent-1
+            with access_context(agent(grant.grant_id, actor_id="agent-1")):
+                for _ in range(25):
+                    desk.contacts("acme", [])
+        clock.advance(days=1)
+    glass = AccessContext(
+        actor_id="sre-1",
+        role="sre",
+        purpose="technical_problem",
+        break_glass=True,
+        justification="pager: outage",
+    )
+    with access_context(glass):
+        desk.contacts("globex", [])
+    lawyer = AccessContext(
+        actor_id="legal-1", role="legal", purpose="legal_requirement", evidence_ref="SUB-1"
+    )
+    with access_context(lawyer):
+        desk.invoices("acme")
+    # Written past the gate (as a buggy integration might): support with no live grant.
+    gate.setup.store.append(
+        [
+            make_event(
+                occurred_at=clock(),
+                evidence_ref=grant.grant_id,
+                actor_id="agent-9",
+                customer_id="acme",
+            )
+        ]
+    )
+    return {"grant": grant, "legal": legal}
+
+
+def _decisions(store: SqlStore) -> list[Any]:
+    kinds = (EventType.ACCESS_ALLOWED, EventType.ACCESS_DENIED)
+    return [r.event for r in store.read() if r.event.event_type in kinds]
+
+
+def test_the_counts_agree_with_the_records(gate: Gate, clock: FakeClock, store: SqlStore) -> None:
+    """Every aggregate equals the same count done record by record."""
+    _week(gate, clock)
+    report = access_report(store, ReportFilter(), now=clock.now, expiring_within=timedelta(days=7))
+    records = _decisions(store)
+    by_purpose = Counter(e.purpose for e in records)
+    assert {r["purpose"]: r["accesses"] for r in report.sections["by_purpose"]} == by_purpose
+    denied = Counter(e.purpose for e in records if e.event_type is EventType.ACCESS_DENIED)
+    assert {r["purpose"]: r["denied"] for r in report.sections["by_purpose"]} == {
+        p: denied.get(p, 0) for p in by_purpose
+    }
+    days = Counter(e.occurred_at.strftime("%Y-%m-%d") for e in records)
+    assert {r["day"]: r["accesses"] for r in report.sections["per_day"]} == days
+    actors = Counter((e.role, e.actor_id) for e in records)
+    assert {
+        (r["role"], r["actor_id"]): r["accesses"] for r in report.sections["by_actor"]
+    } == actors
+    reasons = Counter(e.reason_code for e in records if e.event_type is EventType.ACCESS_DENIED)
+    assert {r["reason_code"]: r["denied"] for r in report.sections["denials"]} == reasons
+
+
+def test_what_stands_out(gate: Gate, clock: FakeClock, store: SqlStore) -> None:
+    """Break-glass, support outside a live grant, an unusually busy day, expiring evidence."""
+    found = _week(gate, clock)
+    report = access_report(store, ReportFilter(), now=clock.now, expiring_within=timedelta(days=7))
+    sections = report.sections
+    assert [(r["actor_id"], r["justification"]) for r in sections["break_glass"]] == [
+        ("sre-1", "pager: outage")
+    ]
+    (outside,) = sections["support_outside_grant"]
+    assert (outside["evidence_ref"], outside["accesses"]) == (found["grant"].grant_id, 1)
+    assert outside["why"] == "outside the grant's validity"
+    (busy,) = sections["unusual_volume"]
+    assert (busy["actor_id"], busy["accesses"]) == ("agent-1", 26)
+    expiring = {r["ref"] for r in sections["expiring_evidence"]}
+    assert expiring == set()  # the grant has expired, the legal request runs another 25 days
+    later = access_report(store, ReportFilter(), now=clock.now, expiring_within=timedelta(days=30))
+    assert {r["ref"] for r in later.sections["expiring_evidence"]} == {"SUB-1"}
+
+
+def test_filters_and_periods(gate: Gate, clock: FakeClock, store: SqlStore) -> None:
+    """Customer, actor, purpose, resource and period narrow every section alike."""
+    _week(gate, clock)
+    start = min(e.occurred_at for e in _decisions(store))
+    only = ReportFilter(customer_id="globex", purpose="service_delivery")
+    report = access_report(store, only, now=clock.now, expiring_within=timedelta(days=1))
+    assert [
+        (r["customer_id"], r["resource"], r["accesses"]) for r in report.sections["by_customer"]
+    ] == [("globex", "billing.invoices", 5)]
+    first_day = ReportFilter(since=start, until=start + timedelta(days=1))
+    report = access_report(store, first_day, now=clock.now, expiring_within=timedelta(days=1))
+    assert [r["accesses"] for r in report.sections["per_day"]] == [4]
+    with pytest.raises(ConfigurationError, match=r"ends .* before it starts"):
+        ReportFilter(since=start, until=start)
+
+
+def test_transparency_shows_roles_and_honours_legal_holds(
+    gate: Gate, clock: FakeClock, store: SqlStore
+) -> None:
+    """Acme sees roles, not names; the legal access is held back until its date."""
+    _week(gate, clock)
+    flt = ReportFilter(customer_id="acme")
+    report = transparency_report(store, flt, now=clock.now)
+    assert report.withheld == 1
+    assert "withheld_note" not in report.to_dict()
+    assert {e["role"] for e in report.entries} == {"app", "support_agent"}
+    assert all("actor_id" not in e for e in report.entries)
+    assert all(e["purpose"] != "legal_requirement" for e in report.entries)
+    told = transparency_report(store, flt, now=clock.now, disclose_withheld=True)
+    assert "1 access(es) are not shown yet" in told.to_dict()["withheld_note"]
+    after = transparency_report(store, flt, now=clock.now + timedelta(days=61), show_actors=True)
+    assert after.withheld == 0
+    assert "legal-1" in {e["actor_id"] for e in after.entries}
+    short = transparency_report(store, flt, now=clock.now, summarise=True)
+    assert sum(e["count"] for e in short.entries) == len(report.entries)
+    assert len(short.entries) < len(report.entries)
+
+
+def test_reading_the_log_is_recorded(store: SqlStore) -> None:
+    """record_report appends audit.report with who, which filters and how many rows."""
+    record_report(store, "auditor-1", "access", ReportFilter(customer_id="acme"), 12)
+    (event,) = [r.event for r in store.read()]
+    assert event.event_type is EventType.AUDIT_REPORT
+    assert (event.actor_id, event.record_count, event.customer_visible) == ("auditor-1", 12, False)
+    assert event.attributes["customer_id"] == "acme"
+
+
+def _cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("ACCESSAUDIT_DB", "ACCESSAUDIT_HMAC_KEY", "ACCESSAUDIT_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert runner.invoke(app, ["demo", "--events", "400"]).exit_code == 0
+
+
+def test_cli_report_formats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JSON and CSV carry the same counts; each run is recorded."""
+    _cli(tmp_path, monkeypatch)
+    as_json = runner.invoke(app, ["report", "--format", "json", "--by", "auditor"])
+    assert as_json.exit_code == 0, as_json.stderr
+    sections = json.loads(as_json.stdout)["sections"]
+    as_csv = runner.invoke(app, ["report", "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    purposes = {r["purpose"]: int(r["accesses"]) for r in rows if r["section"] == "by_purpose"}
+    assert purposes == {r["purpose"] or "": r["accesses"] for r in sections["by_purpose"]}
+    table = runner.invoke(app, ["report"])
+    assert "by purpose" in table.stdout
+    with SqlStore("sqlite:///accessaudit.db") as store:
+        reports = [r.event for r in store.read() if r.event.event_type is EventType.AUDIT_REPORT]
+    assert reports[0].actor_id == "auditor"
+    assert len(reports) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "last tuesday"], "--since: 'last tuesday' is neither a duration"),
+        (["--since", "2d", "--until", "5d"], "before it starts"),
+        (["--customer", "nobody"], "no record in the log concerns customer 'nobody'"),
+        (["--transparency"], "--transparency is a report for one customer"),
+        (["--format", "xml"], "Invalid value for '--format'"),
+    ],
+)
+def test_cli_report_bad_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    """Each mistake is one line and exit 2; nothing is recorded."""
+    _cli(tmp_path, monkeypatch)
+    result = runner.invoke(app, ["report", *args])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    with SqlStore("sqlite:///accessaudit.db") as store:
+        assert store.count() == 400
+
+
+def test_cli_transparency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The customer's report lists only that customer, with roles."""
+    _cli(tmp_path, monkeypatch)
+    result = runner.invoke(
+        app, ["report", "--customer", "acme", "--transparency", "--format", "json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    entries = json.loads(result.stdout)["entries"]
+    assert entries
+    assert all("actor_id" not in e for e in entries)
+    with SqlStore("sqlite:///accessaudit.db", key=load_key()) as store:
+        last = next(iter(store.read(store.count()))).event
+    assert (last.event_type, last.attributes["report"]) == (EventType.AUDIT_REPORT, "transparency")
+
+
+def test_a_report_that_cannot_be_recorded_is_not_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed: with the log read-only, the report is refused (exit 3) and not printed."""
+    _cli(tmp_path, monkeypatch)
+    (tmp_path / "accessaudit.key").write_text("00" * 40)  # the wrong key: appends refuse
+    (tmp_path / "accessaudit.key").chmod(0o600)
+    result = runner.invoke(app, ["report", "--format", "json"])
+    assert result.exit_code == 3
+    assert "by_purpose" not in result.stdout
