@@ -189,6 +189,7 @@ def test_every_command_is_documented() -> None:
         "legal register",
         "policy check",
         "report",
+        "tail",
         "verify",
     ]
     for command in commands:

@@ -310,3 +310,17 @@ def test_cli_export_and_verify_export(tmp_path: Path, monkeypatch: pytest.Monkey
     assert bad.stderr.startswith("error: junk holds files an accessaudit export did not write")
     with SqlStore("sqlite:///accessaudit.db") as store:
         assert verify_store(store, load_key()).intact
+
+
+def test_a_manifest_that_does_not_match_the_directory_is_refused(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """A listed file that is gone or changed stops the next export before anything is done."""
+    out = tmp_path / "out"
+    _fill(store, 3)
+    result = _export(store, out)
+    (out / result.files[0].path).unlink()
+    count = store.count()
+    with pytest.raises(ExportError, match=r"the manifest does not match .* is missing"):
+        _export(store, out)
+    assert store.count() == count  # not even the audit.export record

@@ -6,6 +6,7 @@ usage or input, 3 could not do the work (store unreachable, key missing or unusa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -31,12 +32,17 @@ from accessaudit._cli_common import (
 from accessaudit.bootstrap import init_store
 from accessaudit.cli_evidence import grant_app, incident_app, legal_app, policy_app
 from accessaudit.cli_report import report
+from accessaudit.events import StoredEvent
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.export import MANIFEST, export_log, verify_export
 from accessaudit.findings import ExpectedHead, VerifyReport
 from accessaudit.keys import load_key
+from accessaudit.log import log_fields
+from accessaudit.report import ReportFilter, record_report
 from accessaudit.store import SqlStore
 from accessaudit.store._engine import DEFAULT_URL
+from accessaudit.tail import follow as tail_follow
+from accessaudit.tail import latest, one_line
 from accessaudit.verify import verify_store
 
 app = command_group("Append-only, tamper-evident, verifiable audit log of access to customer data.")
@@ -200,6 +206,47 @@ def export(
         f"exported {result.rows} record(s), seq {first}..{last}, to {len(result.files)} new "
         f"file(s) in {out}; manifest: {out / MANIFEST}"
     )
+
+
+@app.command()
+def tail(
+    lines: Annotated[int, typer.Option("-n", "--lines", min=1, help="How many records.")] = 20,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new records (Ctrl-C stops).")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="--follow: seconds between checks for new records.")
+    ] = 1.0,
+    output: FormatOption = OutputFormat.TABLE,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who reads [default: your login name].")
+    ] = None,
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """The newest records, one per line (--format json: one JSON object per line)."""
+
+    def show(stored: StoredEvent) -> None:
+        if output is OutputFormat.JSON:
+            typer.echo(
+                json.dumps({"event_type": stored.event.event_type.value, **log_fields(stored)})
+            )
+        else:
+            typer.echo(one_line(stored))
+
+    with (
+        reported_errors(as_json=output is OutputFormat.JSON),
+        SqlStore(db, key=load_key(key_file), timeout=timeout) as store,
+    ):
+        shown = latest(store, lines)
+        ours = record_report(store, by or login_name(), "tail", ReportFilter(), len(shown))
+        for stored in shown:
+            show(stored)
+        if follow:  # from just past our own audit.report record
+            with contextlib.suppress(KeyboardInterrupt):
+                for stored in tail_follow(store, ours.seq, interval=interval):
+                    show(stored)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from accessaudit.registry import EvidenceRegistry
 from accessaudit.store._schema import events
 
 if TYPE_CHECKING:
+    from accessaudit.events import StoredEvent
     from accessaudit.store import SqlStore
 
 _DAY_US: Final = 86_400_000_000
@@ -280,11 +281,13 @@ def _expiring(store: SqlStore, now: datetime, within: timedelta) -> list[dict[st
     return sorted(found, key=lambda item: item["expires_at"])
 
 
-def record_report(store: SqlStore, actor: str, kind: str, flt: ReportFilter, rows: int) -> None:
-    """Append the ``audit.report`` event: reading the log is itself recorded."""
+def record_report(
+    store: SqlStore, actor: str, kind: str, flt: ReportFilter, rows: int
+) -> StoredEvent:
+    """Append the ``audit.report`` event (reading the log is itself recorded); return it."""
     attributes: dict[str, AttributeValue] = {"report": kind}
     attributes.update({k: v for k, v in flt.to_dict().items() if v is not None})
-    store.append(
+    (stored,) = store.append(
         [
             AccessEvent(
                 event_type=EventType.AUDIT_REPORT,
@@ -299,6 +302,7 @@ def record_report(store: SqlStore, actor: str, kind: str, flt: ReportFilter, row
             )
         ]
     )
+    return stored
 
 
 def customer_known(store: SqlStore, customer_id: str) -> bool:

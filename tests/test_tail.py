@@ -1,0 +1,112 @@
+"""accessaudit tail: the newest records, and new ones as they are committed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from typer.testing import CliRunner
+
+from accessaudit import EventType, MacKey, SqlStore
+from accessaudit.cli import app
+from accessaudit.tail import follow, latest, one_line
+from tests.strategies import make_event
+
+if TYPE_CHECKING:
+    from tests.conftest import Backend
+
+runner = CliRunner()
+
+
+def test_latest_and_one_line(store: SqlStore) -> None:
+    """The last n records, oldest first; a line carries position, type, who, why, whose."""
+    store.append([make_event(customer_id=f"c-{i}") for i in range(5)])
+    last = latest(store, 2)
+    assert [r.seq for r in last] == [4, 5]
+    line = one_line(last[-1])
+    assert line.split()[:3] == [
+        "5",
+        last[-1].event.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "access.allowed",
+    ]
+    assert "agent-7 (support_agent)" in line
+    assert "c-4" in line
+    assert latest(store, 10) == list(store.read())
+
+
+def test_follow_yields_records_as_they_arrive(store: SqlStore) -> None:
+    """follow() picks up records appended by another writer, in order, once each."""
+    store.append([make_event()])
+    seen: list[int] = []
+
+    def writer() -> None:
+        for _ in range(3):
+            store.append([make_event()])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    for stored in follow(store, 1, interval=0.05, keep_going=lambda: len(seen) < 3):
+        seen.append(stored.seq)
+    thread.join()
+    assert seen == [2, 3, 4]
+
+
+def test_cli_tail_prints_and_records_the_read(backend: Backend, key: MacKey) -> None:
+    """-n lines in text or JSON; the read itself is recorded as audit.report."""
+    with SqlStore(backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event() for _ in range(4)])
+    env = {"ACCESSAUDIT_HMAC_KEY": key.secret.hex()}
+    result = runner.invoke(app, ["tail", "-n", "3", "--db", backend.url], env=env)
+    assert result.exit_code == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["2", "3", "4"]
+    result = runner.invoke(
+        app, ["tail", "-n", "1", "--format", "json", "--db", backend.url], env=env
+    )
+    (line,) = result.stdout.splitlines()
+    assert json.loads(line)["event_type"] == "audit.report"  # the first tail's own record
+    with SqlStore(backend.url) as store:
+        types = [r.event.event_type for r in store.read()]
+    assert types[-2:] == [EventType.AUDIT_REPORT, EventType.AUDIT_REPORT]
+
+
+def test_cli_tail_follow_in_a_real_process(tmp_path: Path, key: MacKey) -> None:
+    """--follow prints records written after it started, until it is stopped."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    with SqlStore(url, key=key, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+    env = {**os.environ, "ACCESSAUDIT_HMAC_KEY": key.secret.hex()}
+    command = [str(Path(sys.executable).parent / "accessaudit"), "tail", "--follow"]
+    child = subprocess.Popen(
+        [*command, "-n", "1", "--interval", "0.1", "--db", url],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        first = child.stdout.readline()
+        assert first.split()[0] == "1"
+        with SqlStore(url, key=key) as store:
+            store.append([make_event(customer_id="late-arrival")])
+        second = child.stdout.readline()
+        assert second.split()[0] == "3"  # seq 2 is the tail's own audit.report
+        assert "late-arrival" in second
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+@pytest.mark.parametrize("bad", [["-n", "0"], ["--interval", "0"]])
+def test_cli_tail_bad_options(bad: list[str]) -> None:
+    """Nonsense counts and intervals are usage errors."""
+    assert runner.invoke(app, ["tail", *bad]).exit_code == 2
