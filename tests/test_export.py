@@ -324,3 +324,12 @@ def test_a_manifest_that_does_not_match_the_directory_is_refused(
     with pytest.raises(ExportError, match=r"the manifest does not match .* is missing"):
         _export(store, out)
     assert store.count() == count  # not even the audit.export record
+
+
+def test_progress_is_reported_while_streaming(store: SqlStore, tmp_path: Path) -> None:
+    """The progress callback sees the row count grow, ending at the total."""
+    _fill(store, 2500)
+    seen: list[int] = []
+    assert store.key is not None
+    export_log(store, tmp_path / "out", store.key, actor="x", progress=seen.append)
+    assert seen == [1000, 2000, 2500]

@@ -92,6 +92,10 @@ def command_group(help_text: str) -> typer.Typer:
 
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+ByOption = Annotated[
+    str | None,
+    typer.Option("--by", help="Who is acting, for the record [default: your login name]."),
+]
 
 
 def login_name() -> str:

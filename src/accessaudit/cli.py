@@ -19,6 +19,7 @@ import typer
 from accessaudit import demo as demo_workload
 from accessaudit._cli_common import (
     EXIT_FINDINGS,
+    ByOption,
     DbOption,
     FormatOption,
     KeyFileOption,
@@ -185,9 +186,7 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="The dataset directory.")],
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
-    by: Annotated[
-        str | None, typer.Option("--by", help="Who exports [default: your login name].")
-    ] = None,
+    by: ByOption = None,
     timeout: TimeoutOption = 5.0,
 ) -> None:
     """Append what is new to a Parquet dataset (checked, atomic, incremental)."""
@@ -218,9 +217,7 @@ def tail(
         float, typer.Option(min=0.1, help="--follow: seconds between checks for new records.")
     ] = 1.0,
     output: FormatOption = OutputFormat.TABLE,
-    by: Annotated[
-        str | None, typer.Option("--by", help="Who reads [default: your login name].")
-    ] = None,
+    by: ByOption = None,
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
     timeout: TimeoutOption = 5.0,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from accessaudit._cli_common import (
+    ByOption,
     DbOption,
     FormatOption,
     KeyFileOption,
@@ -43,10 +44,6 @@ incident_app = command_group("Incidents that justify technical_problem access.")
 legal_app = command_group("Legal requests that justify legal_requirement access.")
 
 
-ByOption = Annotated[
-    str | None,
-    typer.Option("--by", help="Who is recording this [default: your login name]."),
-]
 NoteOption = Annotated[
     str | None, typer.Option("--note", help="Why (free text; stored in the log, so no data).")
 ]

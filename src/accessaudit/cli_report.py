@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from accessaudit._cli_common import (
+    ByOption,
     DbOption,
     KeyFileOption,
     TimeoutOption,
@@ -110,9 +111,7 @@ def report(
     output: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] = (
         ReportFormat.TABLE
     ),
-    by: Annotated[
-        str | None, typer.Option("--by", help="Who reads [default: your login name].")
-    ] = None,
+    by: ByOption = None,
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
     timeout: TimeoutOption = 5.0,

@@ -35,9 +35,9 @@ import pyarrow.parquet as pq
 
 from accessaudit._arrow import EXPORT_FORMAT, EXPORT_SCHEMA, to_arrow_row, to_db_row
 from accessaudit._clock import from_micros, now_utc, to_iso
-from accessaudit.events import AccessEvent
+from accessaudit._self_audit import record_log_read
 from accessaudit.exceptions import ConfigurationError, IntegrityError
-from accessaudit.fields import ActorType, EventType
+from accessaudit.fields import EventType
 from accessaudit.findings import ExpectedHead, Finding, FindingCode, VerifyReport
 from accessaudit.integrity import GENESIS_HASH
 from accessaudit.verify import check_chain
@@ -277,19 +277,12 @@ def _record_export(store: SqlStore, actor: str, ranges: dict[str, tuple[int, int
     """The ``audit.export`` event: reading the log is itself recorded, before it happens."""
     first = min((r[0] for r in ranges.values()), default=0)
     last = max((r[1] for r in ranges.values()), default=0)
-    store.append(
-        [
-            AccessEvent(
-                event_type=EventType.AUDIT_EXPORT,
-                actor_id=actor,
-                actor_type=ActorType.HUMAN,
-                action="export",
-                resource="accessaudit.log",
-                record_count=sum(b - a + 1 for a, b in ranges.values()),
-                customer_visible=False,
-                attributes={"chains": len(ranges), "from_seq": first, "to_seq": last},
-            )
-        ]
+    record_log_read(
+        store,
+        EventType.AUDIT_EXPORT,
+        actor=actor,
+        record_count=sum(b - a + 1 for a, b in ranges.values()),
+        attributes={"chains": len(ranges), "from_seq": first, "to_seq": last},
     )
 
 

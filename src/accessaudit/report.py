@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Final
 from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 
 from accessaudit._clock import EPOCH, from_micros, to_iso, to_micros
-from accessaudit.events import AccessEvent
+from accessaudit._self_audit import record_log_read
 from accessaudit.exceptions import ConfigurationError
-from accessaudit.fields import ActorType, AttributeValue, EventType
+from accessaudit.fields import AttributeValue, EventType
 from accessaudit.registry import EvidenceRegistry
 from accessaudit.store._schema import events
 
@@ -287,22 +287,14 @@ def record_report(
     """Append the ``audit.report`` event (reading the log is itself recorded); return it."""
     attributes: dict[str, AttributeValue] = {"report": kind}
     attributes.update({k: v for k, v in flt.to_dict().items() if v is not None})
-    (stored,) = store.append(
-        [
-            AccessEvent(
-                event_type=EventType.AUDIT_REPORT,
-                actor_id=actor,
-                actor_type=ActorType.HUMAN,
-                action="report",
-                resource="accessaudit.log",
-                customer_id=flt.customer_id,
-                record_count=rows,
-                customer_visible=False,
-                attributes=attributes,
-            )
-        ]
+    return record_log_read(
+        store,
+        EventType.AUDIT_REPORT,
+        actor=actor,
+        record_count=rows,
+        attributes=attributes,
+        customer_id=flt.customer_id,
     )
-    return stored
 
 
 def customer_known(store: SqlStore, customer_id: str) -> bool:
