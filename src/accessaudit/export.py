@@ -211,7 +211,9 @@ class _Writer:
     def __init__(self, out: Path, chain_id: str) -> None:
         self.out, self.chain_id = out, chain_id
         self.pending: list[_Pending] = []
-        self.rows: list[dict[str, Any]] = []
+        # Column lists, not row dicts: a file's worth of rows costs far less memory.
+        self.columns: dict[str, list[Any]] = {name: [] for name in EXPORT_SCHEMA.names}
+        self.count = 0
         self.day: str | None = None
         self.broken = False
 
@@ -224,22 +226,21 @@ class _Writer:
         except (KeyError, TypeError, ValueError, OverflowError):
             self.broken = True
             return
-        if self.rows and (day != self.day or len(self.rows) >= ROWS_PER_FILE):
+        if self.count and (day != self.day or self.count >= ROWS_PER_FILE):
             self.flush()
         self.day = day
-        self.rows.append(converted)
+        for name, values in self.columns.items():
+            values.append(converted[name])
+        self.count += 1
 
     def flush(self) -> None:
-        if not self.rows:
+        if not self.count:
             return
-        first, last = self.rows[0]["seq"], self.rows[-1]["seq"]
+        seqs, hashes = self.columns["seq"], self.columns["chain_hash"]
+        first, last = seqs[0], seqs[-1]
         name = f"{_chain_token(self.chain_id)}-{first:012d}-{last:012d}.parquet"
         temp = self.out / f"{_TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
-        # Column by column: much faster for pyarrow than a list of row dicts.
-        table = pa.Table.from_pydict(
-            {name: [row[name] for row in self.rows] for name in EXPORT_SCHEMA.names},
-            schema=EXPORT_SCHEMA,
-        )
+        table = pa.Table.from_pydict(self.columns, schema=EXPORT_SCHEMA)
         # Pinned options: the same range exports to the same bytes.
         pq.write_table(
             table,
@@ -253,16 +254,11 @@ class _Writer:
             os.fsync(handle.fileno())
         self.pending.append(
             _Pending(
-                temp,
-                f"day={self.day}/{name}",
-                self.chain_id,
-                first,
-                last,
-                len(self.rows),
-                self.rows[-1]["chain_hash"],
+                temp, f"day={self.day}/{name}", self.chain_id, first, last, self.count, hashes[-1]
             )
         )
-        self.rows = []
+        self.columns = {name: [] for name in EXPORT_SCHEMA.names}
+        self.count = 0
 
 
 def _sha256(path: Path) -> str:
