@@ -290,15 +290,22 @@ def test_the_directory_must_be_ours(store: SqlStore, tmp_path: Path) -> None:
     assert store.count() == 2  # refused before the export was even recorded
 
 
-def test_cli_export_and_verify_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The commands: export, nothing-new, offline verify, exit codes for bad directories."""
+def test_cli_export_and_verify_export(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commands: export, offline verify, exit codes; the files equal the store's records."""
     monkeypatch.chdir(tmp_path)
-    for name in ("ACCESSAUDIT_DB", "ACCESSAUDIT_HMAC_KEY", "ACCESSAUDIT_KEY_FILE"):
+    for name in ("ACCESSAUDIT_HMAC_KEY", "ACCESSAUDIT_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ACCESSAUDIT_DB", backend.url)
     assert runner.invoke(app, ["demo", "--events", "50"]).exit_code == 0
     result = runner.invoke(app, ["export", "--out", "out", "--by", "auditor"])
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("exported 50 record(s), seq 1..50, to ")
+    with SqlStore(backend.url) as store:
+        live = list(store.read())
+    assert _exported(Path("out")) == live[:50]  # every seq once, values equal the store's
+    assert live[50].event.actor_id == "auditor"
     checked = runner.invoke(app, ["verify", "--export", "out"])
     assert (checked.exit_code, checked.stdout.splitlines()[-1]) == (0, "intact")
     shutil.rmtree(sorted(Path("out").glob("day=*"))[0])
@@ -308,7 +315,7 @@ def test_cli_export_and_verify_export(tmp_path: Path, monkeypatch: pytest.Monkey
     bad = runner.invoke(app, ["export", "--out", "junk"])
     assert bad.exit_code == 2
     assert bad.stderr.startswith("error: junk holds files an accessaudit export did not write")
-    with SqlStore("sqlite:///accessaudit.db") as store:
+    with SqlStore(backend.url) as store:
         assert verify_store(store, load_key()).intact
 
 
