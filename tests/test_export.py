@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -340,3 +341,97 @@ def test_progress_is_reported_while_streaming(store: SqlStore, tmp_path: Path) -
     assert store.key is not None
     export_log(store, tmp_path / "out", store.key, actor="x", progress=seen.append)
     assert seen == [1000, 2000, 2500]
+
+
+def test_files_without_a_manifest_are_never_deleted(store: SqlStore, tmp_path: Path) -> None:
+    """A dataset whose manifest was removed is refused, and every file stays."""
+    out = tmp_path / "out"
+    _fill(store, 5)
+    _export(store, out)
+    (out / MANIFEST).unlink()
+    before = sorted(p.name for p in out.rglob("*.parquet"))
+    with pytest.raises(ExportError, match=r"holds export files but no _manifest\.json"):
+        _export(store, out)
+    assert sorted(p.name for p in out.rglob("*.parquet")) == before
+
+
+def test_a_chain_gone_from_the_log_is_refused(tmp_path: Path, key: MacKey) -> None:
+    """Exporting into a dataset from an empty (or another) database is not 'up to date'."""
+    with SqlStore(f"sqlite:///{tmp_path}/a.db", key=key, must_exist=False) as store:
+        store.create_schema()
+        _fill(store, 3)
+        _export(store, tmp_path / "out")
+    with SqlStore(f"sqlite:///{tmp_path}/b.db", key=key, must_exist=False) as other:
+        other.create_schema()
+        with pytest.raises(IntegrityError, match=r"chain main is gone from the log"):
+            _export(other, tmp_path / "out")
+
+
+def test_an_edited_manifest_is_caught_with_the_key(store: SqlStore, tmp_path: Path) -> None:
+    """A manifest edited to hide a dropped file fails its MAC; stray chains are reported.
+
+    Dropping the last file and moving the manifest's head back is invisible without the key;
+    a file under a chain the manifest does not list is reported, not skipped.
+    """
+    out = tmp_path / "out"
+    for day in (1, 2):
+        store.append([make_event(occurred_at=make_event().occurred_at.replace(day=day))])
+    result = _export(store, out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    dropped = manifest["files"].pop()
+    (out / dropped["path"]).unlink()
+    manifest["chains"]["main"] = {
+        "last_seq": manifest["files"][-1]["last_seq"],
+        "last_chain_hash": manifest["files"][-1]["end_chain_hash"],
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert verify_export(out, None).intact  # without the key this edit cannot be seen
+    codes = [f.code for f in verify_export(out, store.key).findings]
+    assert codes == [FindingCode.BAD_MAC]
+    manifest["chains"] = {}
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    unlisted = verify_export(out, None).findings
+    assert [f.code for f in unlisted] == [FindingCode.MODIFIED_FILE]
+    assert "which the manifest's chains do not list" in unlisted[0].detail
+    assert result.files
+
+
+def test_corrupt_columns_are_findings_not_crashes(store: SqlStore, tmp_path: Path) -> None:
+    """A file rewritten with a zone-less timestamp column is reported, and verify goes on."""
+    out = tmp_path / "out"
+    _fill(store, 3)
+    result = _export(store, out)
+    path = out / result.files[0].path
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("occurred_at")
+    naive = table.column("occurred_at").cast(pa.timestamp("us"))
+    pq.write_table(table.set_column(index, "occurred_at", naive), path)
+    report = verify_export(out, store.key)
+    assert FindingCode.MODIFIED_FILE in {f.code for f in report.findings}
+    assert not report.intact
+
+
+def test_one_export_at_a_time(store: SqlStore, tmp_path: Path) -> None:
+    """A second export into a directory being exported into is refused, not interleaved."""
+    out = tmp_path / "out"
+    _fill(store, 3)
+    _export(store, out)
+    with (out / ".accessaudit-lock").open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(ExportError, match=r"another export into .* is running"):
+            _export(store, out)
+
+
+def test_cli_refusal_of_a_damaged_range_is_exit_1(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records that fail their checks are findings: exit 1, like verify."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ACCESSAUDIT_DB", backend.url)
+    monkeypatch.delenv("ACCESSAUDIT_HMAC_KEY", raising=False)
+    assert runner.invoke(app, ["demo", "--events", "20"]).exit_code == 0
+    backend.drop_guards()
+    tampering.set_column(backend, 5, "actor_id", "nobody")
+    result = runner.invoke(app, ["export", "--out", "out"])
+    assert result.exit_code == 1
+    assert "refusing to export chain main" in result.stderr

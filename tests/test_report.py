@@ -305,3 +305,40 @@ def test_cli_report_on_each_database(backend: Backend, gate: Gate, clock: FakeCl
     sections = json.loads(result.stdout)["sections"]
     assert len(sections["support_outside_grant"]) == 1
     assert sum(r["accesses"] for r in sections["by_purpose"]) == len(_decisions(gate.setup.store))
+
+
+def test_legal_accesses_stay_hidden_while_any_hold_runs(
+    gate: Gate, clock: FakeClock, store: SqlStore
+) -> None:
+    """A denied legal access (mistyped reference) does not reveal a request under a hold."""
+    _week(gate, clock)
+    lawyer = AccessContext(
+        actor_id="legal-1", role="legal", purpose="legal_requirement", evidence_ref="SUB-l"
+    )
+    with access_context(lawyer), pytest.raises(AccessDenied):
+        Desk(gate).invoices("acme")
+    report = transparency_report(store, ReportFilter(customer_id="acme"), now=clock.now)
+    assert report.withheld == 2
+    assert all(e["purpose"] != "legal_requirement" for e in report.entries)
+
+
+def test_expiring_evidence_follows_the_customer_filter(
+    gate: Gate, clock: FakeClock, store: SqlStore
+) -> None:
+    """A report about one customer lists only that customer's expiring evidence."""
+    gate.registry.issue_grant(
+        customer_id="globex",
+        case_id="C-9",
+        data_categories=["contact"],
+        expires_at=clock.now + timedelta(days=1),
+        issued_by="globex-admin",
+    )
+    window = timedelta(days=7)
+    mine = access_report(
+        store, ReportFilter(customer_id="acme"), now=clock.now, expiring_within=window
+    )
+    theirs = access_report(
+        store, ReportFilter(customer_id="globex"), now=clock.now, expiring_within=window
+    )
+    assert mine.sections["expiring_evidence"] == []
+    assert [r["customer_id"] for r in theirs.sections["expiring_evidence"]] == ["globex"]

@@ -96,8 +96,10 @@ def test_cli_tail_follow_in_a_real_process(tmp_path: Path, key: MacKey) -> None:
         assert first.split()[0] == "1"
         with SqlStore(url, key=key) as store:
             store.append([make_event(customer_id="late-arrival")])
+        own = child.stdout.readline()  # the tail's own audit.report, committed after seq 1
+        assert own.split()[:3][0::2] == ["2", "audit.report"]
         second = child.stdout.readline()
-        assert second.split()[0] == "3"  # seq 2 is the tail's own audit.report
+        assert second.split()[0] == "3"
         assert "late-arrival" in second
     finally:
         child.terminate()

@@ -1,7 +1,8 @@
 """Options, output formats and error reporting shared by every ``accessaudit`` command.
 
-Exit codes: 0 success, 1 verification findings, 2 bad usage or input, 3 could not do the
-work (store unreachable, key missing or unusable).
+Exit codes: 0 success, 1 verification findings (or work refused because records failed
+their checks), 2 bad usage or input, 3 could not do the work (store unreachable, key
+missing or unusable).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from accessaudit.exceptions import AccessAuditError
+from accessaudit.exceptions import AccessAuditError, IntegrityError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -63,7 +64,9 @@ def reported_errors(*, as_json: bool = False) -> Iterator[None]:
     except typer.Exit:
         raise
     except Exception as e:
-        if isinstance(e, AccessAuditError):
+        if isinstance(e, IntegrityError):  # the log or an export failed its checks
+            message, code = str(e), EXIT_FINDINGS
+        elif isinstance(e, AccessAuditError):
             # Every "your input is wrong" error (configuration, event, policy, evidence) is
             # also a ValueError; everything else means the work could not be done.
             usage = isinstance(e, ValueError)

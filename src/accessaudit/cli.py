@@ -237,12 +237,14 @@ def tail(
         SqlStore(db, key=load_key(key_file), timeout=timeout) as store,
     ):
         shown = latest(store, lines)
-        ours = record_report(store, by or login_name(), "tail", ReportFilter(), len(shown))
+        kind = "tail --follow" if follow else "tail"
+        record_report(store, by or login_name(), kind, ReportFilter(), len(shown))
         for stored in shown:
             show(stored)
-        if follow:  # from just past our own audit.report record
+        if follow:  # everything after what was shown, our own audit.report included
+            after = shown[-1].seq if shown else 0
             with contextlib.suppress(KeyboardInterrupt):
-                for stored in tail_follow(store, ours.seq, interval=interval):
+                for stored in tail_follow(store, after, interval=interval):
                     show(stored)
 
 

@@ -83,7 +83,7 @@ def report(
         str | None, typer.Option(help="Start: 7d (ago) or an ISO time with zone [default: all].")
     ] = None,
     until: Annotated[
-        str | None, typer.Option(help="End (exclusive): as --since [default: now].")
+        str | None, typer.Option(help="End (exclusive): as --since [default: no end].")
     ] = None,
     customer: Annotated[str | None, typer.Option(help="Only this customer.")] = None,
     actor: Annotated[str | None, typer.Option(help="Only this actor id.")] = None,
@@ -151,7 +151,8 @@ def report(
                 rows = sum(len(r) for r in sections.values())
             # Recorded before anything is shown: no record, no report.
             kind = "transparency" if transparency else "access"
-            record_report(store, by or login_name(), kind, flt, rows)
+            extra = {"show_actors": show_actors} if transparency else {}
+            record_report(store, by or login_name(), kind, flt, rows, **extra)
     if output is ReportFormat.JSON:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     elif output is ReportFormat.CSV:

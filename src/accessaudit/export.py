@@ -22,7 +22,9 @@ key) in seq order across files, by the same checker as ``verify``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from jsonschema import Draft202012Validator
 
 from accessaudit._arrow import EXPORT_FORMAT, EXPORT_SCHEMA, to_arrow_row, to_db_row
 from accessaudit._clock import from_micros, now_utc, to_iso
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
 MANIFEST: Final = "_manifest.json"  # "_": dataset readers skip it
 ROWS_PER_FILE: Final = 50_000
 _TEMP_PREFIX: Final = ".accessaudit-tmp-"
+_LOCK: Final = ".accessaudit-lock"
 _FILE_NAME = re.compile(r"(?P<chain>[A-Za-z0-9_.-]+)-(?P<first>\d{12})-(?P<last>\d{12})\.parquet")
 _DAY_DIR = re.compile(r"day=\d{4}-\d{2}-\d{2}")
 
@@ -99,74 +103,178 @@ def _chain_token(chain_id: str) -> str:
     return "c" + hashlib.sha256(chain_id.encode()).hexdigest()[:16]
 
 
-def _read_manifest(out: Path) -> dict[str, Any]:
+_MANIFEST_SCHEMA: Final = {
+    "type": "object",
+    "required": ["format", "chains", "files"],
+    "properties": {
+        "format": {"const": EXPORT_FORMAT},
+        "chains": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["last_seq", "last_chain_hash"],
+                "properties": {
+                    "last_seq": {"type": "integer", "minimum": 0},
+                    "last_chain_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                },
+            },
+        },
+        "files": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": [
+                    "path",
+                    "chain_id",
+                    "first_seq",
+                    "last_seq",
+                    "rows",
+                    "sha256",
+                    "end_chain_hash",
+                    "bytes",
+                ],
+                "properties": {
+                    "path": {"type": "string"},
+                    "chain_id": {"type": "string"},
+                    "first_seq": {"type": "integer", "minimum": 1},
+                    "last_seq": {"type": "integer", "minimum": 1},
+                    "rows": {"type": "integer", "minimum": 1},
+                    "bytes": {"type": "integer", "minimum": 0},
+                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "end_chain_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                },
+            },
+        },
+        "mac": {"type": "string"},
+        "mac_key_id": {"type": "string"},
+    },
+}
+_MANIFEST_VALIDATOR: Final = Draft202012Validator(_MANIFEST_SCHEMA)
+
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest, or None if there is none; a manifest of the wrong shape is refused."""
     path = out / MANIFEST
     if not path.exists():
-        return {"format": EXPORT_FORMAT, "chains": {}, "files": []}
+        return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ExportError(f"{path} cannot be read as an export manifest: {e}") from e
+        raise IntegrityError(f"{path} cannot be read as an export manifest: {e}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
         raise ExportError(
             f"{path} is not an accessaudit export manifest ({EXPORT_FORMAT}); "
             "export into an empty directory or one an earlier export wrote"
         )
+    error = next(iter(_MANIFEST_VALIDATOR.iter_errors(manifest)), None)
+    if error is not None:
+        where = "/".join(map(str, error.absolute_path)) or "(top level)"
+        raise IntegrityError(f"{path} is damaged: {where}: {error.message}")
     return manifest
 
 
-def _survey(out: Path, listed: set[str]) -> tuple[list[Path], list[str]]:
-    """Leftovers of interrupted runs to delete, and files that are not ours at all."""
-    leftovers, foreign = [], []
+def _manifest_digest(manifest: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k not in ("mac", "mac_key_id")}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _manifest_problem(manifest: Mapping[str, Any], key: MacKey) -> str | None:
+    """Why the manifest's MAC does not hold under ``key``, or None if it does."""
+    if manifest.get("mac_key_id") != key.key_id:
+        return f"the manifest is sealed by key {manifest.get('mac_key_id')}, not {key.key_id}"
+    expected = key.seal_manifest(_manifest_digest(manifest))
+    if not hmac.compare_digest(str(manifest.get("mac")), expected):
+        return "the manifest's MAC does not match its content: it was edited"
+    return None
+
+
+def _survey(out: Path, listed: set[str]) -> tuple[list[Path], list[Path], list[str]]:
+    """Temporary files, unlisted data files, and anything an export would not have written."""
+    temporary, unlisted, foreign = [], [], []
     for entry in sorted(out.iterdir()):
         name = entry.name
-        if name == MANIFEST:
+        if name in (MANIFEST, _LOCK):
             continue
         if name.startswith(_TEMP_PREFIX) and entry.is_file():
-            leftovers.append(entry)
+            temporary.append(entry)
         elif _DAY_DIR.fullmatch(name) and entry.is_dir():
             for file in sorted(entry.iterdir()):
                 relative = f"{name}/{file.name}"
                 if relative in listed:
                     continue
                 if _FILE_NAME.fullmatch(file.name) and file.is_file():
-                    leftovers.append(file)
+                    unlisted.append(file)
                 else:
                     foreign.append(relative)
         else:
             foreign.append(name)
-    return leftovers, foreign
+    return temporary, unlisted, foreign
 
 
-def _prepare(out: Path) -> tuple[dict[str, Any], list[str]]:
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f"{_TEMP_PREFIX}probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ExportError(f"cannot write to {out}: {e.strerror}") from e
+def _prepare(out: Path, key: MacKey) -> tuple[dict[str, Any], list[str]]:
+    """Check the directory and its manifest; remove what an interrupted run left behind."""
     manifest = _read_manifest(out)
+    listed = set() if manifest is None else {f["path"] for f in manifest["files"]}
+    temporary, unlisted, foreign = _survey(out, listed)
+    if manifest is None:
+        if unlisted:
+            raise ExportError(
+                f"{out} holds export files but no {MANIFEST}: an interrupted first export, or "
+                "a removed manifest. Nothing was deleted; if the first export was interrupted, "
+                "remove the day=* directories and run it again"
+            )
+        # Written before any data file, so that a first run killed half-way leaves files a
+        # manifest does not list (and the next run may remove), never files without one.
+        manifest = {"format": EXPORT_FORMAT, "chains": {}, "files": []}
+        _write_manifest(out, manifest, key)
+    else:
+        problem = _manifest_problem(manifest, key)
+        if problem is not None:
+            raise IntegrityError(f"{out}/{MANIFEST}: {problem}; run `accessaudit verify --export`")
     for entry in manifest["files"]:
         path = out / entry["path"]
-        if not path.is_file() or path.stat().st_size != entry.get("bytes"):
+        if not path.is_file() or path.stat().st_size != entry["bytes"]:
             what = "is missing" if not path.is_file() else "has changed size"
             raise ExportError(
                 f"the manifest does not match {out}: {entry['path']} {what}; check the "
                 "dataset with `accessaudit verify --export` before exporting more into it"
             )
-    leftovers, foreign = _survey(out, {f["path"] for f in manifest["files"]})
+    # An unlisted data file is an interrupted run's only if it starts after what the
+    # manifest says was exported; one inside the exported range is somebody else's.
+    exported = {_chain_token(c): v["last_seq"] for c, v in manifest["chains"].items()}
+    for file in unlisted:
+        match = _FILE_NAME.fullmatch(file.name)
+        assert match is not None  # noqa: S101 - _survey matched it
+        if int(match["first"]) <= exported.get(match["chain"], 0):
+            foreign.append(str(file.relative_to(out)))
     if foreign:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise ExportError(
             f"{out} holds files an accessaudit export did not write ({shown}); "
             "use an empty directory or the one earlier exports went to"
         )
-    for leftover in leftovers:  # an interrupted run's files: that range is exported again
+    for leftover in [*temporary, *unlisted]:  # that range is exported again
         leftover.unlink()
-    return manifest, [str(p.relative_to(out)) for p in leftovers]
+    return manifest, [str(p.relative_to(out)) for p in [*temporary, *unlisted]]
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One export at a time into a directory (two would delete each other's files)."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = (out / _LOCK).open("a")
+    except OSError as e:
+        raise ExportError(f"cannot write to {out}: {e.strerror}") from e
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise ExportError(f"another export into {out} is running; try again later") from e
+        yield
 
 
 def _fsync_dir(path: Path) -> None:
@@ -177,8 +285,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+def _write_manifest(out: Path, manifest: dict[str, Any], key: MacKey) -> None:
     manifest["updated_at"] = to_iso(now_utc())
+    manifest["mac_key_id"] = key.key_id
+    manifest["mac"] = key.seal_manifest(_manifest_digest(manifest))
     temp = out / f"{_TEMP_PREFIX}{MANIFEST}"
     with temp.open("w", encoding="utf-8") as handle:
         json.dump(manifest, handle, indent=2, sort_keys=True)
@@ -282,6 +392,100 @@ def _record_export(store: SqlStore, actor: str, ranges: dict[str, tuple[int, int
     )
 
 
+def _new_ranges(store: SqlStore, done: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """Per chain, the seq range not exported yet; refuses a log shorter than its export."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for chain in sorted(set(store.chains()) | set(done)):
+        head = store.head(chain)
+        last = done.get(chain, {}).get("last_seq", 0)
+        if (head.seq if head else 0) < last:
+            now_ends = f"ends at seq {head.seq}" if head else "is gone from the log"
+            raise IntegrityError(
+                f"chain {chain} {now_ends} but seq {last} was already exported: records "
+                "were deleted, the database was rolled back, or this is another database"
+            )
+        if head is not None and head.seq > last:
+            ranges[chain] = (last + 1, head.seq)
+    return ranges
+
+
+@dataclass
+class _Counter:
+    """Rows read so far, reported every 1,000 rows to an optional callback."""
+
+    callback: Callable[[int], None] | None
+    rows: int = 0
+
+    def step(self) -> None:
+        self.rows += 1
+        if self.callback is not None and self.rows % 1000 == 0:
+            self.callback(self.rows)
+
+
+def _discard(pending: list[_Pending]) -> None:
+    for item in pending:
+        item.temp.unlink(missing_ok=True)
+
+
+def _write_range(
+    store: SqlStore,
+    out: Path,
+    key: MacKey,
+    chain: str,
+    *,
+    span: tuple[int, int, str],
+    counter: _Counter,
+) -> list[_Pending]:
+    """Write one chain's new records as temporary files, checking them as they stream."""
+    first, last, previous = span
+    writer = _Writer(out, chain)
+
+    def feed() -> Iterator[Mapping[str, Any]]:
+        for row in store.rows(chain, start_seq=first, end_seq=last):
+            writer.add(row)
+            counter.step()
+            yield row
+
+    try:
+        _, findings = check_chain(chain, feed(), key, after=(first - 1, previous))
+        writer.flush()
+    except BaseException:
+        _discard(writer.pending)
+        raise
+    if findings or writer.broken:
+        _discard(writer.pending)
+        worst = findings[0] if findings else None
+        what = f"{worst.code.value} at seq {worst.where}" if worst else "a malformed row"
+        raise IntegrityError(
+            f"refusing to export chain {chain} seq {first}..{last}: {what} "
+            f"({len(findings)} finding(s)); run `accessaudit verify` and investigate"
+        )
+    return writer.pending
+
+
+def _publish(out: Path, pending: list[_Pending]) -> list[ExportedFile]:
+    """Rename every checked file into place (each rename and directory fsynced)."""
+    published = []
+    for item in pending:
+        target = out / item.final
+        target.parent.mkdir(exist_ok=True)
+        item.temp.replace(target)
+        _fsync_dir(target.parent)
+        published.append(
+            ExportedFile(
+                item.final,
+                item.chain_id,
+                item.first_seq,
+                item.last_seq,
+                item.rows,
+                _sha256(target),
+                item.end_chain_hash,
+                target.stat().st_size,
+            )
+        )
+    return published
+
+
 def export_log(
     store: SqlStore,
     out: Path,
@@ -293,82 +497,36 @@ def export_log(
     """Export every record not yet in ``out``; see the module docstring for the guarantees.
 
     Raises ``ExportError`` for an unusable directory or manifest, and ``IntegrityError``
-    when a record in the range fails its checks (nothing of that range is published; run
+    when the log or the dataset fails its checks (nothing of the range is published; run
     ``accessaudit verify``). ``progress`` is called with the number of rows read so far.
     """
-    manifest, removed = _prepare(out)
-    result = ExportResult(out, removed=removed)
-    done: dict[str, Any] = manifest["chains"]
-    ranges: dict[str, tuple[int, int]] = {}
-    for chain in store.chains():
-        head = store.head(chain)
-        last = done.get(chain, {}).get("last_seq", 0)
-        if head is None or head.seq <= last:
-            if head is not None and head.seq < last:
-                raise IntegrityError(
-                    f"chain {chain} ends at seq {head.seq} but seq {last} was already "
-                    "exported: records were deleted or the database rolled back"
-                )
-            continue
-        ranges[chain] = (last + 1, head.seq)
-    if not ranges:
-        return result
-    _record_export(store, actor, ranges)  # fail closed: no record of the export, no export
-    pending: list[_Pending] = []
-    read = 0
-    try:
-        for chain, (first, last) in ranges.items():
-            previous = done.get(chain, {}).get("last_chain_hash", GENESIS_HASH)
-            writer = _Writer(out, chain)
-
-            def feed(
-                chain: str = chain, first: int = first, last: int = last, writer: _Writer = writer
-            ) -> Iterator[Mapping[str, Any]]:
-                nonlocal read
-                for row in store.rows(chain, start_seq=first, end_seq=last):
-                    writer.add(row)
-                    read += 1
-                    if progress is not None and read % 1000 == 0:
-                        progress(read)
-                    yield row
-
-            _, findings = check_chain(chain, feed(), key, after=(first - 1, previous))
-            writer.flush()
-            pending.extend(writer.pending)
-            if findings or writer.broken:
-                worst = findings[0] if findings else None
-                what = f"{worst.code.value} at seq {worst.where}" if worst else "a malformed row"
-                raise IntegrityError(
-                    f"refusing to export chain {chain} seq {first}..{last}: {what} "
-                    f"({len(findings)} finding(s)); run `accessaudit verify` and investigate"
-                )
-        if progress is not None:
-            progress(read)
-        for item in pending:
-            target = out / item.final
-            target.parent.mkdir(exist_ok=True)
-            item.temp.replace(target)
-            _fsync_dir(target.parent)
-            result.files.append(
-                ExportedFile(
-                    item.final,
-                    item.chain_id,
-                    item.first_seq,
-                    item.last_seq,
-                    item.rows,
-                    _sha256(target),
-                    item.end_chain_hash,
-                    target.stat().st_size,
-                )
-            )
-    finally:
-        for item in pending:
-            with contextlib.suppress(FileNotFoundError):
-                item.temp.unlink()
-    for file in result.files:
-        manifest["files"].append(_as_dict(file))
-        done[file.chain_id] = {"last_seq": file.last_seq, "last_chain_hash": file.end_chain_hash}
-    _write_manifest(out, manifest)
+    with _exclusive(out):
+        manifest, removed = _prepare(out, key)
+        result = ExportResult(out, removed=removed)
+        done: dict[str, Any] = manifest["chains"]
+        ranges = _new_ranges(store, done)
+        if not ranges:
+            return result
+        _record_export(store, actor, ranges)  # fail closed: no record of it, no export
+        counter = _Counter(progress)
+        pending: list[_Pending] = []
+        try:
+            for chain, (first, last) in ranges.items():
+                previous = done.get(chain, {}).get("last_chain_hash", GENESIS_HASH)
+                span = (first, last, previous)
+                pending += _write_range(store, out, key, chain, span=span, counter=counter)
+            if progress is not None:
+                progress(counter.rows)
+            result.files = _publish(out, pending)
+        finally:
+            _discard(pending)  # renamed ones are gone already; the rest must not linger
+        for file in result.files:
+            manifest["files"].append(_as_dict(file))
+            done[file.chain_id] = {
+                "last_seq": file.last_seq,
+                "last_chain_hash": file.end_chain_hash,
+            }
+        _write_manifest(out, manifest, key)
     return result
 
 
@@ -386,61 +544,87 @@ def _file_rows(path: Path) -> Iterator[dict[str, Any]]:
             yield to_db_row(row)
 
 
+class _FileCheck:
+    """Streams one file's rows into the chain check, and compares them with its entry."""
+
+    def __init__(self, out: Path, entry: Mapping[str, Any], report: VerifyReport) -> None:
+        self.out, self.entry, self.report = out, entry, report
+
+    def finding(self, code: FindingCode, detail: str) -> None:
+        entry = self.entry
+        where = f"{entry['path']} (seq {entry['first_seq']}..{entry['last_seq']})"
+        self.report.findings.append(
+            Finding(code, entry["chain_id"], entry["first_seq"], f"{where} {detail}")
+        )
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        path = self.out / self.entry["path"]
+        if not path.is_file():
+            self.finding(FindingCode.MISSING_FILE, "is missing")
+            return
+        if _sha256(path) != self.entry["sha256"]:
+            self.finding(FindingCode.MODIFIED_FILE, "does not match its sha256 in the manifest")
+        count, first, last, last_hash = 0, None, None, None
+        try:
+            for row in _file_rows(path):
+                count += 1
+                first = row.get("seq") if count == 1 else first
+                last, last_hash = row.get("seq"), row.get("chain_hash")
+                yield row
+        except Exception as e:  # noqa: BLE001 - any failure to read is a damaged file
+            text = str(e).strip()
+            first_line = text.splitlines()[0][:200] if text else type(e).__name__
+            self.finding(FindingCode.MODIFIED_FILE, f"cannot be read: {first_line}")
+            return
+        entry = self.entry
+        listed = (entry["rows"], entry["first_seq"], entry["last_seq"], entry["end_chain_hash"])
+        if (count, first, last, last_hash) != listed:
+            self.finding(
+                FindingCode.MODIFIED_FILE,
+                f"holds {count} row(s) for seq {first}..{last}, not the rows, seq range or end "
+                "chain hash the manifest lists",
+            )
+
+
 def verify_export(out: Path, key: MacKey | None) -> VerifyReport:
-    """Check an exported dataset offline, against its manifest and its own chain links."""
+    """Check an exported dataset offline, against its manifest and its own chain links.
+
+    With ``key`` the manifest's own MAC is checked too, so a manifest edited to hide
+    dropped or changed files is found; without it, only hashes and links are.
+    """
     manifest = _read_manifest(out)
-    if not (out / MANIFEST).exists():
+    if manifest is None:
         raise ExportError(f"{out} has no {MANIFEST}: it is not an export directory")
     report = VerifyReport(mac_checked=key is not None)
+    findings = report.findings
+    if key is not None:
+        problem = _manifest_problem(manifest, key)
+        if problem is not None:
+            findings.append(Finding(FindingCode.BAD_MAC, "", None, f"{MANIFEST}: {problem}"))
     files: list[dict[str, Any]] = manifest["files"]
-    leftovers, foreign = _survey(out, {f["path"] for f in files})
-    for name in sorted([*foreign, *(str(p.relative_to(out)) for p in leftovers)]):
-        report.findings.append(
+    temporary, unlisted, foreign = _survey(out, {f["path"] for f in files})
+    for name in sorted([*foreign, *(str(p.relative_to(out)) for p in [*temporary, *unlisted])]):
+        findings.append(
             Finding(FindingCode.UNLISTED_FILE, "", None, f"{name} is not in the manifest")
         )
-    for chain, head in sorted(manifest["chains"].items()):
+    chains = manifest["chains"]
+    for entry in files:
+        if entry["chain_id"] not in chains:
+            detail = (
+                f"{entry['path']} belongs to chain {entry['chain_id']!r}, "
+                "which the manifest's chains do not list"
+            )
+            findings.append(Finding(FindingCode.MODIFIED_FILE, entry["chain_id"], None, detail))
+    for chain, head in sorted(chains.items()):
         own = sorted((f for f in files if f["chain_id"] == chain), key=lambda f: f["first_seq"])
-        present = []
-        for entry in own:
-            path = out / entry["path"]
-            if not path.is_file():
-                detail = f"{entry['path']} (seq {entry['first_seq']}..{entry['last_seq']})"
-                report.findings.append(
-                    Finding(
-                        FindingCode.MISSING_FILE, chain, entry["first_seq"], f"{detail} is missing"
-                    )
-                )
-            elif _sha256(path) != entry["sha256"]:
-                report.findings.append(
-                    Finding(
-                        FindingCode.MODIFIED_FILE,
-                        chain,
-                        entry["first_seq"],
-                        f"{entry['path']} does not match its sha256 in the manifest",
-                    )
-                )
-                present.append(path)
-            else:
-                present.append(path)
+        checks = [_FileCheck(out, entry, report) for entry in own]
 
-        def rows(paths: list[Path] = present, chain: str = chain) -> Iterator[dict[str, Any]]:
-            for path in paths:
-                try:
-                    yield from _file_rows(path)
-                except (pa.ArrowException, OSError) as e:
-                    # The records it held are reported missing by the chain check.
-                    first_line = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-                    report.findings.append(
-                        Finding(
-                            FindingCode.MODIFIED_FILE,
-                            chain,
-                            None,
-                            f"{path.relative_to(out)} cannot be read as Parquet: {first_line}",
-                        )
-                    )
+        def rows(checks: list[_FileCheck] = checks) -> Iterator[dict[str, Any]]:
+            for check in checks:
+                yield from check.rows()
 
-        expected = [ExpectedHead(chain, int(head["last_seq"]), str(head["last_chain_hash"]))]
-        summary, findings = check_chain(chain, rows(), key, expected)
+        expected = [ExpectedHead(chain, head["last_seq"], head["last_chain_hash"])]
+        summary, chain_findings = check_chain(chain, rows(), key, expected)
         report.chains.append(summary)
-        report.findings.extend(findings)
+        findings.extend(chain_findings)
     return report

@@ -47,6 +47,11 @@ class MacKey:
         message = b"accessaudit/mac/v1\x00" + bytes.fromhex(chain_hash)
         return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
 
+    def seal_manifest(self, digest: str) -> str:
+        """The MAC of an export manifest's SHA-256 digest (its own domain), as hex."""
+        message = b"accessaudit/manifest/v1\x00" + bytes.fromhex(digest)
+        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+
     @classmethod
     def from_hex(cls, text: str, source: str) -> MacKey:
         """Parse a hex key; ``source`` names where it came from for the error message."""

@@ -151,7 +151,7 @@ def access_report(
     sections["break_glass"] = _break_glass(store, where)
     sections["support_outside_grant"] = _support_outside_grant(store, where)
     sections["unusual_volume"] = _unusual_volume(store, where)
-    sections["expiring_evidence"] = _expiring(store, now, expiring_within)
+    sections["expiring_evidence"] = _expiring(store, now, expiring_within, flt.customer_id)
     return report
 
 
@@ -255,7 +255,9 @@ def _unusual_volume(store: SqlStore, where: list[ColumnElement[bool]]) -> list[d
     return unusual
 
 
-def _expiring(store: SqlStore, now: datetime, within: timedelta) -> list[dict[str, Any]]:
+def _expiring(
+    store: SqlStore, now: datetime, within: timedelta, customer_id: str | None
+) -> list[dict[str, Any]]:
     registry = EvidenceRegistry(store, clock=lambda: now)
     soon = now + within
     found: list[dict[str, Any]] = [
@@ -265,7 +267,7 @@ def _expiring(store: SqlStore, now: datetime, within: timedelta) -> list[dict[st
             "customer_id": g.customer_id,
             "expires_at": to_iso(g.expires_at),
         }
-        for g in registry.grants()
+        for g in registry.grants(customer_id)
         if g.intact and g.status(now) == "live" and g.expires_at <= soon
     ]
     found += [
@@ -275,17 +277,25 @@ def _expiring(store: SqlStore, now: datetime, within: timedelta) -> list[dict[st
             "customer_id": r.customer_id,
             "expires_at": to_iso(r.expires_at),
         }
-        for r in registry.legal_requests()
+        for r in registry.legal_requests(customer_id)
         if r.intact and r.status(now) == "in_force" and r.expires_at <= soon
     ]
     return sorted(found, key=lambda item: item["expires_at"])
 
 
 def record_report(
-    store: SqlStore, actor: str, kind: str, flt: ReportFilter, rows: int
+    store: SqlStore,
+    actor: str,
+    kind: str,
+    flt: ReportFilter,
+    rows: int,
+    **options: AttributeValue,
 ) -> StoredEvent:
-    """Append the ``audit.report`` event (reading the log is itself recorded); return it."""
-    attributes: dict[str, AttributeValue] = {"report": kind}
+    """Append the ``audit.report`` event (reading the log is itself recorded); return it.
+
+    ``options`` are further settings of the read worth recording (e.g. show_actors).
+    """
+    attributes: dict[str, AttributeValue] = {"report": kind, **options}
     attributes.update({k: v for k, v in flt.to_dict().items() if v is not None})
     return record_log_read(
         store,

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from accessaudit._clock import from_iso, from_micros, to_iso
 from accessaudit.fields import EventType
+from accessaudit.registry import EvidenceRegistry
 from accessaudit.store._schema import events
 
 if TYPE_CHECKING:
@@ -86,10 +87,18 @@ def transparency_report(
         .order_by(events.c.seq)
     )
     report = TransparencyReport(flt.customer_id, now, disclose_withheld=disclose_withheld)
+    # While any legal request about this customer is under a hold, every legal access is
+    # held back, including a denied one or one recorded without the hold's date: its mere
+    # existence would tell the customer about the request.
+    on_hold = any(
+        r.notify_after is not None and r.notify_after > now
+        for r in EvidenceRegistry(store, clock=lambda: now).legal_requests(flt.customer_id)
+    )
     for row in store.fetch(query):
         attributes = json.loads(row.attributes or "{}")
         hold = attributes.get("notify_after")
-        if isinstance(hold, str) and from_iso(hold) > now:
+        held = isinstance(hold, str) and from_iso(hold) > now
+        if held or (on_hold and row.purpose == "legal_requirement"):
             report.withheld += 1
             continue
         entry: dict[str, Any] = {
