@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -90,22 +91,36 @@ def test_cli_tail_follow_in_a_real_process(tmp_path: Path, key: MacKey) -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
+    stdout = child.stdout
+    assert stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for text in stdout:
+            lines.put(text)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+
+    def line() -> str:
+        # A generous guard so a broken --follow fails the test instead of hanging it.
+        return lines.get(timeout=60)
+
     try:
-        assert child.stdout is not None
-        first = child.stdout.readline()
+        first = line()
         assert first.split()[0] == "1"
         with SqlStore(url, key=key) as store:
             store.append([make_event(customer_id="late-arrival")])
-        own = child.stdout.readline()  # the tail's own audit.report, committed after seq 1
+        own = line()  # the tail's own audit.report, committed after seq 1
         assert own.split()[:3][0::2] == ["2", "audit.report"]
-        second = child.stdout.readline()
+        second = line()
         assert second.split()[0] == "3"
         assert "late-arrival" in second
     finally:
         child.terminate()
         child.wait(timeout=10)
-        if child.stdout is not None:
-            child.stdout.close()
+        reader.join(timeout=10)
+        stdout.close()
 
 
 @pytest.mark.parametrize("bad", [["-n", "0"], ["--interval", "0"]])
