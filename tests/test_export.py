@@ -168,7 +168,7 @@ def test_a_killed_export_leaves_a_consistent_dataset(backend: Backend, tmp_path:
         if child.poll() is None:
             child.send_signal(signal.SIGKILL)
         child.wait()
-    done = subprocess.run([*command, "--db", backend.url], env=env, check=False)
+    done = subprocess.run([*command, "--db", backend.url], env=env, check=False, timeout=600)
     assert done.returncode == 0
     with SqlStore(backend.url, key=key) as store:
         total = store.count()
