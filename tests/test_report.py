@@ -342,3 +342,13 @@ def test_expiring_evidence_follows_the_customer_filter(
     )
     assert mine.sections["expiring_evidence"] == []
     assert [r["customer_id"] for r in theirs.sections["expiring_evidence"]] == ["globex"]
+
+
+def test_cli_bad_expiring_window_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreadable --expiring-within is one line and exit 2, like every other time option."""
+    _cli(tmp_path, monkeypatch)
+    result = runner.invoke(app, ["report", "--expiring-within", "soonish"])
+    assert result.exit_code == 2
+    assert "--expiring-within: 'soonish' is neither a duration" in result.stderr

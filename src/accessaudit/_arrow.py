@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from accessaudit._clock import to_micros
 from accessaudit.fields import EVENT_FIELDS, Kind
+from accessaudit.store._rows import canonical_json
 from accessaudit.store._schema import column_name
 
 if TYPE_CHECKING:
@@ -70,10 +71,6 @@ def schema_document() -> dict[str, Any]:
     }
 
 
-def _canonical_json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def to_arrow_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """An export row from a database row that ``store._rows.from_row`` accepted."""
     out: dict[str, Any] = {name: row[name] for name in ("chain_id", "seq", "record_version")}
@@ -101,7 +98,7 @@ def to_db_row(row: Mapping[str, Any]) -> dict[str, Any]:
     for spec in EVENT_FIELDS:
         value = row.get(spec.name)
         if isinstance(value, list) and spec.kind is Kind.TEXT_LIST:
-            value = _canonical_json(value)
+            value = canonical_json(value)  # exactly as the store writes it
         elif isinstance(value, bool) and spec.kind is Kind.BOOL:
             value = int(value)
         elif spec.kind is Kind.TIME and isinstance(value, datetime):

@@ -19,10 +19,12 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from accessaudit.exceptions import AccessAuditError, IntegrityError
+from accessaudit._clock import now_utc, parse_when
+from accessaudit.exceptions import AccessAuditError, ConfigurationError, IntegrityError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from datetime import datetime
 
 EXIT_FINDINGS, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -125,3 +127,11 @@ def progress_bar(label: str) -> Iterator[Callable[[int], None] | None]:
     ) as progress:
         task = progress.add_task(label, total=None)
         yield lambda rows: progress.update(task, completed=rows)
+
+
+def time_option(text: str, option: str, *, ago: bool = False) -> datetime:
+    """A ``WHEN`` option's value (duration or ISO time with zone), or a usage error naming it."""
+    try:
+        return parse_when(text, now_utc(), ago=ago)
+    except ValueError as e:
+        raise ConfigurationError(f"{option}: {e}") from e

@@ -24,10 +24,10 @@ from accessaudit._cli_common import (
     command_group,
     login_name,
     reported_errors,
+    time_option,
 )
-from accessaudit._clock import now_utc, parse_when
+from accessaudit._clock import now_utc
 from accessaudit.evidence import Evidence, evidence_dict
-from accessaudit.exceptions import EvidenceError
 from accessaudit.keys import load_key
 from accessaudit.policy import Policy
 from accessaudit.registry import EvidenceRegistry
@@ -36,7 +36,6 @@ from accessaudit.store._engine import DEFAULT_URL
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from datetime import datetime
 
 policy_app = command_group("Check access policy files.")
 grant_app = command_group("Support grants customers give for a case (support_request).")
@@ -54,13 +53,6 @@ CustomerFilter = Annotated[str | None, typer.Option("--customer", help="Only thi
 def _registry(db: str, key_file: Path | None, timeout: float) -> Iterator[EvidenceRegistry]:
     with SqlStore(db, key=load_key(key_file), timeout=timeout) as store:
         yield EvidenceRegistry(store)
-
-
-def _when(text: str, option: str) -> datetime:
-    try:
-        return parse_when(text, now_utc())
-    except ValueError as e:
-        raise EvidenceError(f"{option}: {e}") from e
 
 
 def _print(evidence: Sequence[Evidence], output: OutputFormat, columns: Sequence[str]) -> None:
@@ -136,7 +128,7 @@ def grant_issue(
             customer_id=customer,
             case_id=case,
             data_categories=category,
-            expires_at=_when(expires, "--expires"),
+            expires_at=time_option(expires, "--expires"),
             max_records=max_records,
             issued_by=by or login_name(),
             note=note,
@@ -269,10 +261,10 @@ def legal_register(
             reference,
             authority=authority,
             customer_id=customer,
-            expires_at=_when(expires, "--expires"),
+            expires_at=time_option(expires, "--expires"),
             notify_after=None
             if no_notify_until is None
-            else _when(no_notify_until, "--no-notify-until"),
+            else time_option(no_notify_until, "--no-notify-until"),
             registered_by=by or login_name(),
             note=note,
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,8 +20,9 @@ from accessaudit._cli_common import (
     TimeoutOption,
     login_name,
     reported_errors,
+    time_option,
 )
-from accessaudit._clock import now_utc, parse_when
+from accessaudit._clock import now_utc
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.keys import load_key
 from accessaudit.policy import Policy
@@ -38,15 +38,6 @@ class ReportFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
     CSV = "csv"
-
-
-def _when(text: str | None, option: str) -> Any:
-    if text is None:
-        return None
-    try:
-        return parse_when(text, now_utc(), ago=True)
-    except ValueError as e:
-        raise ConfigurationError(f"{option}: {e}") from e
 
 
 def _print_table(title: str, rows: list[dict[str, Any]], console: Console) -> None:
@@ -120,14 +111,14 @@ def report(
     with reported_errors(as_json=output is ReportFormat.JSON):
         now = now_utc()
         flt = ReportFilter(
-            since=_when(since, "--since"),
-            until=_when(until, "--until"),
+            since=None if since is None else time_option(since, "--since", ago=True),
+            until=None if until is None else time_option(until, "--until", ago=True),
             customer_id=customer,
             actor_id=actor,
             purpose=purpose,
             resource=resource,
         )
-        window = parse_when(expiring_within, now) - now if expiring_within else timedelta(0)
+        window = time_option(expiring_within, "--expiring-within") - now
         if transparency and customer is None:
             raise ConfigurationError("--transparency is a report for one customer: add --customer")
         disclose = Policy.load(policy).disclose_withheld if policy else False

@@ -29,7 +29,7 @@ import json
 import os
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
@@ -521,17 +521,13 @@ def export_log(
         finally:
             _discard(pending)  # renamed ones are gone already; the rest must not linger
         for file in result.files:
-            manifest["files"].append(_as_dict(file))
+            manifest["files"].append(asdict(file))
             done[file.chain_id] = {
                 "last_seq": file.last_seq,
                 "last_chain_hash": file.end_chain_hash,
             }
         _write_manifest(out, manifest, key)
     return result
-
-
-def _as_dict(file: ExportedFile) -> dict[str, Any]:
-    return {name: getattr(file, name) for name in ExportedFile.__slots__}
 
 
 # -- verifying ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from uuid6 import uuid7
 
@@ -40,7 +40,7 @@ from accessaudit.purposes import EvidenceKind
 from accessaudit.store._rows import MalformedRow, from_row
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Mapping
     from datetime import datetime
 
     from accessaudit.events import AccessEvent, StoredEvent
@@ -122,19 +122,9 @@ class EvidenceRegistry:
 
     def lookup(self, kind: EvidenceKind, ref: str) -> Evidence | None:
         """The current state of one piece of evidence, or None if there is none by that ref."""
-        records, intact = self._records(kind, ref)
-        if not records:
-            return None
-        try:
-            evidence = fold(kind, records)
-        except MalformedEvidence:
-            return _untrusted(kind, ref, None)
-        if not intact:
-            return _untrusted(kind, ref, evidence)
-        if isinstance(evidence, Grant) and evidence.max_records is not None:
-            # Only a capped grant needs its usage, which grows with every access under it.
-            evidence = replace(evidence, records_used=self.store.records_read(ref))
-        return evidence
+        return self._build(
+            kind, ref, self.store.evidence_rows(ref, event_types=EVIDENCE_EVENTS[kind])
+        )
 
     def grants(self, customer_id: str | None = None) -> list[Grant]:
         """Every grant (optionally of one customer), oldest first."""
@@ -151,19 +141,24 @@ class EvidenceRegistry:
         return [r for r in found if customer_id is None or r.customer_id == customer_id]
 
     def _all(self, kind: EvidenceKind) -> Iterator[Evidence]:
-        refs: dict[str, None] = {}  # ordered set: first appearance, i.e. creation order
-        for row, _ in self.store.evidence_rows(event_types=EVIDENCE_EVENTS[kind]):
+        # One query for every piece of this kind, grouped here by reference; the groups keep
+        # the order of first appearance, i.e. creation order.
+        by_ref: dict[str, list[tuple[Mapping[str, Any], str | None]]] = {}
+        for row, before in self.store.evidence_rows(event_types=EVIDENCE_EVENTS[kind]):
             ref = row.get("evidence_ref")
             if isinstance(ref, str):
-                refs.setdefault(ref)
-        for ref in refs:
-            evidence = self.lookup(kind, ref)
+                by_ref.setdefault(ref, []).append((row, before))
+        for ref, rows in by_ref.items():
+            evidence = self._build(kind, ref, rows)
             if evidence is not None:
                 yield evidence
 
-    def _records(self, kind: EvidenceKind, ref: str) -> tuple[list[StoredEvent], bool]:
+    def _build(
+        self, kind: EvidenceKind, ref: str, rows: list[tuple[Mapping[str, Any], str | None]]
+    ) -> Evidence | None:
+        """Evidence from its rows (each with its predecessor's chain hash), checked."""
         records, intact = [], True
-        for row, before in self.store.evidence_rows(ref, event_types=EVIDENCE_EVENTS[kind]):
+        for row, before in rows:
             try:
                 stored = from_row(row)
             except MalformedRow:
@@ -171,7 +166,18 @@ class EvidenceRegistry:
                 continue
             intact = intact and self._intact(stored, before)
             records.append(stored)
-        return records, intact
+        if not records:
+            return None
+        try:
+            evidence = fold(kind, records)
+        except MalformedEvidence:
+            return _untrusted(kind, ref, None)
+        if not intact:
+            return _untrusted(kind, ref, evidence)
+        if isinstance(evidence, Grant) and evidence.max_records is not None:
+            # Only a capped grant needs its usage, which grows with every access under it.
+            evidence = replace(evidence, records_used=self.store.records_read(ref))
+        return evidence
 
     def _intact(self, stored: StoredEvent, before: str | None) -> bool:
         """Whether the record's leaf, its link from ``before`` and its MAC all hold."""

@@ -30,7 +30,8 @@ class MalformedRow(ValueError):
     """A stored row cannot be read back as a record; the message says which column and why."""
 
 
-def _json(value: object, *, sort_keys: bool = False) -> str:
+def canonical_json(value: object, *, sort_keys: bool = False) -> str:
+    """The one JSON text form the log stores lists and attribute maps in."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
 
 
@@ -56,8 +57,8 @@ _CONVERTERS: dict[Kind, Callable[[Any], object] | None] = {
     Kind.UUID: str,
     Kind.TIME: to_micros,
     Kind.BOOL: int,
-    Kind.TEXT_LIST: lambda items: _json(list(items)),
-    Kind.ATTRIBUTES: lambda mapping: _json(dict(mapping), sort_keys=True),
+    Kind.TEXT_LIST: lambda items: canonical_json(list(items)),
+    Kind.ATTRIBUTES: lambda mapping: canonical_json(dict(mapping), sort_keys=True),
     Kind.INT: None,
     Kind.TEXT: None,
 }
@@ -140,7 +141,7 @@ def _loads(column: str, text: str, *, sort_keys: bool) -> object:
         value = json.loads(text, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as e:
         raise MalformedRow(f"{column} is not valid JSON (or repeats a key)") from e
-    if _json(value, sort_keys=sort_keys) != text:
+    if canonical_json(value, sort_keys=sort_keys) != text:
         raise MalformedRow(f"{column} is not in the writer's canonical JSON form")
     return value
 
