@@ -13,8 +13,16 @@ from typing import TYPE_CHECKING, Any, assert_type
 
 import pytest
 
-from accessaudit import AccessDenied, EventType, Gate, ReasonCode, access_context
-from tests.gatekit import Desk, accesses, agent, kinds, service
+from accessaudit import (
+    AccessDenied,
+    EventType,
+    Gate,
+    InvalidEvent,
+    Policy,
+    ReasonCode,
+    access_context,
+)
+from tests.gatekit import EXAMPLE_POLICY, Desk, accesses, agent, kinds, service
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Iterator
@@ -319,3 +327,21 @@ def test_a_broken_count_fails_the_access(
     with access_context(service()), pytest.raises((TypeError, ZeroDivisionError)):
         rows("acme")
     assert kinds(store)[-1] == "access.failed:allowed"
+
+
+def test_host_and_service_name_the_origin(store: SqlStore) -> None:
+    """A gate's host id and service name go into every record it writes."""
+    gate = Gate(store, Policy.load(EXAMPLE_POLICY), host="web-3", service="billing-api")
+    with access_context(service()):
+        _read(gate)("acme")
+    origins = {(s.event.origin_host, s.event.origin_service) for s in store.read()}
+    assert origins == {("web-3", "billing-api")}
+
+
+@pytest.mark.parametrize(("option", "value"), [("host", ""), ("service", "a\x00b"), ("host", 7)])
+def test_unusable_origin_names_are_refused_up_front(
+    store: SqlStore, option: str, value: object
+) -> None:
+    """An empty or non-text host id or service name fails when the gate is made."""
+    with pytest.raises(InvalidEvent, match=option):
+        Gate(store, Policy.load(EXAMPLE_POLICY), **{option: value})  # type: ignore[arg-type]

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from accessaudit._clock import to_iso
@@ -68,7 +67,7 @@ class GateSetup:
     timeout: float
     clock: Callable[[], datetime]
     service: str | None
-    host: str = field(default_factory=socket.gethostname)
+    host: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

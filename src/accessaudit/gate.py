@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import socket
 from collections.abc import Callable, Collection, Iterable, Mapping, Set
 from types import AsyncGeneratorType, GeneratorType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -50,7 +51,9 @@ class Gate:
     """Checks every protected read against ``policy`` and records it in ``store``.
 
     ``timeout`` (default: the store's) bounds the wait for each record's commit.
-    ``service`` names this application in every record's ``origin_service``.
+    ``service`` names this application in every record's ``origin_service``; ``host``
+    (default: the machine's host name) goes into ``origin_host``: give each host or container
+    a stable id when host names are not meaningful.
     """
 
     def __init__(
@@ -60,8 +63,17 @@ class Gate:
         *,
         timeout: float | None = None,
         service: str | None = None,
+        host: str | None = None,
         clock: Callable[[], datetime] = now_utc,
     ) -> None:
+        problems = [
+            problem
+            for name, value in (("service", service), ("host", host))
+            if value is not None
+            and (problem := check_text(name, value, MAX_IDENTIFIER_CHARS)) is not None
+        ]
+        if problems:  # found now, not as a failure of every call
+            raise InvalidEvent(problems)
         self.setup = GateSetup(
             store=store,
             policy=policy,
@@ -69,6 +81,7 @@ class Gate:
             timeout=store.timeout if timeout is None else timeout,
             clock=clock,
             service=service,
+            host=socket.gethostname() if host is None else host,
         )
 
     @property

@@ -1,14 +1,17 @@
 """The audit store on SQLite or PostgreSQL, through SQLAlchemy Core.
 
 Append-only by construction: there is no method that updates or deletes, and the database
-refuses both (see ``_schema``). Each append is one transaction that takes the chain's single
-serialisation point, reads the tail, seals the batch after it and commits before returning.
+refuses both (see ``_schema``). Each transaction takes the chain's single serialisation
+point, reads the tail, seals the new records after it and commits before any caller returns.
+Concurrent appends in one process share transactions (group commit, see ``_group``).
 """
 
 from __future__ import annotations
 
+import atexit
 import math
-import threading
+import os
+import weakref
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -34,7 +37,6 @@ from accessaudit.exceptions import (
     InvalidEvent,
     MacKeyError,
     StoreError,
-    StoreUnavailable,
 )
 from accessaudit.fields import EventType
 from accessaudit.integrity import seal_batch
@@ -55,6 +57,7 @@ from accessaudit.store._engine import (
     sqlite_path,
 )
 from accessaudit.store._errors import translated
+from accessaudit.store._group import GroupCommit
 from accessaudit.store._rows import MalformedRow, from_row, to_row
 from accessaudit.store._schema import (
     SQLITE_TRIGGERS,
@@ -73,6 +76,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CHAIN: Final = "main"
 DEFAULT_TIMEOUT: Final = 5.0
+DEFAULT_BATCH_MAX_RECORDS: Final = 500
 READ_BATCH: Final = 2000
 _ORDER = (events.c.seq, events.c.event_id)
 # Built once: constructing the self-join costs more than running it on SQLite.
@@ -104,6 +108,12 @@ class SqlStore:
     reads get ``timeout`` per round trip instead.
     With ``must_exist`` (the default) a SQLite URL must name an existing file, so a typo does
     not silently start an empty log.
+
+    Concurrent appends from threads of one process are written together, up to
+    ``batch_max_records`` events per transaction; each caller still returns only after its
+    own records are committed. A lone append is written at once. ``batch_max_wait``
+    (seconds, default 0) lets a transaction wait that long for more appends to join it:
+    more sharing under load, at the cost of that much latency for every append.
     """
 
     def __init__(
@@ -114,12 +124,26 @@ class SqlStore:
         chain_id: str = DEFAULT_CHAIN,
         timeout: float = DEFAULT_TIMEOUT,
         must_exist: bool = True,
+        batch_max_records: int = DEFAULT_BATCH_MAX_RECORDS,
+        batch_max_wait: float = 0.0,
     ) -> None:
         problem = check_text("chain_id", chain_id, 64)
         if problem is not None:
             raise InvalidEvent([problem])
         if not (math.isfinite(timeout) and timeout > 0):
             raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout}")
+        if isinstance(batch_max_records, bool) or not (
+            isinstance(batch_max_records, int) and batch_max_records >= 1
+        ):
+            raise ConfigurationError(
+                f"batch_max_records must be a whole number of records, 1 or more, "
+                f"got {batch_max_records!r}"
+            )
+        if not (math.isfinite(batch_max_wait) and 0 <= batch_max_wait < timeout):
+            raise ConfigurationError(
+                "batch_max_wait must be 0 or more seconds and less than the timeout "
+                f"({timeout:g}s), got {batch_max_wait}"
+            )
         self._url = parse_url(url)
         self.is_sqlite = self._url.get_backend_name() == "sqlite"
         if self.is_sqlite and sqlite_path(self._url).is_dir():
@@ -133,8 +157,12 @@ class SqlStore:
             )
         self.key, self.chain_id, self.timeout = key, chain_id, timeout
         self._engine = make_engine(self._url, timeout)
-        # In-process writers queue here instead of spinning on SQLite's busy handler.
-        self._local_writer = threading.Lock()
+        # In-process appends queue here and share transactions (instead of each spinning on
+        # SQLite's busy handler or queueing for PostgreSQL's chain lock with its own commit).
+        self._group = GroupCommit(
+            self._write_group, max_records=batch_max_records, max_wait=batch_max_wait
+        )
+        _live_stores.add(self)
 
     @property
     def url(self) -> str:
@@ -148,7 +176,11 @@ class SqlStore:
         self.close()
 
     def close(self) -> None:
-        """Release every pooled connection."""
+        """Let the appends in flight finish (within the timeout), then release every connection.
+
+        The store can still be used afterwards; it opens new connections as needed.
+        """
+        self._group.drain(self.timeout)
         self._engine.dispose()
 
     # -- schema ---------------------------------------------------------------------------
@@ -235,7 +267,7 @@ class SqlStore:
         if self.key is None:
             raise MacKeyError("appending needs the HMAC key; pass key=load_key()")
         try:
-            sealed = self._append(checked, self.key)
+            sealed = self._group.submit(checked, min(self.timeout, remaining(self.timeout)))
         except DuplicateEvent:
             with self._connection("checking for an earlier append of this batch") as conn:
                 earlier = find_stored(conn, self.chain_id, checked)
@@ -247,10 +279,19 @@ class SqlStore:
         emit_appended(sealed)
         return sealed
 
+    def _write_group(self, batches: list[list[AccessEvent]]) -> list[list[StoredEvent]]:
+        """Append several callers' batches in one transaction; each gets its own records back."""
+        assert self.key is not None  # append() checked before queueing  # noqa: S101
+        sealed = self._append([e for batch in batches for e in batch], self.key)
+        stored, start = [], 0
+        for batch in batches:
+            stored.append(sealed[start : start + len(batch)])
+            start += len(batch)
+        return stored
+
     def _append(self, batch: list[AccessEvent], key: MacKey) -> list[StoredEvent]:
         with (
             operation_deadline(self.timeout),
-            self._writer_slot(),
             self._connection("appending to the audit log", write=True) as conn,
         ):
             transaction = conn.begin()
@@ -303,20 +344,6 @@ class SqlStore:
             return nullcontext()
         socket = conn.connection.driver_connection.pgconn.socket  # type: ignore[union-attr]
         return socket_deadline(socket, seconds)
-
-    @contextmanager
-    def _writer_slot(self) -> Iterator[None]:
-        if not self.is_sqlite:  # PostgreSQL serialises in the database (advisory lock)
-            yield
-            return
-        if not self._local_writer.acquire(timeout=remaining(self.timeout)):
-            raise StoreUnavailable(
-                f"appending to the audit log: no write slot within {self.timeout:g}s"
-            )
-        try:
-            yield
-        finally:
-            self._local_writer.release()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -461,3 +488,25 @@ class SqlStore:
                 # Close the (server-side, on PostgreSQL) cursor before its connection, also
                 # when the caller stops reading early.
                 result.close()
+
+
+_live_stores: weakref.WeakSet[SqlStore] = weakref.WeakSet()
+
+
+def _close_live_stores() -> None:
+    # At exit: finish the appends in flight, then close connections cleanly (a PostgreSQL
+    # server otherwise logs each as an unexpected EOF).
+    for store in list(_live_stores):
+        with suppress(Exception):
+            store.close()
+
+
+def _drop_parent_connections() -> None:
+    # A forked child must not use (or close) the parent's sockets: forget the pool untouched
+    # and let the child open its own connections.
+    for store in list(_live_stores):
+        store._engine.dispose(close=False)
+
+
+atexit.register(_close_live_stores)
+os.register_at_fork(after_in_child=_drop_parent_connections)

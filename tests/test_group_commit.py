@@ -1,0 +1,272 @@
+"""Group commit: concurrent appends in one process share transactions, each caller its own.
+
+To make sharing deterministic, the first transaction is held at its COMMIT until the other
+callers have queued; everything else is real: real threads, real databases, real commits.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import event
+
+from accessaudit import (
+    ConfigurationError,
+    DuplicateEvent,
+    MacKey,
+    SqlStore,
+    StoreUnavailable,
+    verify_store,
+)
+from tests.strategies import make_event
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from accessaudit import AccessEvent, StoredEvent
+    from tests.conftest import Backend
+
+
+def _queued(store: SqlStore) -> int:
+    """Callers waiting for a transaction (peeks at the queue: the test's only private read)."""
+    return len(store._group._queue)
+
+
+@contextmanager
+def _commits(store: SqlStore, hold_first_until: Callable[[], bool] | None) -> Iterator[list[int]]:
+    """Count COMMITs on ``store``; hold the first one until ``hold_first_until()`` is true."""
+    counted: list[int] = []
+
+    def on_commit(_conn: Any) -> None:
+        counted.append(1)
+        if len(counted) == 1 and hold_first_until is not None:
+            while not hold_first_until():
+                time.sleep(0.002)
+
+    event.listen(store._engine, "commit", on_commit)
+    try:
+        yield counted
+    finally:
+        event.remove(store._engine, "commit", on_commit)
+
+
+def _in_threads(store: SqlStore, batches: list[list[AccessEvent]]) -> list[Any]:
+    """Append each batch from its own thread, the first one first; results or exceptions."""
+
+    def append(batch: list[AccessEvent]) -> Any:
+        try:
+            return store.append(batch)
+        except Exception as e:  # noqa: BLE001 - the test inspects what each caller got
+            return e
+
+    with ThreadPoolExecutor(len(batches)) as pool:
+        first = pool.submit(append, batches[0])
+        rest = [pool.submit(append, b) for b in batches[1:]]
+        return [first.result()] + [f.result() for f in rest]
+
+
+def _committed(backend: Backend, key: MacKey, stored: list[StoredEvent]) -> bool:
+    """Seen over a separate connection: these records are in the log, exactly as returned."""
+    with SqlStore(backend.url, key=key) as other:
+        ids = {str(s.event.event_id): s.seq for s in other.read()}
+    return all(ids.get(str(s.event.event_id)) == s.seq for s in stored)
+
+
+def test_waiting_callers_share_one_transaction(
+    backend: Backend, store: SqlStore, key: MacKey
+) -> None:
+    """Fifteen callers queued behind a commit are written by one transaction, in order."""
+    batches = [[make_event(request_id=f"r{i}")] for i in range(16)]
+    with _commits(store, hold_first_until=lambda: _queued(store) == 15) as commits:
+        results = _in_threads(store, batches)
+    assert len(commits) == 2
+    assert all(isinstance(r, list) for r in results)
+    seqs = sorted(r[0].seq for r in results)
+    assert seqs == list(range(1, 17))
+    for batch, result in zip(batches, results, strict=True):
+        assert result[0].event == batch[0]
+    assert _committed(backend, key, [r[0] for r in results])
+    assert verify_store(store, key).intact
+
+
+def test_callers_return_only_after_their_own_commit(
+    backend: Backend, store: SqlStore, key: MacKey
+) -> None:
+    """Each caller, on return, finds its records committed as seen from another connection."""
+    seen: list[bool] = []
+
+    def append_and_look(i: int) -> None:
+        stored = store.append([make_event(request_id=f"t{i}-{j}") for j in range(1 + i % 3)])
+        seen.append(_committed(backend, key, stored))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(append_and_look, range(24)))
+    assert seen == [True] * 24
+    rows = [dict(r) for r in store.rows()]
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    assert verify_store(store, key).intact
+
+
+def test_groups_are_bounded_by_batch_max_records(backend: Backend, key: MacKey) -> None:
+    """A bound of 4 records: 12 queued events take 3 transactions; a larger batch goes alone."""
+    with SqlStore(backend.url, key=key, batch_max_records=4, must_exist=False) as store:
+        store.create_schema()
+        batches = [[make_event()] for _ in range(13)]
+        with _commits(store, hold_first_until=lambda: _queued(store) == 12) as commits:
+            _in_threads(store, batches)
+        assert len(commits) == 1 + 3
+        with _commits(store, hold_first_until=None) as commits:
+            stored = store.append([make_event() for _ in range(9)])
+        assert len(commits) == 1
+        assert [s.seq for s in stored] == list(range(14, 23))
+
+
+def test_batch_max_wait_gathers_a_group(backend: Backend, key: MacKey) -> None:
+    """A leader allowed to wait takes a second caller into its transaction."""
+    with SqlStore(
+        backend.url, key=key, batch_max_records=2, batch_max_wait=4.0, must_exist=False
+    ) as store:
+        store.create_schema()
+        with _commits(store, hold_first_until=None) as commits:
+            results = _in_threads(store, [[make_event()], [make_event()]])
+        assert len(commits) == 1
+        assert sorted(r[0].seq for r in results) == [1, 2]
+
+
+def test_one_bad_batch_does_not_fail_its_group(store: SqlStore, key: MacKey) -> None:
+    """A batch reusing a stored event id fails alone; the others in its group are stored."""
+    (stored,) = store.append([make_event()])
+    reused = make_event(event_id=stored.event.event_id, request_id="something else")
+    batches = [[make_event()], [make_event()], [reused], [make_event()]]
+    with _commits(store, hold_first_until=lambda: _queued(store) == 3):
+        results = _in_threads(store, batches)
+    assert isinstance(results[2], DuplicateEvent)
+    good = [r for i, r in enumerate(results) if i != 2]
+    assert all(isinstance(r, list) for r in good)
+    assert store.count() == 4
+    assert verify_store(store, key).intact
+
+
+@pytest.mark.postgres
+def test_connection_killed_mid_batch_fails_the_group_and_the_chain_continues(
+    pg_backend: Backend, key: MacKey
+) -> None:
+    """A group's connection killed during its INSERT: all its callers fail, none is stored.
+
+    (pg_terminate_backend.) The next appends then continue the chain without a gap.
+    """
+    with SqlStore(pg_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+        inserts: list[int] = []
+
+        def kill_second_group(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.startswith("INSERT"):
+                inserts.append(1)
+                if len(inserts) == 2:  # the group of the seven queued callers
+                    pid = conn.connection.driver_connection.info.backend_pid
+                    pg_backend.sql("SELECT pg_terminate_backend(:pid)", pid=pid)
+
+        batches = [[make_event(request_id=f"k{i}")] for i in range(8)]
+        event.listen(store._engine, "before_cursor_execute", kill_second_group)
+        try:
+            with _commits(store, hold_first_until=lambda: _queued(store) == 7):
+                results = _in_threads(store, batches)
+        finally:
+            event.remove(store._engine, "before_cursor_execute", kill_second_group)
+        assert isinstance(results[0], list)
+        assert all(isinstance(r, StoreUnavailable) for r in results[1:])
+        assert store.count() == 2  # the first caller's record after the one before
+        again = store.append([make_event()])
+        assert again[0].seq == 3
+        assert verify_store(store, key).intact
+
+
+def test_a_caller_queued_past_its_deadline_gets_unavailable(backend: Backend, key: MacKey) -> None:
+    """Queued behind a transaction that takes too long, a caller gives up with nothing stored."""
+    with SqlStore(backend.url, key=key, timeout=1, must_exist=False) as store:
+        store.create_schema()
+        queued = threading.Event()
+        late = make_event(request_id="late")
+
+        def hold_until_queued_caller_gave_up() -> bool:
+            if _queued(store) == 1:
+                queued.set()
+            return queued.is_set() and _queued(store) == 0
+
+        with _commits(store, hold_first_until=hold_until_queued_caller_gave_up):
+            results = _in_threads(store, [[make_event()], [late]])
+        assert isinstance(results[1], StoreUnavailable)
+        assert "no write slot within 1s" in str(results[1])
+        stored_ids = {s.event.event_id for s in store.read()}
+        assert late.event_id not in stored_ids
+        assert store.append([late])[0].seq == store.count()  # and the chain goes on
+
+
+def test_close_finishes_the_append_in_flight(store: SqlStore, key: MacKey) -> None:
+    """close() waits for the group being written, so an append racing shutdown is kept."""
+    release = threading.Event()
+    with _commits(store, hold_first_until=release.is_set):
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(store.append, [make_event()])
+            while not store._group._leading:
+                time.sleep(0.002)
+            threading.Timer(0.2, release.set).start()
+            store.close()
+            assert pending.done()
+        assert pending.result()[0].seq == 1
+    assert store.count() == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_appends_with_its_own_queue(backend: Backend, key: MacKey) -> None:
+    """Forked while the parent's transaction is in flight, the child writes on its own."""
+    with SqlStore(backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])  # the parent's pool now holds a connection
+        release = threading.Event()
+        with _commits(store, hold_first_until=release.is_set), ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(store.append, [make_event(request_id="parent")])
+            while not store._group._leading:
+                time.sleep(0.002)
+            pid = os.fork()
+            if pid == 0:  # the child: the parent's leader thread does not exist here
+                code = 1
+                try:
+                    threading.Timer(0.3, release.set).start()
+                    store.append([make_event(request_id="child")])
+                    code = 0
+                finally:
+                    os._exit(code)
+            release.set()
+            pending.result()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        requests = [s.event.request_id for s in store.read()]
+        assert sorted(str(r) for r in requests[1:]) == ["child", "parent"]
+        assert verify_store(store, key).intact
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"batch_max_records": 0}, "batch_max_records must be a whole number"),
+        ({"batch_max_records": True}, "batch_max_records must be a whole number"),
+        ({"batch_max_records": 2.5}, "batch_max_records must be a whole number"),
+        ({"batch_max_wait": -1.0}, "batch_max_wait must be 0 or more"),
+        ({"batch_max_wait": 5.0}, "less than the timeout (5s)"),
+        ({"batch_max_wait": float("nan")}, "batch_max_wait must be 0 or more"),
+    ],
+)
+def test_batch_settings_are_checked(
+    tmp_path: Any, key: MacKey, options: dict[str, Any], words: str
+) -> None:
+    """Unusable batch settings are refused up front, naming the setting."""
+    with pytest.raises(ConfigurationError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        SqlStore(f"sqlite:///{tmp_path / 'a.db'}", key=key, must_exist=False, **options)
