@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from accessaudit import MacKey, SqlStore, verify_store
 from tests.strategies import make_event
-from tests.workers import append_from_threads
+from tests.workers import append_from_threads, gated_reads_from_threads
 
 if TYPE_CHECKING:
     from tests.conftest import Backend
@@ -57,6 +57,38 @@ def test_concurrent_writers_keep_one_gapless_chain(
         )
     for seqs in batches.values():  # a batch is one transaction: its records are adjacent
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    report = verify_store(store, key)
+    assert report.intact, report.findings
+
+
+@pytest.mark.slow
+def test_gated_hosts_share_one_gapless_chain(
+    backend: Backend, store: SqlStore, key: MacKey
+) -> None:
+    """Four "hosts" x four threads of gated reads: one chain, no gap, no fork, none lost.
+
+    Each host is a process with its own host id, store and group commit; on PostgreSQL they
+    meet at the chain's lock. Every call that returned has its allowed and completed records.
+    """
+    hosts, threads, calls = 4, 4, 15
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(hosts, mp_context=context) as pool:
+        futures = [
+            pool.submit(
+                gated_reads_from_threads, backend.url, key.secret.hex(), f"host-{h}", threads, calls
+            )
+            for h in range(hosts)
+        ]
+        assert [f.result() for f in futures] == [threads * calls] * hosts
+
+    rows = [dict(r) for r in store.rows()]
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    per_call = Counter((r["origin_host"], r["origin_pid"], r["request_id"]) for r in rows)
+    assert len(per_call) == hosts * threads * calls
+    assert set(per_call.values()) == {2}  # allowed + completed, each exactly once
+    kinds = Counter(r["event_type"] for r in rows)
+    assert kinds == {"access.allowed": len(per_call), "access.completed": len(per_call)}
+    assert {r["origin_host"] for r in rows} == {f"host-{h}" for h in range(hosts)}
     report = verify_store(store, key)
     assert report.intact, report.findings
 
