@@ -209,7 +209,9 @@ def test_a_caller_queued_past_its_deadline_gets_unavailable(backend: Backend, ke
         assert store.append([late])[0].seq == store.count()  # and the chain goes on
 
 
-def test_close_finishes_the_append_in_flight(store: SqlStore, key: MacKey) -> None:
+def test_close_finishes_the_append_in_flight(
+    backend: Backend, store: SqlStore, key: MacKey
+) -> None:
     """close() waits for the group being written, so an append racing shutdown is kept."""
     release = threading.Event()
     with _commits(store, hold_first_until=release.is_set):
@@ -219,7 +221,8 @@ def test_close_finishes_the_append_in_flight(store: SqlStore, key: MacKey) -> No
                 time.sleep(0.002)
             threading.Timer(0.2, release.set).start()
             store.close()
-            assert pending.done()
+            with SqlStore(backend.url, key=key) as other:
+                assert other.count() == 1  # committed before close() returned
         assert pending.result()[0].seq == 1
     assert store.count() == 1
 
