@@ -44,6 +44,7 @@ from accessaudit.log import emit_appended
 from accessaudit.store._append import (
     checked_batch,
     find_stored,
+    insert_rows,
     lock_chain,
     newest,
     read_tail,
@@ -300,7 +301,7 @@ class SqlStore:
                     lock_chain(conn, self.chain_id, self.timeout)
                 last_seq, last_hash = read_tail(conn, self.chain_id, key, len(batch))
                 sealed = seal_batch(self.chain_id, last_seq, last_hash, batch, key)
-                conn.execute(events.insert(), [to_row(s) for s in sealed])
+                insert_rows(conn, [to_row(s) for s in sealed])
             except BaseException:
                 # The original error is what matters; a rollback on a dead connection may
                 # fail too, and must not replace it.
