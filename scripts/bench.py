@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 from bench_baselines import leg_logging, leg_orm, leg_sqlite3
 from bench_dump import export_legs
 from bench_dump import run_reps as dump_reps
-from bench_export import build
 from bench_gated import leg_processes, leg_threads, pg_schema, server_version
+from bench_log import build
 from bench_micro import cpu_split
 from bench_report import render, targets
 from bench_threads import log_like_the_cli_to_devnull, structlog_quiet
@@ -161,19 +161,24 @@ def postgres_legs(results: dict[str, Any], key: MacKey, args: argparse.Namespace
         with pg_schema(args.postgres) as url:
             _leg(results, "accessaudit_postgres", str(t), leg_threads, url, key, reps, t, calls)
     shape = f"{args.procs}x{args.proc_threads}"
-    with pg_schema(args.postgres) as url:
-        _leg(
-            results,
-            "accessaudit_postgres_procs",
-            shape,
-            leg_processes,
-            url,
-            key,
-            reps,
-            calls,
-            procs=args.procs,
-            threads=args.proc_threads,
-        )
+    for family, sharded in (
+        ("accessaudit_postgres_procs", False),
+        ("accessaudit_postgres_shards", True),
+    ):
+        with pg_schema(args.postgres) as url:
+            _leg(
+                results,
+                family,
+                shape,
+                leg_processes,
+                url,
+                key,
+                reps,
+                calls,
+                procs=args.procs,
+                threads=args.proc_threads,
+                sharded=sharded,
+            )
 
 
 def _log(work: Path, name: str, events: int, key: MacKey, days: int) -> tuple[Path, float]:
@@ -184,7 +189,7 @@ def _log(work: Path, name: str, events: int, key: MacKey, days: int) -> tuple[Pa
 
 
 def dump_legs(results: dict[str, Any], work: Path, key: MacKey, args: argparse.Namespace) -> None:
-    """Export (with baselines D and E) and verify, on logs built by bench_export's builder."""
+    """Export (with baselines D and E) and verify, on logs built by bench_log.build."""
     key_hex = key.secret.hex()
     log = None
     if not args.skip_export:

@@ -45,9 +45,11 @@ TIMEOUT_S = 30.0
 CHILD_WAIT_S = 600.0
 
 
-def gated(url: str, key: MacKey) -> tuple[SqlStore, Callable[[str], list[dict[str, str]]]]:
+def gated(
+    url: str, key: MacKey, chain_id: str = "main"
+) -> tuple[SqlStore, Callable[[str], list[dict[str, str]]]]:
     """A store at ``url`` and ``read_contacts`` protected by a gate with the example policy."""
-    store = SqlStore(url, key=key, must_exist=False, timeout=TIMEOUT_S)
+    store = SqlStore(url, key=key, must_exist=False, timeout=TIMEOUT_S, chain_id=chain_id)
     gate = Gate(store, Policy.load(POLICY), service="bench")
     return store, gate.protect("crm.contacts")(read_contacts)
 
@@ -115,13 +117,14 @@ class ChildPlan:
     threads: int
     calls: int
     reps: int
+    chain_id: str
 
 
 def _process_main(plan: ChildPlan, start: Barrier, results: Queue[tuple[Any, ...]]) -> None:
     """One child: its own store and gate; each rep starts with the other children's."""
     try:
         log_like_the_cli_to_devnull()
-        store, read = gated(plan.url, MacKey(bytes.fromhex(plan.key_hex)))
+        store, read = gated(plan.url, MacKey(bytes.fromhex(plan.key_hex)), plan.chain_id)
         with store:
             for rep in range(plan.reps):
                 start.wait()
@@ -134,12 +137,13 @@ def _process_main(plan: ChildPlan, start: Barrier, results: Queue[tuple[Any, ...
 
 
 def leg_processes(
-    url: str, key: MacKey, reps: int, calls: int, *, procs: int, threads: int
+    url: str, key: MacKey, reps: int, calls: int, *, procs: int, threads: int, sharded: bool
 ) -> dict[str, Any]:
     """Gated reads from ``procs`` spawned processes x ``threads`` threads, on one empty log.
 
-    A rep's throughput is the sum of the processes' own rates; its latencies are all of
-    theirs together.
+    All processes append to one chain, or with ``sharded`` each to a chain of its own (so
+    they never wait for each other's chain lock: what shards would gain). A rep's throughput
+    is the sum of the processes' own rates; its latencies are all of theirs together.
     """
     with SqlStore(url, key=key, must_exist=False) as store:
         store.create_schema()
@@ -147,7 +151,8 @@ def leg_processes(
     start = spawn.Barrier(procs, timeout=CHILD_WAIT_S)
     results: Queue[tuple[Any, ...]] = spawn.Queue()
     plans = [
-        ChildPlan(url, key.secret.hex(), threads, share, reps) for share in shares(calls, procs)
+        ChildPlan(url, key.secret.hex(), threads, share, reps, f"shard-{i}" if sharded else "main")
+        for i, share in enumerate(shares(calls, procs))
     ]
     children = [spawn.Process(target=_process_main, args=(p, start, results)) for p in plans]
     for child in children:

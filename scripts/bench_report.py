@@ -15,6 +15,7 @@ BASELINE_KEYS = {letter: key for key, _, letter in CALL_LEGS if letter}
 POSTGRES_LEGS = (
     ("accessaudit_postgres", "accessaudit gated, PostgreSQL"),
     ("accessaudit_postgres_procs", "accessaudit gated, PostgreSQL"),
+    ("accessaudit_postgres_shards", "accessaudit gated, PG shards"),
 )
 EXPORT_LEGS = (
     ("accessaudit", "export_log, accessaudit", None),
