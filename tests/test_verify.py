@@ -12,12 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accessaudit import ConfigurationError, FindingCode, MacKey, SqlStore, verify_store
+from accessaudit import verify as verify_module
 from accessaudit.findings import ExpectedHead, VerifyReport
 from accessaudit.store._schema import events
 from tests import tampering
 from tests.strategies import make_event
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tests.conftest import Backend
 
 M, L, D = FindingCode.MODIFIED_RECORD, FindingCode.BROKEN_LINK, FindingCode.DUPLICATE_SEQ
@@ -375,3 +378,65 @@ def test_verify_while_writers_append_is_clean(store: SqlStore, key: MacKey) -> N
         writer.join()
     assert all(r.intact for r in reports), [r.findings for r in reports]
     assert verify_store(store, key).intact
+
+
+def _drop_seq_index(backend: Backend, _store: SqlStore) -> None:
+    backend.sql("DROP INDEX accessaudit_events_chain_seq")
+
+
+PARALLEL_CASES: dict[str, list[Callable[[Backend, SqlStore], object]]] = {
+    "untouched": [],
+    "edit in the worker's half": [lambda b, s: tampering.set_column(b, 5, "purpose", "x")],
+    "edit at the boundary": [lambda b, s: tampering.set_column(b, 4, "purpose", "x")],
+    "boundary row deleted": [lambda b, s: tampering.delete_seq(b, 4)],
+    "row deleted in the worker's half": [lambda b, s: tampering.delete_seq(b, 6)],
+    "recomputed without the key": [lambda b, s: tampering.rewrite_without_key(b, s, 3, "x")],
+    "duplicate in the worker's half": [
+        _drop_seq_index,
+        lambda b, s: tampering.insert_row(b, tampering.forged_copy(s, 3, 6)),
+    ],
+    "forged tail": [lambda b, s: tampering.insert_row(b, tampering.forged_copy(s, 2, 9))],
+}
+
+
+@pytest.mark.parametrize("case", PARALLEL_CASES)
+def test_parallel_verify_reports_what_the_serial_one_does(
+    backend: Backend, store: SqlStore, key: MacKey, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """Checking the second half of a chain in a worker process changes nothing in the report."""
+    _chain(store, 8)
+    honest = {row["seq"]: row["chain_hash"] for row in store.rows()}
+    heads = [ExpectedHead("main", 6, str(honest[6])), ExpectedHead("main", 7, "ab" * 32)]
+    backend.drop_guards()
+    for tamper in PARALLEL_CASES[case]:
+        tamper(backend, store)
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_ROWS", 1)
+    for mac_key in (key, None):
+        serial = verify_store(store, mac_key, expected_heads=heads, workers=1)
+        assert verify_store(store, mac_key, expected_heads=heads, workers=2) == serial
+
+
+def test_parallel_verify_without_a_worker_checks_everything_itself(
+    store: SqlStore, key: MacKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the worker process cannot even start, verify checks the whole chain alone."""
+    _chain(store, 8)
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr("sys.executable", "/nonexistent/python")
+    report = verify_store(store, key, workers=2)
+    assert report == verify_store(store, key, workers=1)
+    assert report.chains[0].rows == 8
+
+
+def test_parallel_verify_ignores_a_run_that_does_not_join_its_half(
+    store: SqlStore, key: MacKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's clean run counts only if it starts from the hash the main check ends on."""
+    _chain(store, 8)
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr("sys.executable", "/nonexistent/python")
+    lie = ("ab" * 32, 8, "cd" * 32, 4)  # "seq 5..8 are clean", from a hash not at seq 4
+    monkeypatch.setattr(verify_module._Worker, "result", lambda _self, wait: lie)
+    report = verify_store(store, key, workers=2)
+    assert report == verify_store(store, key, workers=1)
+    assert report.chains[0].head_hash != "cd" * 32

@@ -2,8 +2,8 @@
 
 One row of the export is one stored record. Columns carry analyst-friendly Arrow types
 (timestamps, lists, booleans); ``attributes`` stays the canonical JSON text the log stores,
-because its values are of mixed types. ``to_arrow_row`` and ``to_db_row`` convert between a
-database row (``store._rows`` form) and an export row, so the verifier can check an export
+because its values are of mixed types. ``to_arrow_table`` and ``to_db_row`` convert between
+database rows (``store._rows`` form) and an export row, so the verifier can check an export
 with exactly the code that checks the database.
 """
 
@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any, Final
 import pyarrow as pa
 
 from accessaudit._clock import to_micros
+from accessaudit._row_encoding import plain_text_list
 from accessaudit.fields import EVENT_FIELDS, Kind
 from accessaudit.store._rows import canonical_json
 from accessaudit.store._schema import column_name
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 EXPORT_FORMAT: Final = "accessaudit.export.v1"
 
@@ -71,21 +72,49 @@ def schema_document() -> dict[str, Any]:
     }
 
 
-def to_arrow_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """An export row from a database row that ``store._rows.from_row`` accepted."""
-    out: dict[str, Any] = {name: row[name] for name in ("chain_id", "seq", "record_version")}
-    for spec in EVENT_FIELDS:
-        value = row[column_name(spec.name)]
-        if value is not None and spec.kind is Kind.TEXT_LIST:
-            value = json.loads(value)
-        elif value is not None and spec.kind is Kind.BOOL:
-            value = bool(value)
-        elif value is not None and spec.kind is Kind.TIME:
-            value = int(value)  # microseconds; the column type makes it a timestamp
-        out[spec.name] = value
-    for name in ("leaf_hash", "chain_hash", "mac", "mac_key_id"):
-        out[name] = row[name]
-    return out
+def to_arrow_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> pa.Table:
+    """Export rows from database rows that ``store._rows.from_row`` accepted.
+
+    ``rows`` are tuples of the values of ``columns``; they are converted column by column.
+    """
+    by_name = dict(zip(columns, zip(*rows, strict=True), strict=True))
+    arrays = []
+    for spec in _EXPORTED:
+        values: Sequence[Any] = by_name[spec[1]]
+        kind = spec[2]
+        if kind is Kind.TEXT_LIST:
+            values = _text_lists(values)
+        elif kind is Kind.BOOL:  # stored as 0 and 1, which Arrow will not take as booleans
+            values = [None if v is None else bool(v) for v in values]
+        # Timestamps stay integer microseconds: the column type makes them timestamps.
+        arrays.append(pa.array(values, type=EXPORT_SCHEMA.field(spec[0]).type))
+    return pa.Table.from_arrays(arrays, schema=EXPORT_SCHEMA)
+
+
+#: Each export column: its name, the database column it comes from, and its field's kind.
+_EXPORTED: Final[tuple[tuple[str, str, Kind | None], ...]] = (
+    ("chain_id", "chain_id", None),
+    ("seq", "seq", None),
+    ("record_version", "record_version", None),
+    *((spec.name, column_name(spec.name), spec.kind) for spec in EVENT_FIELDS),
+    *((name, name, None) for name in ("leaf_hash", "chain_hash", "mac", "mac_key_id")),
+)
+
+
+def _text_lists(texts: Sequence[str | None]) -> list[list[str] | None]:
+    """Stored JSON text lists as lists, each distinct text parsed once."""
+    parsed: dict[str, list[str]] = {}
+    lists: list[list[str] | None] = []
+    for text in texts:
+        if text is None:
+            lists.append(None)
+            continue
+        items = parsed.get(text)
+        if items is None:
+            items = plain_text_list(text)
+            items = parsed[text] = json.loads(text) if items is None else items
+        lists.append(items)
+    return lists
 
 
 def to_db_row(row: Mapping[str, Any]) -> dict[str, Any]:

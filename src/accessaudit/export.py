@@ -30,23 +30,24 @@ import os
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from jsonschema import Draft202012Validator
 
-from accessaudit._arrow import EXPORT_FORMAT, EXPORT_SCHEMA, to_arrow_row, to_db_row
-from accessaudit._clock import from_micros, now_utc, to_iso
+from accessaudit._arrow import EXPORT_FORMAT, to_arrow_table, to_db_row
+from accessaudit._chain import check_chain, stored_rows
+from accessaudit._clock import EPOCH, now_utc, to_iso
 from accessaudit._self_audit import record_log_read
 from accessaudit.exceptions import ConfigurationError, IntegrityError
 from accessaudit.fields import EventType
 from accessaudit.findings import ExpectedHead, Finding, FindingCode, VerifyReport
 from accessaudit.integrity import GENESIS_HASH
-from accessaudit.verify import check_chain
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
     from accessaudit.keys import MacKey
@@ -58,6 +59,7 @@ _TEMP_PREFIX: Final = ".accessaudit-tmp-"
 _LOCK: Final = ".accessaudit-lock"
 _FILE_NAME = re.compile(r"(?P<chain>[A-Za-z0-9_.-]+)-(?P<first>\d{12})-(?P<last>\d{12})\.parquet")
 _DAY_DIR = re.compile(r"day=\d{4}-\d{2}-\d{2}")
+_DAY_US: Final = 86_400_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,39 +320,43 @@ class _Pending:
 class _Writer:
     """Collects checked rows into day runs and writes each run as a temporary file."""
 
-    def __init__(self, out: Path, chain_id: str) -> None:
-        self.out, self.chain_id = out, chain_id
-        self.pending: list[_Pending] = []
-        # Column lists, not row dicts: a file's worth of rows costs far less memory.
-        self.columns: dict[str, list[Any]] = {name: [] for name in EXPORT_SCHEMA.names}
-        self.count = 0
-        self.day: str | None = None
+    def __init__(
+        self, out: Path, chain_id: str, columns: Sequence[str], pending: list[_Pending]
+    ) -> None:
+        self.out, self.chain_id, self.columns = out, chain_id, tuple(columns)
+        self.pending = pending  # the caller's: it discards them if anything goes wrong
+        # The rows as read, converted column by column when a file is written.
+        self.rows: list[Sequence[Any]] = []
+        self.day: int | None = None  # days since 1970-01-01, UTC
         self.broken = False
+        self.micros_at = self.columns.index("occurred_at_us") if "occurred_at_us" in columns else -1
 
-    def add(self, row: Mapping[str, Any]) -> None:
+    def add(self, row: Sequence[Any]) -> None:
         # The checker parses and checks every row strictly; a row it rejects stops the
         # export, so here a row that will not even convert is only noted.
-        try:
-            day = from_micros(int(row["occurred_at_us"])).strftime("%Y-%m-%d")
-            converted = to_arrow_row(row)
-        except (KeyError, TypeError, ValueError, OverflowError):
+        micros = row[self.micros_at] if self.micros_at >= 0 else None
+        if type(micros) is not int:
             self.broken = True
             return
-        if self.count and (day != self.day or self.count >= ROWS_PER_FILE):
+        day = micros // _DAY_US
+        if self.rows and (day != self.day or len(self.rows) >= ROWS_PER_FILE):
             self.flush()
         self.day = day
-        for name, values in self.columns.items():
-            values.append(converted[name])
-        self.count += 1
+        self.rows.append(row)
 
     def flush(self) -> None:
-        if not self.count:
+        if not self.rows:
             return
-        seqs, hashes = self.columns["seq"], self.columns["chain_hash"]
-        first, last = seqs[0], seqs[-1]
+        rows, self.rows = self.rows, []
+        try:
+            table = to_arrow_table(self.columns, rows)
+            day = (EPOCH + timedelta(days=self.day or 0)).strftime("%Y-%m-%d")
+        except (KeyError, TypeError, ValueError, OverflowError, pa.ArrowException):
+            self.broken = True
+            return
+        first, last = table["seq"][0].as_py(), table["seq"][-1].as_py()
         name = f"{_chain_token(self.chain_id)}-{first:012d}-{last:012d}.parquet"
         temp = self.out / f"{_TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
-        table = pa.Table.from_pydict(self.columns, schema=EXPORT_SCHEMA)
         # Pinned options: the same range exports to the same bytes.
         pq.write_table(
             table,
@@ -362,13 +368,12 @@ class _Writer:
         )
         with temp.open("rb") as handle:
             os.fsync(handle.fileno())
+        end_chain_hash = table["chain_hash"][-1].as_py()
         self.pending.append(
             _Pending(
-                temp, f"day={self.day}/{name}", self.chain_id, first, last, self.count, hashes[-1]
+                temp, f"day={day}/{name}", self.chain_id, first, last, len(rows), end_chain_hash
             )
         )
-        self.columns = {name: [] for name in EXPORT_SCHEMA.names}
-        self.count = 0
 
 
 def _sha256(path: Path) -> str:
@@ -438,29 +443,32 @@ def _write_range(
 ) -> list[_Pending]:
     """Write one chain's new records as temporary files, checking them as they stream."""
     first, last, previous = span
-    writer = _Writer(out, chain)
-
-    def feed() -> Iterator[Mapping[str, Any]]:
-        for row in store.rows(chain, start_seq=first, end_seq=last):
-            writer.add(row)
-            counter.step()
-            yield row
-
+    pending: list[_Pending] = []
     try:
-        _, findings = check_chain(chain, feed(), key, after=(first - 1, previous))
-        writer.flush()
+        with stored_rows(store, chain, start_seq=first, end_seq=last) as (columns, rows):
+            writer = _Writer(out, chain, columns, pending)
+
+            def feed(writer: _Writer = writer) -> Iterator[Sequence[Any]]:
+                for row in rows:
+                    writer.add(row)
+                    counter.step()
+                    yield row
+
+            after = (first - 1, previous)
+            _, findings = check_chain(chain, feed(), key, after=after, columns=columns)
+            writer.flush()
     except BaseException:
-        _discard(writer.pending)
+        _discard(pending)
         raise
     if findings or writer.broken:
-        _discard(writer.pending)
+        _discard(pending)
         worst = findings[0] if findings else None
         what = f"{worst.code.value} at seq {worst.where}" if worst else "a malformed row"
         raise IntegrityError(
             f"refusing to export chain {chain} seq {first}..{last}: {what} "
             f"({len(findings)} finding(s)); run `accessaudit verify` and investigate"
         )
-    return writer.pending
+    return pending
 
 
 def _publish(out: Path, pending: list[_Pending]) -> list[ExportedFile]:

@@ -38,13 +38,22 @@ _LINK_PREFIX: Final = b"accessaudit/link/v1\x00"
 
 def leaf_hash(chain_id: str, seq: int, event: AccessEvent) -> str:
     """Hex SHA-256 of the record's canonical encoding, with the leaf domain prefix."""
-    return hashlib.sha256(b"\x00" + encode(chain_id, seq, event)).hexdigest()
+    return leaf_digest(encode(chain_id, seq, event)).hex()
 
 
 def link_hash(previous_chain_hash: str, leaf: str) -> str:
     """Hex chain hash of a record whose leaf hash is ``leaf``, following ``previous_chain_hash``."""
-    data = _LINK_PREFIX + bytes.fromhex(previous_chain_hash) + bytes.fromhex(leaf)
-    return hashlib.sha256(data).hexdigest()
+    return link_digest(bytes.fromhex(previous_chain_hash), bytes.fromhex(leaf)).hex()
+
+
+def leaf_digest(encoded: bytes) -> bytes:
+    """``leaf_hash`` as raw bytes, from the record's canonical encoding."""
+    return hashlib.sha256(b"\x00" + encoded).digest()
+
+
+def link_digest(previous: bytes, leaf: bytes) -> bytes:
+    """``link_hash`` as raw bytes, from the raw previous chain hash and leaf hash."""
+    return hashlib.sha256(_LINK_PREFIX + previous + leaf).digest()
 
 
 def seal_batch(

@@ -14,14 +14,19 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from accessaudit.exceptions import MacKeyError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 KEY_ENV: Final = "ACCESSAUDIT_HMAC_KEY"
 KEY_FILE_ENV: Final = "ACCESSAUDIT_KEY_FILE"
 DEFAULT_KEY_FILE: Final = Path("accessaudit.key")
 KEY_BYTES: Final = 32
+_MAC_DOMAIN: Final = b"accessaudit/mac/v1\x00"
+_SHA256_BLOCK: Final = 64
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -44,8 +49,31 @@ class MacKey:
 
     def seal(self, chain_hash: str) -> str:
         """The MAC of one chain link, as hex."""
-        message = b"accessaudit/mac/v1\x00" + bytes.fromhex(chain_hash)
+        message = _MAC_DOMAIN + bytes.fromhex(chain_hash)
         return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+
+    def link_sealer(self) -> Callable[[bytes], bytes]:
+        """``seal`` for checking many links: a raw chain hash in, the raw MAC out.
+
+        The same HMAC-SHA-256 (RFC 2104), with the key's pads and the MAC's domain prefix
+        hashed once up front, so each link costs two hash continuations instead of a new
+        HMAC (which is most of a MAC's cost for a 32-byte message).
+        """
+        secret = self.secret
+        if len(secret) > _SHA256_BLOCK:
+            secret = hashlib.sha256(secret).digest()
+        secret = secret.ljust(_SHA256_BLOCK, b"\x00")
+        inner = hashlib.sha256(bytes(b ^ 0x36 for b in secret) + _MAC_DOMAIN)
+        outer = hashlib.sha256(bytes(b ^ 0x5C for b in secret))
+
+        def seal(chain_hash: bytes) -> bytes:
+            inner_hash = inner.copy()
+            inner_hash.update(chain_hash)
+            outer_hash = outer.copy()
+            outer_hash.update(inner_hash.digest())
+            return outer_hash.digest()
+
+        return seal
 
     def seal_manifest(self, digest: str) -> str:
         """The MAC of an export manifest's SHA-256 digest (its own domain), as hex."""

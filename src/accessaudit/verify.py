@@ -1,226 +1,35 @@
-"""Verification of a chain: every leaf, link, MAC and position, every finding reported.
+"""Verification of a store: each chain checked by ``_chain.check_chain``, every finding reported.
 
-``check_chain`` is pure: it takes raw rows in (seq, event_id) order and returns findings, so
-the same code checks a live store and, later, an exported copy. ``verify_store`` streams each
-chain of a store through it with bounded memory. Runs of the same finding at consecutive
-positions (every MAC after a recomputed edit, every row under the wrong key) are reported as
-one finding covering ``seq..last_seq``, so the report stays small whatever the damage.
+``verify_store`` streams each chain of a store through the checker with bounded memory. A
+long chain's second half can be checked in a second process at the same time (see
+"checking a long chain in two processes" below); the report is the same either way.
 """
 
 from __future__ import annotations
 
-import hmac
-import itertools
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
+from accessaudit._chain import ChainChecker, check_chain, stored_rows
 from accessaudit.exceptions import ConfigurationError
-from accessaudit.findings import (
-    ChainSummary,
-    ExpectedHead,
-    Finding,
-    FindingCode,
-    VerifyReport,
-)
-from accessaudit.integrity import GENESIS_HASH, is_digest, leaf_hash, link_hash
-from accessaudit.store._rows import MalformedRow, from_row
+from accessaudit.findings import ExpectedHead, Finding, FindingCode, VerifyReport
+from accessaudit.integrity import is_digest
+from accessaudit.store import SqlStore
 
 if TYPE_CHECKING:
-    from accessaudit.events import StoredEvent
+    from collections.abc import Iterable, Mapping
+
+    from accessaudit.findings import ChainSummary
     from accessaudit.keys import MacKey
     from accessaudit.store import AuditStore
 
-Row = Mapping[str, Any]
-_RUNS = {
-    FindingCode.MALFORMED_ROW,
-    FindingCode.MODIFIED_RECORD,
-    FindingCode.BROKEN_LINK,
-    FindingCode.BAD_MAC,
-    FindingCode.UNKNOWN_KEY,
-    FindingCode.DUPLICATE_SEQ,
-    FindingCode.UNEXPECTED_RECORD,
-}
-
-
-def _parse(row: Row) -> StoredEvent | MalformedRow:
-    try:
-        return from_row(row)
-    except MalformedRow as e:
-        return e
-    except Exception as e:  # noqa: BLE001 - any unreadable row is a finding, never a crash
-        return MalformedRow(f"cannot be read: {type(e).__name__}: {e}")
-
-
-def _seq_of(row: Row) -> object:
-    return row.get("seq")
-
-
-class _ChainChecker:
-    def __init__(
-        self,
-        chain_id: str,
-        key: MacKey | None,
-        heads: Iterable[ExpectedHead],
-        after: tuple[int, str] | None = None,
-    ) -> None:
-        self.summary = ChainSummary(chain_id)
-        self.key = key
-        self.heads = {head.seq: head.chain_hash for head in heads}
-        self.findings: list[Finding] = []
-        start_seq, start_hash = after or (0, GENESIS_HASH)
-        self.expected = start_seq + 1
-        self.last_seen = start_seq  # highest position present, readable or not
-        self.previous: str | None = start_hash  # None: predecessor unknown (after a gap)
-
-    def add(
-        self,
-        code: FindingCode,
-        seq: int | None,
-        detail: str,
-        row: Row | None = None,
-        last_seq: int | None = None,
-    ) -> None:
-        last = self.findings[-1] if self.findings else None
-        if (
-            code in _RUNS
-            and last is not None
-            and seq is not None
-            and (last.code, last.detail) == (code, detail)
-            and (last.last_seq or last.seq) == seq - 1
-        ):
-            self.findings[-1] = Finding(code, last.chain_id, last.seq, detail, None, seq)
-            return
-        event_id = None if row is None else row.get("event_id")
-        shown = None if event_id is None else str(event_id)
-        self.findings.append(Finding(code, self.summary.chain_id, seq, detail, shown, last_seq))
-
-    def group(self, seq: object, rows: Iterator[Row]) -> None:
-        """Check all rows claiming one position; memory stays constant however many."""
-        if isinstance(seq, bool) or not isinstance(seq, int):
-            count, first = self._drain(rows)
-            detail = f"{count} row(s) hold seq {seq!r:.40}, not a number"
-            self.add(FindingCode.MALFORMED_ROW, None, detail, first)
-            return
-        if seq < self.expected:  # only seq < 1 can sort before what we expect
-            count, first = self._drain(rows)
-            self.add(FindingCode.UNEXPECTED_RECORD, seq, f"{count} row(s) at seq below 1", first)
-            return
-        if seq > self.expected:
-            missing = f"records {self.expected}..{seq - 1} are missing ({seq - self.expected})"
-            self.add(FindingCode.MISSING_RECORD, self.expected, missing, last_seq=seq - 1)
-            self.previous = None
-        self.last_seen = seq
-        member, parsed, extras, first_extra = self._pick_member(rows)
-        if extras:
-            detail = f"{extras} other row(s) also claim this seq"
-            self.add(FindingCode.DUPLICATE_SEQ, seq, detail, first_extra)
-        self._check(seq, member, parsed)
-        self.expected = seq + 1
-
-    def _drain(self, rows: Iterator[Row]) -> tuple[int, Row]:
-        first = next(rows)
-        count = 1 + sum(1 for _ in rows)
-        self.summary.rows += count
-        return count, first
-
-    def _pick_member(
-        self, rows: Iterator[Row]
-    ) -> tuple[Row, StoredEvent | MalformedRow, int, Row | None]:
-        """Of the rows sharing a seq, the one that best continues the chain.
-
-        Returns it, its parse, how many others there were, and the first of those. A row
-        whose MAC verifies beats one that merely links: a forger can recompute hashes but
-        not MACs.
-        """
-        member = next(rows)
-        parsed = _parse(member)
-        self.summary.rows += 1
-        score: tuple[bool, bool] | None = None  # computed only if there is a rival
-        extras, first_extra = 0, None
-        for rival in rows:
-            self.summary.rows += 1
-            extras += 1
-            rival_parsed = _parse(rival)
-            score = self._score(parsed) if score is None else score
-            rival_score = self._score(rival_parsed)
-            displaced = rival
-            if rival_score > score:
-                displaced = member
-                member, parsed, score = rival, rival_parsed, rival_score
-            first_extra = first_extra or displaced
-        return member, parsed, extras, first_extra
-
-    def _score(self, parsed: StoredEvent | MalformedRow) -> tuple[bool, bool]:
-        if isinstance(parsed, MalformedRow):
-            return False, False
-        mac_ok = self.key is not None and (
-            parsed.mac_key_id == self.key.key_id
-            and hmac.compare_digest(self.key.seal(parsed.chain_hash), parsed.mac)
-        )
-        return mac_ok, self._links(parsed) and self._leaf_ok(parsed)
-
-    def _leaf_ok(self, stored: StoredEvent) -> bool:
-        return leaf_hash(stored.chain_id, stored.seq, stored.event) == stored.leaf_hash
-
-    def _links(self, stored: StoredEvent) -> bool:
-        return (
-            self.previous is None or link_hash(self.previous, stored.leaf_hash) == stored.chain_hash
-        )
-
-    def _check(self, seq: int, row: Row, parsed: StoredEvent | MalformedRow) -> None:
-        if isinstance(parsed, MalformedRow):
-            self.add(FindingCode.MALFORMED_ROW, seq, str(parsed)[:300], row)
-            chain_hash = row.get("chain_hash")
-            self.previous = chain_hash if is_digest(chain_hash) else None
-        else:
-            self._check_seals(seq, row, parsed)
-            self.previous = chain_hash = parsed.chain_hash
-            self.summary.head_seq, self.summary.head_hash = seq, chain_hash
-        expected_hash = self.heads.get(seq)
-        if expected_hash is not None and expected_hash != row.get("chain_hash"):
-            self.add(FindingCode.HEAD_MISMATCH, seq, "differs from the expected head", row)
-
-    def _check_seals(self, seq: int, row: Row, parsed: StoredEvent) -> None:
-        if not self._leaf_ok(parsed):
-            self.add(FindingCode.MODIFIED_RECORD, seq, "fields do not match the leaf hash", row)
-        if not self._links(parsed):
-            self.add(FindingCode.BROKEN_LINK, seq, "chain hash does not follow seq - 1", row)
-        if self.key is None:
-            return
-        if parsed.mac_key_id != self.key.key_id:
-            detail = (
-                f"sealed by key {parsed.mac_key_id}, not by the key given ({self.key.key_id}): "
-                "a wrong key file, or the chain was resealed with another key"
-            )
-            self.add(FindingCode.UNKNOWN_KEY, seq, detail, row)
-        elif not hmac.compare_digest(self.key.seal(parsed.chain_hash), parsed.mac):
-            self.add(FindingCode.BAD_MAC, seq, "MAC does not match the chain hash", row)
-
-    def finish(self) -> None:
-        if self.heads and max(self.heads) > self.last_seen:
-            expected = max(self.heads)
-            detail = f"chain ends at seq {self.last_seen}, expected at least {expected}"
-            self.add(FindingCode.TRUNCATED, expected, detail)
-
-
-def check_chain(
-    chain_id: str,
-    rows: Iterable[Row],
-    key: MacKey | None,
-    expected_heads: Iterable[ExpectedHead] = (),
-    *,
-    after: tuple[int, str] | None = None,
-) -> tuple[ChainSummary, list[Finding]]:
-    """Check rows of one chain, given in (seq, event_id) order; MACs only if ``key`` is given.
-
-    ``after`` = (seq, chain hash) checks a continuation: the rows must start at ``seq + 1``
-    and link from that hash (an incremental export continuing the last one).
-    """
-    checker = _ChainChecker(chain_id, key, expected_heads, after)
-    for seq, group in itertools.groupby(rows, key=_seq_of):
-        checker.group(seq, group)
-    checker.finish()
-    return checker.summary, checker.findings
+__all__ = ["PARALLEL_MIN_ROWS", "check_chain", "stored_rows", "verify_store"]
 
 
 def verify_store(
@@ -229,6 +38,7 @@ def verify_store(
     *,
     chain_id: str | None = None,
     expected_heads: Iterable[ExpectedHead] = (),
+    workers: int | None = None,
 ) -> VerifyReport:
     """Verify one chain, or every chain of ``store``; ``key=None`` skips the MAC checks.
 
@@ -236,6 +46,10 @@ def verify_store(
     longer reaches one (or reaches it with another hash) is reported, as is a named chain
     that has vanished altogether. Asking for a chain that is neither in the log nor among
     the expected heads is a ``ConfigurationError``, not a clean report.
+
+    ``workers=2`` checks the second half of a long chain (``PARALLEL_MIN_ROWS`` or more, on
+    a ``SqlStore``) in a second process at the same time; ``1`` never does; None (the
+    default) does when the machine has a second core. The report is the same either way.
     """
     heads = list(expected_heads)
     present = store.chains()
@@ -253,7 +67,13 @@ def verify_store(
     chains = [chain_id] if chain_id else sorted(set(present) | {h.chain_id for h in heads})
     for chain in chains:
         own_heads = [h for h in heads if h.chain_id == chain]
-        summary, findings = check_chain(chain, store.rows(chain), key, own_heads)
+        split = _split_point(store, chain, workers)
+        if split is None:
+            with stored_rows(store, chain) as (columns, rows):
+                summary, findings = check_chain(chain, rows, key, own_heads, columns=columns)
+        else:
+            assert isinstance(store, SqlStore)  # noqa: S101 - _split_point made sure
+            summary, findings = _check_in_two(store, chain, key, own_heads, split)
         report.chains.append(summary)
         report.findings.extend(findings)
     if chain_id is None:
@@ -271,3 +91,126 @@ def verify_store(
                 )
             )
     return report
+
+
+# -- checking a long chain in two processes ---------------------------------------------------
+#
+# The main process checks seq 1..m as usual while a worker process checks m+1..H (H the head
+# when verify started) with the fast path alone, starting from the chain hash stored at m,
+# and stops at the first row that is not a lone, well-formed row passing every check. It
+# reports how far it got: its clean run. The main process then takes that run as checked
+# only if the chain hash it arrived at, at m, is the one the worker started from (the
+# boundary link), and checks everything after the run itself. A run the main process
+# cannot take is checked again, serially: damage costs time, never a finding. The worker
+# finds nothing: it only vouches for rows the serial check would have passed in silence.
+
+#: Chains shorter than this are checked in one process: a worker costs a fresh interpreter.
+PARALLEL_MIN_ROWS: Final = 200_000
+
+
+def _split_point(store: AuditStore, chain_id: str, workers: int | None) -> tuple[int, int] | None:
+    """(m, H) to check seq m+1..H in a worker, or None to check the chain serially."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if workers == 1 or (workers is None and (cores or 1) < 2):
+        return None
+    if not isinstance(store, SqlStore):
+        return None
+    head = store.head(chain_id)
+    if head is None or head.seq < PARALLEL_MIN_ROWS:
+        return None
+    # Ranges are cut by seq, so every seq must be an integer for the halves to cover all.
+    if store.count_odd_seqs(chain_id):
+        return None
+    return head.seq // 2, head.seq
+
+
+def _check_in_two(
+    store: SqlStore,
+    chain_id: str,
+    key: MacKey | None,
+    heads: list[ExpectedHead],
+    split: tuple[int, int],
+) -> tuple[ChainSummary, list[Finding]]:
+    middle = split[0]
+    task = {
+        "url": store.secret_url(),
+        "timeout": store.timeout,
+        "chain_id": chain_id,
+        "key": None if key is None else key.secret.hex(),
+        "span": split,
+        "heads": [[h.seq, h.chain_hash] for h in heads],
+    }
+    started = time.monotonic()
+    with _Worker(task) as worker:
+        checker = ChainChecker(chain_id, key, heads, columns=None)
+        with stored_rows(store, chain_id, end_seq=middle) as (columns, rows):
+            checker.check_rows(rows, columns)
+        # The worker has as much to do; one much slower is stuck, and its half is redone.
+        run = worker.result(wait=max(60.0, 3 * (time.monotonic() - started)))
+    resume = middle
+    if run is not None:
+        start_hash, last, last_hash, count = run
+        boundary_holds = checker.expected == middle + 1 and checker.previous == start_hash
+        if count and boundary_holds:
+            checker.take_clean_run(last, last_hash, count)
+            resume = last
+    with stored_rows(store, chain_id, start_seq=resume + 1) as (columns, rows):
+        checker.check_rows(rows, columns)
+    checker.finish()
+    return checker.summary, checker.findings
+
+
+class _Worker:
+    """``python -m accessaudit._verify_worker``, given its task on stdin.
+
+    On stdin, so the key and the database password stay off the command line; its clean
+    run comes back as JSON on stdout. A child process rather than ``multiprocessing``:
+    spawning would re-run the caller's main module, which a library cannot assume is
+    guarded. Any failure of the worker (no Python to start, a crash, a timeout) gives no
+    run, and the main process checks the whole chain itself.
+    """
+
+    def __init__(self, task: Mapping[str, Any]) -> None:
+        here = str(Path(__file__).resolve().parent.parent)  # this very accessaudit
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        self.process: subprocess.Popen[bytes] | None = None
+        task_out, task_in = os.pipe()  # our own pipe: communicate() would want to write stdin
+        try:
+            self.process = subprocess.Popen(  # our own module, no shell
+                [sys.executable, "-m", "accessaudit._verify_worker"],
+                stdin=task_out,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": path},
+            )
+        except (OSError, ValueError, subprocess.SubprocessError):
+            os.close(task_in)
+            return
+        finally:
+            os.close(task_out)
+        with contextlib.suppress(OSError), os.fdopen(task_in, "wb") as pipe:
+            pipe.write(json.dumps(task).encode())
+
+    def __enter__(self) -> _Worker:
+        return self
+
+    def result(self, wait: float) -> tuple[str, int, str, int] | None:
+        """The worker's clean run, or None if it has none to give within ``wait`` seconds."""
+        if self.process is None:
+            return None
+        try:
+            out, _ = self.process.communicate(timeout=wait)
+            start_hash, last, last_hash, count = json.loads(out)
+        except (subprocess.TimeoutExpired, ValueError, TypeError):
+            return None
+        if self.process.returncode != 0 or not all(map(is_digest, (start_hash, last_hash))):
+            return None
+        if type(last) is not int or type(count) is not int:
+            return None
+        return start_hash, last, last_hash, count
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.process is not None:
+            with self.process:  # closes its pipes and waits for it
+                if self.process.poll() is None:
+                    self.process.kill()

@@ -152,8 +152,13 @@ def _digest(column: str, value: object) -> str:
     return str(value)
 
 
+def is_key_id(value: object) -> bool:
+    """Whether ``value`` is a key id as stored: 16 lower-case hex digits."""
+    return isinstance(value, str) and _KEY_ID.fullmatch(value) is not None
+
+
 def _key_id(value: object) -> str:
-    if not isinstance(value, str) or not _KEY_ID.fullmatch(value):
+    if not isinstance(value, str) or not is_key_id(value):
         raise MalformedRow("mac_key_id is not a 16-digit lower-case hex key id")
     return value
 
