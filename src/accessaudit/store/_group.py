@@ -8,7 +8,7 @@ transaction, hands each waiting caller its own records (or the error), and steps
 waiting caller then leads the next group. There is no background thread, so a lone caller
 writes at once with no hand-off, nothing is ever queued without a caller waiting for it
 (so there is nothing to flush at exit but the group in flight), and a fork only has to
-forget the parent's queue.
+wait for the group in flight and forget the parent's queue.
 
 Each caller still returns only after the transaction holding *its* records has committed,
 and fails closed with the transaction's error otherwise. The transaction runs under the
@@ -63,8 +63,10 @@ class GroupCommit:
         *,
         max_records: int,
         max_wait: float,
+        timeout: float,
     ) -> None:
         self._write, self.max_records, self.max_wait = write, max_records, max_wait
+        self.timeout = timeout
         self._reset()
         _live.add(self)
 
@@ -72,6 +74,7 @@ class GroupCommit:
         self._cond = threading.Condition()
         self._queue: deque[_Member] = deque()
         self._leading = False
+        self._forking = False  # no new group may start: the process is about to fork
 
     def submit(self, batch: list[AccessEvent], timeout: float) -> list[StoredEvent]:
         """Store ``batch`` in the next group commit; return its records once committed."""
@@ -90,7 +93,7 @@ class GroupCommit:
     def _await_turn(self, member: _Member) -> bool:
         """Wait (holding the condition) until ``member`` is done or may lead; True to lead."""
         while not member.done:
-            if not self._leading and not member.taken:
+            if not (self._leading or self._forking or member.taken):
                 self._leading = True
                 return True
             now = time.monotonic()
@@ -204,13 +207,41 @@ def _no_slot(member: _Member) -> StoreUnavailable:
 
 
 _live: weakref.WeakSet[GroupCommit] = weakref.WeakSet()
+_held_over_fork: list[GroupCommit] = []
+
+
+def _finish_groups_before_fork() -> None:
+    # A child must not inherit a transaction in flight: SQLite keeps its file locks in
+    # process-wide state that the child would copy without holding the locks (its own
+    # connections could then corrupt the file). So the fork waits, up to each store's
+    # timeout, for the group being written, and no new group starts until it is done.
+    for group in list(_live):
+        group._cond.acquire()
+        _held_over_fork.append(group)
+        group._forking = True
+        deadline = time.monotonic() + group.timeout
+        while group._leading and (left := deadline - time.monotonic()) > 0:
+            group._cond.wait(left)
+
+
+def _resume_in_parent() -> None:
+    for group in _held_over_fork:
+        group._forking = False
+        group._cond.notify_all()
+        group._cond.release()
+    _held_over_fork.clear()
 
 
 def _forget_parent_queues() -> None:
-    # A forked child has only the thread that forked: the parent's waiters and leader are not
-    # there to finish, and the condition may even have been held at the fork.
+    # A forked child has only the thread that forked: the parent's waiters are not there to
+    # be served, and their queue and condition (held at the fork) are the parent's.
+    _held_over_fork.clear()
     for group in list(_live):
         group._reset()
 
 
-os.register_at_fork(after_in_child=_forget_parent_queues)
+os.register_at_fork(
+    before=_finish_groups_before_fork,
+    after_in_parent=_resume_in_parent,
+    after_in_child=_forget_parent_queues,
+)

@@ -175,7 +175,10 @@ class SqlStore:
         # In-process appends queue here and share transactions (instead of each spinning on
         # SQLite's busy handler or queueing for PostgreSQL's chain lock with its own commit).
         self._group = GroupCommit(
-            self._write_group, max_records=batch_max_records, max_wait=batch_max_wait
+            self._write_group,
+            max_records=batch_max_records,
+            max_wait=batch_max_wait,
+            timeout=timeout,
         )
         _live_stores.add(self)
 
