@@ -34,6 +34,7 @@ from accessaudit import (
     verify_store,
 )
 from accessaudit._arrow import EXPORT_SCHEMA, schema_document, to_db_row
+from accessaudit._export_files import ROW_GROUP
 from accessaudit.cli import app
 from accessaudit.exceptions import IntegrityError
 from accessaudit.export import MANIFEST, ExportError, export_log, verify_export
@@ -85,6 +86,23 @@ def test_export_round_trips_every_record(store: SqlStore, tmp_path: Path) -> Non
     file = pq.ParquetFile(tmp_path / "out" / result.files[0].path)
     assert file.schema_arrow == EXPORT_SCHEMA
     assert file.metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_a_large_file_is_written_a_row_group_at_a_time(
+    sqlite_backend: Backend, key: MacKey, tmp_path: Path
+) -> None:
+    """A day of 25,000 records: one file of three row groups, every record intact."""
+    with SqlStore(sqlite_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        for _ in range(5):
+            _fill(store, 5000)
+        result = _export(store, tmp_path / "out")
+        assert [f.rows for f in result.files] == [25_000]
+        file = pq.ParquetFile(tmp_path / "out" / result.files[0].path)
+        groups = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
+        assert groups == [ROW_GROUP, ROW_GROUP, 25_000 - 2 * ROW_GROUP]
+        assert _exported(tmp_path / "out") == list(store.read(1, 25_000))
+        assert verify_export(tmp_path / "out", key).intact
 
 
 @settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])

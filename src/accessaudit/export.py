@@ -28,18 +28,22 @@ import hmac
 import json
 import os
 import re
-import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from jsonschema import Draft202012Validator
 
-from accessaudit._arrow import EXPORT_FORMAT, to_arrow_table, to_db_row
+from accessaudit._arrow import EXPORT_FORMAT, to_db_row
 from accessaudit._chain import check_chain, stored_rows
-from accessaudit._clock import EPOCH, now_utc, to_iso
+from accessaudit._clock import now_utc, to_iso
+from accessaudit._export_files import (
+    TEMP_PREFIX,
+    Pending,
+    Writer,
+    chain_token,
+    discard,
+)
 from accessaudit._self_audit import record_log_read
 from accessaudit.exceptions import ConfigurationError, IntegrityError
 from accessaudit.fields import EventType
@@ -54,12 +58,9 @@ if TYPE_CHECKING:
     from accessaudit.store import SqlStore
 
 MANIFEST: Final = "_manifest.json"  # "_": dataset readers skip it
-ROWS_PER_FILE: Final = 50_000
-_TEMP_PREFIX: Final = ".accessaudit-tmp-"
 _LOCK: Final = ".accessaudit-lock"
 _FILE_NAME = re.compile(r"(?P<chain>[A-Za-z0-9_.-]+)-(?P<first>\d{12})-(?P<last>\d{12})\.parquet")
 _DAY_DIR = re.compile(r"day=\d{4}-\d{2}-\d{2}")
-_DAY_US: Final = 86_400_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +97,6 @@ class ExportError(ConfigurationError):
 
 
 # -- the directory and its manifest ------------------------------------------------------------
-
-
-def _chain_token(chain_id: str) -> str:
-    """The chain id as it appears in file names (a digest if it is not filename-safe)."""
-    if re.fullmatch(r"[A-Za-z0-9_.]+", chain_id):
-        return chain_id
-    return "c" + hashlib.sha256(chain_id.encode()).hexdigest()[:16]
 
 
 _MANIFEST_SCHEMA: Final = {
@@ -198,7 +192,7 @@ def _survey(out: Path, listed: set[str]) -> tuple[list[Path], list[Path], list[s
         name = entry.name
         if name in (MANIFEST, _LOCK):
             continue
-        if name.startswith(_TEMP_PREFIX) and entry.is_file():
+        if name.startswith(TEMP_PREFIX) and entry.is_file():
             temporary.append(entry)
         elif _DAY_DIR.fullmatch(name) and entry.is_dir():
             for file in sorted(entry.iterdir()):
@@ -244,7 +238,7 @@ def _prepare(out: Path, key: MacKey) -> tuple[dict[str, Any], list[str]]:
             )
     # An unlisted data file is an interrupted run's only if it starts after what the
     # manifest says was exported; one inside the exported range is somebody else's.
-    exported = {_chain_token(c): v["last_seq"] for c, v in manifest["chains"].items()}
+    exported = {chain_token(c): v["last_seq"] for c, v in manifest["chains"].items()}
     for file in unlisted:
         match = _FILE_NAME.fullmatch(file.name)
         assert match is not None  # noqa: S101 - _survey matched it
@@ -291,7 +285,7 @@ def _write_manifest(out: Path, manifest: dict[str, Any], key: MacKey) -> None:
     manifest["updated_at"] = to_iso(now_utc())
     manifest["mac_key_id"] = key.key_id
     manifest["mac"] = key.seal_manifest(_manifest_digest(manifest))
-    temp = out / f"{_TEMP_PREFIX}{MANIFEST}"
+    temp = out / f"{TEMP_PREFIX}{MANIFEST}"
     with temp.open("w", encoding="utf-8") as handle:
         json.dump(manifest, handle, indent=2, sort_keys=True)
         handle.write("\n")
@@ -302,78 +296,6 @@ def _write_manifest(out: Path, manifest: dict[str, Any], key: MacKey) -> None:
 
 
 # -- writing -----------------------------------------------------------------------------------
-
-
-@dataclass
-class _Pending:
-    """A file written under a temporary name, waiting for the range to pass its checks."""
-
-    temp: Path
-    final: str
-    chain_id: str
-    first_seq: int
-    last_seq: int
-    rows: int
-    end_chain_hash: str
-
-
-class _Writer:
-    """Collects checked rows into day runs and writes each run as a temporary file."""
-
-    def __init__(
-        self, out: Path, chain_id: str, columns: Sequence[str], pending: list[_Pending]
-    ) -> None:
-        self.out, self.chain_id, self.columns = out, chain_id, tuple(columns)
-        self.pending = pending  # the caller's: it discards them if anything goes wrong
-        # The rows as read, converted column by column when a file is written.
-        self.rows: list[Sequence[Any]] = []
-        self.day: int | None = None  # days since 1970-01-01, UTC
-        self.broken = False
-        self.micros_at = self.columns.index("occurred_at_us") if "occurred_at_us" in columns else -1
-
-    def add(self, row: Sequence[Any]) -> None:
-        # The checker parses and checks every row strictly; a row it rejects stops the
-        # export, so here a row that will not even convert is only noted.
-        micros = row[self.micros_at] if self.micros_at >= 0 else None
-        if type(micros) is not int:
-            self.broken = True
-            return
-        day = micros // _DAY_US
-        if self.rows and (day != self.day or len(self.rows) >= ROWS_PER_FILE):
-            self.flush()
-        self.day = day
-        self.rows.append(row)
-
-    def flush(self) -> None:
-        if not self.rows:
-            return
-        rows, self.rows = self.rows, []
-        try:
-            table = to_arrow_table(self.columns, rows)
-            day = (EPOCH + timedelta(days=self.day or 0)).strftime("%Y-%m-%d")
-        except (KeyError, TypeError, ValueError, OverflowError, pa.ArrowException):
-            self.broken = True
-            return
-        first, last = table["seq"][0].as_py(), table["seq"][-1].as_py()
-        name = f"{_chain_token(self.chain_id)}-{first:012d}-{last:012d}.parquet"
-        temp = self.out / f"{_TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
-        # Pinned options: the same range exports to the same bytes.
-        pq.write_table(
-            table,
-            temp,
-            compression="zstd",
-            row_group_size=10_000,
-            write_statistics=True,
-            use_dictionary=True,
-        )
-        with temp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        end_chain_hash = table["chain_hash"][-1].as_py()
-        self.pending.append(
-            _Pending(
-                temp, f"day={day}/{name}", self.chain_id, first, last, len(rows), end_chain_hash
-            )
-        )
 
 
 def _sha256(path: Path) -> str:
@@ -427,11 +349,6 @@ class _Counter:
             self.callback(self.rows)
 
 
-def _discard(pending: list[_Pending]) -> None:
-    for item in pending:
-        item.temp.unlink(missing_ok=True)
-
-
 def _write_range(
     store: SqlStore,
     out: Path,
@@ -440,15 +357,16 @@ def _write_range(
     *,
     span: tuple[int, int, str],
     counter: _Counter,
-) -> list[_Pending]:
+) -> list[Pending]:
     """Write one chain's new records as temporary files, checking them as they stream."""
     first, last, previous = span
-    pending: list[_Pending] = []
+    pending: list[Pending] = []
+    writer: Writer | None = None
     try:
         with stored_rows(store, chain, start_seq=first, end_seq=last) as (columns, rows):
-            writer = _Writer(out, chain, columns, pending)
+            writer = Writer(out, chain, columns, pending)
 
-            def feed(writer: _Writer = writer) -> Iterator[Sequence[Any]]:
+            def feed(writer: Writer = writer) -> Iterator[Sequence[Any]]:
                 for row in rows:
                     writer.add(row)
                     counter.step()
@@ -458,10 +376,12 @@ def _write_range(
             _, findings = check_chain(chain, feed(), key, after=after, columns=columns)
             writer.flush()
     except BaseException:
-        _discard(pending)
+        if writer is not None:
+            writer.abandon()
+        discard(pending)
         raise
     if findings or writer.broken:
-        _discard(pending)
+        discard(pending)
         worst = findings[0] if findings else None
         what = f"{worst.code.value} at seq {worst.where}" if worst else "a malformed row"
         raise IntegrityError(
@@ -471,7 +391,7 @@ def _write_range(
     return pending
 
 
-def _publish(out: Path, pending: list[_Pending]) -> list[ExportedFile]:
+def _publish(out: Path, pending: list[Pending]) -> list[ExportedFile]:
     """Rename every checked file into place (each rename and directory fsynced)."""
     published = []
     for item in pending:
@@ -517,7 +437,7 @@ def export_log(
             return result
         _record_export(store, actor, ranges)  # fail closed: no record of it, no export
         counter = _Counter(progress)
-        pending: list[_Pending] = []
+        pending: list[Pending] = []
         try:
             for chain, (first, last) in ranges.items():
                 previous = done.get(chain, {}).get("last_chain_hash", GENESIS_HASH)
@@ -527,7 +447,7 @@ def export_log(
                 progress(counter.rows)
             result.files = _publish(out, pending)
         finally:
-            _discard(pending)  # renamed ones are gone already; the rest must not linger
+            discard(pending)  # renamed ones are gone already; the rest must not linger
         for file in result.files:
             manifest["files"].append(asdict(file))
             done[file.chain_id] = {
