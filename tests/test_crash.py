@@ -26,19 +26,18 @@ ROUNDS = min(8, GATED_ROUNDS) if "ACCESSAUDIT_CRASH_ROUNDS" not in os.environ el
 ROOT = Path(__file__).parent.parent
 
 
-def _run_and_kill(url: str, key: MacKey, rng: random.Random) -> list[str]:
-    """Start a writer, let it work for a random moment, SIGKILL it; return its acked ids."""
+def _run_and_kill(module: str, *args: str, rng: random.Random, longest: float) -> list[str]:
+    """Start ``python -m module args``, let it work up to ``longest`` s, SIGKILL it; its acks."""
     writer = subprocess.Popen(
-        [sys.executable, "-m", "tests.crash_writer", url, key.secret.hex()],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", module, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
-    assert writer.stdout is not None
-    assert writer.stdout.readline() == "ready\n"
-    time.sleep(rng.uniform(0.0, 0.4))
-    writer.send_signal(signal.SIGKILL)
-    output, _ = writer.communicate()
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.0, longest))
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        output, _ = writer.communicate()
     # A line is an acknowledgement only if it was written whole.
     return [line for line in output.split("\n")[:-1] if line]
 
@@ -51,7 +50,9 @@ def test_killed_writers_lose_no_acknowledged_record(
     rng = random.Random(20261129)
     acked: list[str] = []
     for _ in range(ROUNDS):
-        acked += _run_and_kill(backend.url, key, rng)
+        acked += _run_and_kill(
+            "tests.crash_writer", backend.url, key.secret.hex(), rng=rng, longest=0.4
+        )
         rows = [dict(r) for r in store.rows()]
         stored = Counter(r["event_id"] for r in rows)
         assert all(stored[event_id] == 1 for event_id in acked)
@@ -61,24 +62,6 @@ def test_killed_writers_lose_no_acknowledged_record(
     assert acked  # the writers did get work done
     resumed = store.append([make_event()])
     assert resumed[0].seq == store.count()  # and writing resumes where the chain ends
-
-
-def _run_gated_and_kill(url: str, key: MacKey, rng: random.Random) -> list[str]:
-    """Start a gated application with 4 threads, SIGKILL it at a random moment; its acks."""
-    writer = subprocess.Popen(
-        [sys.executable, "-m", "tests.crash_gate_writer", url, key.secret.hex(), "4"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert writer.stdout is not None
-        assert writer.stdout.readline() == "ready\n"
-        time.sleep(rng.uniform(0.0, 0.3))
-    finally:
-        writer.send_signal(signal.SIGKILL)
-        output, _ = writer.communicate()
-    return [line for line in output.split("\n")[:-1] if line]
 
 
 @pytest.mark.slow
@@ -96,7 +79,8 @@ def test_killed_gated_application_loses_no_acknowledged_access(
     ran: list[str] = []
     done: list[str] = []
     for round_ in range(GATED_ROUNDS):
-        for line in _run_gated_and_kill(backend.url, key, rng):
+        args = (backend.url, key.secret.hex(), "4")  # four threads
+        for line in _run_and_kill("tests.crash_gate_writer", *args, rng=rng, longest=0.3):
             kind, request_id = line.split(" ")
             (ran if kind == "allowed" else done).append(request_id)
         # Counted in SQL each round (cheap); the full verify every tenth round and at the end.
