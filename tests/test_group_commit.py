@@ -27,6 +27,7 @@ from accessaudit import (
     StoreUnavailable,
     verify_store,
 )
+from accessaudit.store._deadline import operation_deadline
 from tests.strategies import make_event
 
 if TYPE_CHECKING:
@@ -49,8 +50,11 @@ def _commits(store: SqlStore, hold_first_until: Callable[[], bool] | None) -> It
     def on_commit(_conn: Any) -> None:
         counted.append(1)
         if len(counted) == 1 and hold_first_until is not None:
-            while not hold_first_until():
+            for _ in range(30_000):  # a hang detector (60 s), not a time bound
+                if hold_first_until():
+                    return
                 time.sleep(0.002)
+            raise AssertionError("the held commit was never released")
 
     event.listen(store._engine, "commit", on_commit)
     try:
@@ -70,6 +74,8 @@ def _in_threads(store: SqlStore, batches: list[list[AccessEvent]]) -> list[Any]:
 
     with ThreadPoolExecutor(len(batches)) as pool:
         first = pool.submit(append, batches[0])
+        while store._group._leader is None and not first.done():  # the first one leads
+            time.sleep(0.001)
         rest = [pool.submit(append, b) for b in batches[1:]]
         return [first.result()] + [f.result() for f in rest]
 
@@ -84,7 +90,7 @@ def _committed(backend: Backend, key: MacKey, stored: list[StoredEvent]) -> bool
 def test_waiting_callers_share_one_transaction(
     backend: Backend, store: SqlStore, key: MacKey
 ) -> None:
-    """Fifteen callers queued behind a commit are written by one transaction, in order."""
+    """Fifteen callers queued behind a commit are written by one transaction, each its own."""
     batches = [[make_event(request_id=f"r{i}")] for i in range(16)]
     with _commits(store, hold_first_until=lambda: _queued(store) == 15) as commits:
         results = _in_threads(store, batches)
@@ -212,6 +218,48 @@ def test_a_caller_queued_past_its_deadline_gets_unavailable(backend: Backend, ke
         assert store.append([late])[0].seq == store.count()  # and the chain goes on
 
 
+@pytest.mark.postgres
+def test_a_caller_nearly_out_of_time_does_not_cut_others_short(
+    pg_backend: Backend, key: MacKey
+) -> None:
+    """A queued caller with almost no budget left is not taken into the next group.
+
+    Taken in, its deadline would bound the whole transaction (PostgreSQL's lock and
+    statement timeouts, the client-side watchdog) and fail every caller with it.
+    """
+    with SqlStore(pg_backend.url, key=key, timeout=5, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+        hurried = make_event(request_id="hurried")
+        patient = [make_event(request_id=f"patient-{i}") for i in range(3)]
+        outcomes: dict[str, Any] = {}
+
+        def hurried_append() -> None:
+            try:
+                with operation_deadline(0.4):  # its caller's own, shorter budget
+                    outcomes["hurried"] = store.append([hurried])
+            except StoreUnavailable as e:
+                outcomes["hurried"] = e
+
+        def all_queued() -> bool:
+            # Hold the first commit until the hurried caller has used nearly all its budget
+            # (the patient ones still have most of theirs).
+            return _queued(store) == 4 and time.monotonic() >= released_at
+
+        released_at = time.monotonic() + 0.39
+        with _commits(store, hold_first_until=all_queued), ThreadPoolExecutor(5) as pool:
+            first = pool.submit(store.append, [make_event()])
+            while store._group._leader is None:
+                time.sleep(0.001)
+            pool.submit(hurried_append)
+            rest = [pool.submit(store.append, [e]) for e in patient]
+            results = [f.result() for f in rest]
+            first.result()
+        assert [r[0].event.request_id for r in results] == [e.request_id for e in patient]
+        assert isinstance(outcomes["hurried"], StoreUnavailable | list)
+        assert verify_store(store, key).intact
+
+
 def test_close_finishes_the_append_in_flight(
     backend: Backend, store: SqlStore, key: MacKey
 ) -> None:
@@ -220,7 +268,7 @@ def test_close_finishes_the_append_in_flight(
     with _commits(store, hold_first_until=release.is_set):
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(store.append, [make_event()])
-            while not store._group._leading:
+            while store._group._leader is None:
                 time.sleep(0.002)
             threading.Timer(0.2, release.set).start()
             store.close()
@@ -258,7 +306,7 @@ def test_a_fork_waits_for_the_group_in_flight(backend: Backend, key: MacKey) -> 
         release = threading.Event()
         with _commits(store, hold_first_until=release.is_set), ThreadPoolExecutor(1) as pool:
             pending = pool.submit(store.append, [make_event(request_id="parent")])
-            while not store._group._leading:
+            while store._group._leader is None:
                 time.sleep(0.002)
             threading.Timer(0.3, release.set).start()
             pid = os.fork()

@@ -131,15 +131,16 @@ class Writer:
     def flush(self) -> None:
         """Finish the file being written (if any) and hand it to ``pending``."""
         self._write_group()
-        file, self.file = self.file, None
+        file = self.file
         if file is None:
             return
-        file.writer.close()
         if self.broken:
-            file.temp.unlink(missing_ok=True)
+            self.abandon()
             return
+        file.writer.close()  # on failure (a full disk, say) abandon() still finds the file
         with file.temp.open("rb") as handle:
             os.fsync(handle.fileno())
+        self.file = None
         name = f"{chain_token(self.chain_id)}-{file.first_seq:012d}-{file.last_seq:012d}.parquet"
         self.pending.append(
             Pending(

@@ -89,11 +89,13 @@ def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     while costing about a third of a Core ``insert()``.
     """
     dialect = conn.dialect
-    if dialect.name not in _INSERTS:
+    # Two drivers of one database (or a paramstyle override) take different placeholders.
+    style = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
+    if style not in _INSERTS:
         compiled = events.insert().compile(dialect=dialect)
         order = tuple(compiled.positiontup or ()) if compiled.positional else None
-        _INSERTS[dialect.name] = (str(compiled), order)
-    statement, order = _INSERTS[dialect.name]
+        _INSERTS[style] = (str(compiled), order)
+    statement, order = _INSERTS[style]
     if order is None:
         conn.exec_driver_sql(statement, rows)
     else:

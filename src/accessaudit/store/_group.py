@@ -3,23 +3,26 @@
 A durable commit waits for the disk (SQLite's fsync) or the server (PostgreSQL's WAL flush).
 One commit per gated call would make every thread queue behind every other thread's fsync.
 Instead appends queue here, and whoever finds no transaction in progress becomes the
-*leader*: it takes what is queued (up to ``max_records`` events), writes it all in one
-transaction, hands each waiting caller its own records (or the error), and steps down; a
-waiting caller then leads the next group. There is no background thread, so a lone caller
-writes at once with no hand-off, nothing is ever queued without a caller waiting for it
+*leader*: it takes its own batch and what is queued (up to ``max_records`` events), writes
+it all in one transaction, hands each waiting caller its own records (or the error), and
+steps down; a waiting caller then leads the next group. There is no background thread, so a
+lone caller writes at once with no hand-off, nothing is ever queued without a caller waiting for it
 (so there is nothing to flush at exit but the group in flight), and a fork only has to
 wait for the group in flight and forget the parent's queue.
 
 Each caller still returns only after the transaction holding *its* records has committed,
 and fails closed with the transaction's error otherwise. The transaction runs under the
 earliest deadline of its members, so no member waits past its own budget for an outcome it
-could not learn. When a group fails for a reason that could be one member's fault (a
-duplicate event id, say), each member is retried alone, so one bad batch cannot fail its
-neighbours; an unavailable store fails the whole group at once.
+could not learn; a caller nearly out of time is not taken into others' groups, so that its
+deadline cannot cut their transaction short. When a group fails for a reason that could be
+one member's fault (a duplicate event id, say), each member is retried alone, so one bad
+batch cannot fail its neighbours; an unavailable store fails the whole group at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import threading
 import time
@@ -39,6 +42,9 @@ if TYPE_CHECKING:
 #: A member whose transaction is under way waits this long past its own deadline for the
 #: outcome (the transaction itself is bounded by that deadline; this covers the hand-back).
 HANDBACK_GRACE: Final = 1.0
+#: A batch whose caller has less than this share of its budget left is not taken into
+#: another caller's group (its deadline would bound the whole transaction).
+SHORT_BUDGET: Final = 0.25
 
 
 @dataclass(eq=False)
@@ -49,6 +55,7 @@ class _Member:
     timeout: float  # the caller's budget, for messages
     deadline: float  # time.monotonic() by which the caller needs an answer
     taken: bool = False  # picked into a group by a leader
+    leader: bool = False  # its own thread wrote the group
     done: bool = False
     stored: list[StoredEvent] = field(default_factory=list)
     error: BaseException | None = None
@@ -73,28 +80,51 @@ class GroupCommit:
     def _reset(self) -> None:
         self._cond = threading.Condition()
         self._queue: deque[_Member] = deque()
-        self._leading = False
+        self._running: list[_Member] = []
+        self._leader: int | None = None  # the thread writing a group, if any
         self._forking = False  # no new group may start: the process is about to fork
 
     def submit(self, batch: list[AccessEvent], timeout: float) -> list[StoredEvent]:
         """Store ``batch`` in the next group commit; return its records once committed."""
         member = _Member(batch, timeout, time.monotonic() + timeout)
-        with self._cond:
-            self._queue.append(member)
-            if self.max_wait:  # a leader may be gathering a group: tell it there is more
-                self._cond.notify_all()
-            lead = self._await_turn(member)
-        if lead:
-            self._lead(member)
-        if member.error is not None:
+        try:
+            with self._cond:
+                self._queue.append(member)
+                if self.max_wait:  # a leader may be gathering a group: tell it there is more
+                    self._cond.notify_all()
+                group = self._take(member) if self._await_turn(member) else None
+            if group is not None:
+                try:
+                    self._run(group)
+                finally:
+                    with self._cond:
+                        self._leader = None
+                        self._cond.notify_all()
+        except BaseException:
+            self._abandon(member)
+            raise
+        if member.error is None:
+            return member.stored
+        if member.leader:  # the thread that wrote the group raises the original
             raise member.error
-        return member.stored
+        raise _own_copy(member.error)
+
+    def _abandon(self, member: _Member) -> None:
+        """The caller is leaving with an error: it must not stay queued, nor keep the lead."""
+        with self._cond:
+            if not member.taken:
+                with contextlib.suppress(ValueError):  # already gone after a timeout
+                    self._queue.remove(member)
+            if self._leader == threading.get_ident():  # interrupted between lead and write
+                self._leader = None
+                self._cond.notify_all()
 
     def _await_turn(self, member: _Member) -> bool:
         """Wait (holding the condition) until ``member`` is done or may lead; True to lead."""
         while not member.done:
-            if not (self._leading or self._forking or member.taken):
-                self._leading = True
+            if not (self._leader is not None or self._forking or member.taken):
+                self._leader = threading.get_ident()
+                member.leader = True
                 return True
             now = time.monotonic()
             if not member.taken and now >= member.deadline:
@@ -109,27 +139,15 @@ class GroupCommit:
             self._cond.wait(limit - now)
         return False
 
-    def _lead(self, own: _Member) -> None:
-        """Write groups until ``own`` is done, then let a waiting caller lead."""
-        try:
-            while True:
-                with self._cond:
-                    if own.done:
-                        return
-                    if not own.taken and time.monotonic() >= own.deadline:
-                        self._queue.remove(own)
-                        own.done = True
-                        own.error = _no_slot(own)
-                        return
-                    group = self._take()
-                self._run(group)
-        finally:
-            with self._cond:
-                self._leading = False
-                self._cond.notify_all()
+    def _take(self, own: _Member) -> list[_Member]:
+        """The leader's group (condition held): its own batch, then queued ones in order.
 
-    def _take(self) -> list[_Member]:
-        """Pop the next group (holding the condition): whole batches, up to ``max_records``."""
+        At most ``max_records`` records. The leader writes exactly one group and steps down.
+        Queued batches whose caller's deadline has passed are dropped (nothing was stored for
+        them); a batch whose caller has less than a quarter of its budget left is not taken
+        into someone else's group, where its short deadline would cut the whole transaction
+        short: it is written in a group of its own when its caller leads, or times out.
+        """
         if self.max_wait:
             gather_until = time.monotonic() + self.max_wait
             while self._queued_records() < self.max_records:
@@ -137,15 +155,24 @@ class GroupCommit:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-        group: list[_Member] = []
-        records = 0
-        while self._queue and (
-            not group or records + len(self._queue[0].batch) <= self.max_records
-        ):
-            member = self._queue.popleft()
-            member.taken = True
-            group.append(member)
-            records += len(member.batch)
+        self._queue.remove(own)
+        own.taken = True
+        group, records = [own], len(own.batch)
+        now = time.monotonic()
+        if own.deadline - now < own.timeout * SHORT_BUDGET:
+            return group  # short of time itself: do not shorten others' transaction
+        for member in list(self._queue):
+            left = member.deadline - now
+            if left <= 0:
+                self._queue.remove(member)
+                self._finish(member, None, _no_slot(member))
+            elif left >= member.timeout * SHORT_BUDGET and (
+                records + len(member.batch) <= self.max_records
+            ):
+                self._queue.remove(member)
+                member.taken = True
+                group.append(member)
+                records += len(member.batch)
         return group
 
     def _queued_records(self) -> int:
@@ -154,13 +181,14 @@ class GroupCommit:
     def _run(self, group: list[_Member]) -> None:
         """One transaction for ``group``; each member gets its records or the error."""
         seconds = max(0.0, min(m.deadline for m in group) - time.monotonic())
+        with self._cond:
+            self._running = group
         try:
             with operation_deadline(seconds):
                 results = self._write([m.batch for m in group])
         except Exception as e:  # noqa: BLE001 - not swallowed: every member raises it
             if len(group) > 1 and not isinstance(e, StoreUnavailable):
-                for member in group:  # could be one member's fault: give each its own chance
-                    self._run([member])
+                self._retry_one_by_one(group)
                 return
             self._settle(group, None, e)
         except BaseException:  # interrupted: the transaction's fate is unknown to the others
@@ -173,6 +201,16 @@ class GroupCommit:
         else:
             self._settle(group, results, None)
 
+    def _retry_one_by_one(self, group: list[_Member]) -> None:
+        """The group failed for a reason one member may have caused: give each its chance."""
+        try:
+            for member in group:
+                self._run([member])
+        finally:  # interrupted: the members not tried yet were not written
+            untried = [m for m in group if not m.done]
+            for member in untried:
+                self._finish(member, None, _interrupted(member))
+
     def _settle(
         self,
         group: list[_Member],
@@ -181,22 +219,54 @@ class GroupCommit:
     ) -> None:
         with self._cond:
             for i, member in enumerate(group):
-                member.done = True
-                if results is not None:
-                    member.stored = results[i]
-                member.error = error
+                self._finish(member, None if results is None else results[i], error)
+            self._running = []
+
+    def _finish(
+        self, member: _Member, stored: list[StoredEvent] | None, error: BaseException | None
+    ) -> None:
+        with self._cond:
+            member.done = True
+            member.stored = stored or []
+            member.error = error
             self._cond.notify_all()
 
     def drain(self, timeout: float) -> bool:
-        """Wait until no group is queued or in flight; False if ``timeout`` ran out first."""
+        """Wait until the batches queued or being written now are done; False on timeout.
+
+        Batches queued later are not waited for, so a steady stream of appends cannot keep
+        ``close()`` waiting for its whole timeout.
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._leading or self._queue:
+            waiting = [*self._queue, *self._running]
+            while not all(m.done for m in waiting):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._cond.wait(left)
         return True
+
+
+def _interrupted(member: _Member) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"appending to the audit log: the thread writing this batch's group was interrupted "
+        f"before writing it ({len(member.batch)} event(s)); nothing of it was stored"
+    )
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """The group's error for one more waiting caller: its own object, same class and cause.
+
+    Raising one exception object in several threads would splice their tracebacks (and
+    frames holding other callers' batches) together.
+    """
+    try:
+        mine = copy.copy(error)
+    except Exception:  # noqa: BLE001 - an exception that cannot be copied is shared
+        return error
+    mine.__cause__, mine.__traceback__ = error.__cause__, None
+    return mine
 
 
 def _no_slot(member: _Member) -> StoreUnavailable:
@@ -207,6 +277,8 @@ def _no_slot(member: _Member) -> StoreUnavailable:
 
 
 _live: weakref.WeakSet[GroupCommit] = weakref.WeakSet()
+# One fork at a time: the hooks hold every store's condition from before the fork to after.
+_fork_lock = threading.Lock()
 _held_over_fork: list[GroupCommit] = []
 
 
@@ -215,12 +287,13 @@ def _finish_groups_before_fork() -> None:
     # process-wide state that the child would copy without holding the locks (its own
     # connections could then corrupt the file). So the fork waits, up to each store's
     # timeout, for the group being written, and no new group starts until it is done.
-    for group in list(_live):
+    _fork_lock.acquire()
+    for group in sorted(_live, key=id):  # one order for every fork: no lock-order deadlock
         group._cond.acquire()
         _held_over_fork.append(group)
         group._forking = True
         deadline = time.monotonic() + group.timeout
-        while group._leading and (left := deadline - time.monotonic()) > 0:
+        while group._leader is not None and (left := deadline - time.monotonic()) > 0:
             group._cond.wait(left)
 
 
@@ -230,11 +303,14 @@ def _resume_in_parent() -> None:
         group._cond.notify_all()
         group._cond.release()
     _held_over_fork.clear()
+    _fork_lock.release()
 
 
 def _forget_parent_queues() -> None:
     # A forked child has only the thread that forked: the parent's waiters are not there to
     # be served, and their queue and condition (held at the fork) are the parent's.
+    global _fork_lock  # noqa: PLW0603 - replaced, not released: it belongs to the parent
+    _fork_lock = threading.Lock()
     _held_over_fork.clear()
     for group in list(_live):
         group._reset()
