@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import structlog
+from bench_log import support_read
 from uuid6 import uuid7
 
-from accessaudit import AccessEvent, ActorType, EventType, MacKey, SqlStore, verify_store
+from accessaudit import AccessEvent, MacKey, SqlStore, verify_store
 from accessaudit.store._rows import to_row
 from accessaudit.store._schema import events as events_table
 
@@ -42,22 +43,7 @@ if TYPE_CHECKING:
 
 
 def _event(i: int) -> AccessEvent:
-    return AccessEvent(
-        event_type=EventType.ACCESS_ALLOWED,
-        actor_id=f"agent-{i % 7}",
-        actor_type=ActorType.HUMAN,
-        role="support_agent",
-        purpose="support_request",
-        evidence_ref=f"grant:case-{i % 50}",
-        customer_id=f"customer-{i % 20}",
-        resource="crm.contacts",
-        action="read",
-        data_categories=("contact",),
-        field_names=("email", "phone"),
-        subject_ids=(f"user-{i}",),
-        decision="allowed",  # type: ignore[arg-type]
-        reason_code="allowed",
-    )
+    return support_read(i)
 
 
 def _rate(count: int, seconds: float) -> float:
