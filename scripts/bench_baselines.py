@@ -92,18 +92,23 @@ def orm_audited(engine: Engine, resource: str) -> Callable[[Callable[P, R]], Cal
     return decorate
 
 
-def leg_orm(path: Path, reps: int, threads: int, calls: int) -> dict[str, Any]:
-    """Baseline A at ``threads`` threads, on a fresh SQLite file."""
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_S})
-    _Base.metadata.create_all(engine)
-    read = orm_audited(engine, RESOURCE)(read_contacts)
+def _measure(read: Callable[[str], object], reps: int, threads: int, calls: int) -> dict[str, Any]:
+    """Reps of ``read(CUSTOMER)`` from ``threads`` threads (a baseline needs no context)."""
 
     @contextmanager
     def worker() -> Iterator[Call]:
         yield lambda: read(CUSTOMER)
 
+    return summarise(run_reps(reps, threads, calls, worker))
+
+
+def leg_orm(path: Path, reps: int, threads: int, calls: int) -> dict[str, Any]:
+    """Baseline A at ``threads`` threads, on a fresh SQLite file."""
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_S})
+    _Base.metadata.create_all(engine)
+    read = orm_audited(engine, RESOURCE)(read_contacts)
     try:
-        return summarise(run_reps(reps, threads, calls, worker))
+        return _measure(read, reps, threads, calls)
     finally:
         engine.dispose()
 
@@ -144,13 +149,8 @@ def leg_logging(path: Path, reps: int, threads: int, calls: int) -> dict[str, An
     handler = logging.FileHandler(path)
     logger.addHandler(handler)
     read = json_logged(logger, RESOURCE)(read_contacts)
-
-    @contextmanager
-    def worker() -> Iterator[Call]:
-        yield lambda: read(CUSTOMER)
-
     try:
-        return summarise(run_reps(reps, threads, calls, worker))
+        return _measure(read, reps, threads, calls)
     finally:
         logger.removeHandler(handler)
         handler.close()

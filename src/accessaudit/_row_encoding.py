@@ -134,11 +134,7 @@ def _fast_text_list(spec: FieldSpec) -> Encode:
         if items is not None:
             if len(items) > MAX_LIST_ITEMS or any(len(i) > limit for i in items):
                 return careful(value)
-            try:
-                body = b"".join(map(_text_bytes, items))
-            except UnicodeEncodeError:
-                raise NotFast from None
-            return _TAG_LIST + _U32.pack(len(items)) + body
+            return _list_bytes(items)
         try:
             items = json.loads(value)
         except (ValueError, RecursionError):
@@ -150,13 +146,18 @@ def _fast_text_list(spec: FieldSpec) -> Encode:
             or _JSON_LIST(items) != value  # not the writer's canonical spelling
         ):
             return careful(value)
-        try:
-            body = b"".join(map(_text_bytes, items))
-        except UnicodeEncodeError:
-            raise NotFast from None
-        return _TAG_LIST + _U32.pack(len(items)) + body
+        return _list_bytes(items)
 
     return encode
+
+
+def _list_bytes(items: list[str]) -> bytes:
+    """The canonical encoding of a checked text list (NotFast for a lone surrogate)."""
+    try:
+        body = b"".join(map(_text_bytes, items))
+    except UnicodeEncodeError:
+        raise NotFast from None
+    return _TAG_LIST + _U32.pack(len(items)) + body
 
 
 def plain_text_list(text: str) -> list[str] | None:
