@@ -176,7 +176,7 @@ def test_transparency_shows_roles_and_honours_legal_holds(
     assert after.withheld == 0
     assert "legal-1" in {e["actor_id"] for e in after.entries}
     short = transparency_report(store, flt, now=clock.now, summarise=True)
-    assert sum(e["count"] for e in short.entries) == len(report.entries)
+    assert sum(e["accesses"] for e in short.entries) == len(report.entries)
     assert len(short.entries) < len(report.entries)
 
 

@@ -90,7 +90,7 @@ def report(
         bool, typer.Option("--show-actors", help="Transparency: name actors, not only roles.")
     ] = False,
     summarise: Annotated[
-        bool, typer.Option("--summarise", help="Transparency: repeated accesses as one line.")
+        bool, typer.Option("--summarise", help="Transparency: one line per day and purpose.")
     ] = False,
     policy: Annotated[
         Path | None,
@@ -123,7 +123,9 @@ def report(
             raise ConfigurationError("--transparency is a report for one customer: add --customer")
         disclose = Policy.load(policy).disclose_withheld if policy else False
         with SqlStore(db, key=load_key(key_file), timeout=timeout) as store:
-            if customer is not None and not customer_known(store, customer):
+            # A customer with no accesses gets an empty transparency report; a reviewer's
+            # report about a customer the log has never seen is more likely a typo.
+            if not transparency and customer is not None and not customer_known(store, customer):
                 raise ConfigurationError(f"no record in the log concerns customer {customer!r}")
             if transparency:
                 result: Any = transparency_report(
@@ -134,7 +136,7 @@ def report(
                     disclose_withheld=disclose,
                     summarise=summarise,
                 )
-                sections = {"accesses": result.entries}
+                sections = {"accesses": result.table_rows()}
                 rows = len(result.entries)
             else:
                 result = access_report(store, flt, now=now, expiring_within=window)
@@ -151,7 +153,10 @@ def report(
     else:
         # A terminal gets its own width; a pipe or file gets room for whole values.
         console = Console() if sys.stdout.isatty() else Console(width=220)
+        if transparency:
+            for line in result.heading():
+                typer.echo(line)
         for name, section_rows in sections.items():
             _print_table(name, section_rows, console)
-        if transparency and disclose and result.withheld:
-            console.print(result.to_dict()["withheld_note"])
+        if transparency and result.withheld_note is not None:
+            typer.echo(result.withheld_note)

@@ -58,6 +58,20 @@ ACCEPTED_EVIDENCE: Final[dict[Purpose, tuple[EvidenceKind, ...]]] = {
 }
 
 
+#: Evidence that exists as records in the log (issued, opened or registered there).
+RECORDED_EVIDENCE: Final = frozenset(
+    {EvidenceKind.GRANT, EvidenceKind.INCIDENT, EvidenceKind.LEGAL_REQUEST}
+)
+
+
+def cited_evidence_kind(purpose: Purpose | None) -> EvidenceKind | None:
+    """The kind of recorded evidence an access for ``purpose`` cites by reference, if any."""
+    if purpose is None:
+        return None
+    recorded = [k for k in ACCEPTED_EVIDENCE[purpose] if k in RECORDED_EVIDENCE]
+    return recorded[0] if recorded else None
+
+
 _VALUES: Final = frozenset(p.value for p in Purpose)
 
 

@@ -19,6 +19,7 @@ from accessaudit._clock import EPOCH, from_micros, to_iso, to_micros
 from accessaudit._self_audit import record_log_read
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.fields import AttributeValue, EventType
+from accessaudit.purposes import EvidenceKind, cited_evidence_kind, parse_purpose
 from accessaudit.registry import EvidenceRegistry
 from accessaudit.store._schema import events
 
@@ -151,7 +152,7 @@ def access_report(
     sections["break_glass"] = _break_glass(store, where)
     sections["support_outside_grant"] = _support_outside_grant(store, where)
     sections["unusual_volume"] = _unusual_volume(store, where)
-    sections["expiring_evidence"] = _expiring(store, now, expiring_within, flt.customer_id)
+    sections["expiring_evidence"] = _expiring(store, now, expiring_within, flt)
     return report
 
 
@@ -256,10 +257,17 @@ def _unusual_volume(store: SqlStore, where: list[ColumnElement[bool]]) -> list[d
 
 
 def _expiring(
-    store: SqlStore, now: datetime, within: timedelta, customer_id: str | None
+    store: SqlStore, now: datetime, within: timedelta, flt: ReportFilter
 ) -> list[dict[str, Any]]:
+    """Live evidence ending within ``within``, of the filter's customer and purpose."""
+    if flt.purpose is not None:
+        kind = cited_evidence_kind(parse_purpose(flt.purpose))
+        wanted = set() if kind is None else {kind}
+    else:
+        wanted = {EvidenceKind.GRANT, EvidenceKind.LEGAL_REQUEST}
     registry = EvidenceRegistry(store, clock=lambda: now)
     soon = now + within
+    customer_id = flt.customer_id
     found: list[dict[str, Any]] = [
         {
             "kind": "grant",
@@ -267,7 +275,7 @@ def _expiring(
             "customer_id": g.customer_id,
             "expires_at": to_iso(g.expires_at),
         }
-        for g in registry.grants(customer_id)
+        for g in (registry.grants(customer_id) if EvidenceKind.GRANT in wanted else [])
         if g.intact and g.status(now) == "live" and g.expires_at <= soon
     ]
     found += [
@@ -277,7 +285,9 @@ def _expiring(
             "customer_id": r.customer_id,
             "expires_at": to_iso(r.expires_at),
         }
-        for r in registry.legal_requests(customer_id)
+        for r in (
+            registry.legal_requests(customer_id) if EvidenceKind.LEGAL_REQUEST in wanted else []
+        )
         if r.intact and r.status(now) == "in_force" and r.expires_at <= soon
     ]
     return sorted(found, key=lambda item: item["expires_at"])
