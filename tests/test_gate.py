@@ -21,6 +21,7 @@ from accessaudit import (
     verify_store,
 )
 from accessaudit._access import NO_CONTEXT_ACTOR
+from accessaudit._allowance import ALLOWANCE_EVENTS, records_used
 from tests.gatekit import CANARY, Desk, FakeClock, accesses, agent, kinds, service
 
 if TYPE_CHECKING:
@@ -346,7 +347,7 @@ def test_a_grant_allowance_counts_records_and_withholds_what_exceeds_it(
     failed = accesses(store)[-1].event
     assert failed.event_type is EventType.ACCESS_FAILED
     assert (failed.record_count, failed.attributes["withheld"]) == (1, True)
-    assert store.records_read(grant) == 4
+    assert records_used(store.evidence_uses(grant, event_types=ALLOWANCE_EVENTS)) == 4
     with access_context(agent(grant)), pytest.raises(AccessDenied, match="4 read so far"):
         desk.contacts("acme", [])
 
@@ -362,7 +363,7 @@ def test_results_over_the_allowance_are_withheld(gate: Gate, store: SqlStore) ->
     with access_context(agent(grant)), pytest.raises(AccessDenied, match="the result has 3"):
         everyone("acme")
     assert kinds(store)[-1] == "access.failed:evidence_scope_exceeded"
-    assert store.records_read(grant) == 0
+    assert records_used(store.evidence_uses(grant, event_types=ALLOWANCE_EVENTS)) == 0
 
 
 def test_a_failing_body_is_recorded_by_exception_type_only(desk: Desk, store: SqlStore) -> None:

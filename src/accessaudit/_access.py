@@ -19,20 +19,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from accessaudit._allowance import ALLOWANCE_EVENTS, RESERVED, records_used
 from accessaudit._clock import to_iso
 from accessaudit.context import AccessContext, current_context
 from accessaudit.decisions import AccessDecision, ReasonCode
 from accessaudit.events import AccessEvent
-from accessaudit.evidence import Grant, LegalRequest
+from accessaudit.evidence import EVIDENCE_EVENTS, Grant, LegalRequest
 from accessaudit.exceptions import (
     AccessDenied,
     AuditUnavailable,
     MacKeyError,
     StoreError,
+    StoreUnavailable,
 )
 from accessaudit.fields import ActorType, AttributeValue, Decision, EventType
 from accessaudit.policy import AccessRequest
-from accessaudit.purposes import EvidenceKind, Purpose, parse_purpose
+from accessaudit.purposes import cited_evidence_kind, parse_purpose
+from accessaudit.store import PreconditionFailed
 from accessaudit.store._deadline import operation_deadline
 
 if TYPE_CHECKING:
@@ -44,15 +47,14 @@ if TYPE_CHECKING:
     from accessaudit.evidence import Evidence
     from accessaudit.policy import Policy
     from accessaudit.registry import EvidenceRegistry
-    from accessaudit.store import SqlStore
+    from accessaudit.store import ChainView, Precondition, SqlStore
 
 _log = logging.getLogger("accessaudit")
 
-_EVIDENCE_FOR: Final = {
-    Purpose.TECHNICAL_PROBLEM: EvidenceKind.INCIDENT,
-    Purpose.SUPPORT_REQUEST: EvidenceKind.GRANT,
-    Purpose.LEGAL_REQUIREMENT: EvidenceKind.LEGAL_REQUEST,
-}
+#: How often an access decides again when the evidence changed between its lookup and the
+#: commit of its decision. A withdrawal or a taken allowance is seen by the next decision,
+#: which then denies: a second attempt is all it normally takes.
+_DECISION_ATTEMPTS: Final = 3
 #: Recorded as the actor when code reads with no access context at all.
 NO_CONTEXT_ACTOR: Final = "(no access context)"
 
@@ -95,45 +97,118 @@ class Access:
         self.record: StoredEvent | None = None
         """The committed ``access.allowed`` (or ``access.denied``) record."""
         self._evidence: Evidence | None = None
+        ctx = self.context
+        self._kind = cited_evidence_kind(parse_purpose(ctx.purpose)) if ctx else None
+        """The kind of recorded evidence this access cites, if its purpose needs one."""
+        self._reserved: int | None = None
+        """Records of a capped grant's allowance this access holds (see ``_allowance``)."""
         self._finished = False
 
     # -- before -----------------------------------------------------------------------------
 
     def begin(self) -> None:
-        """Decide and durably record the decision; raise unless allowed."""
-        setup, target = self._setup, self.target
+        """Decide and durably record the decision; raise unless allowed.
+
+        An allowed decision that rests on recorded evidence is committed only if, at the
+        commit, the evidence is still not withdrawn and (for a capped grant) its allowance
+        is still free: otherwise nothing is stored and the access is decided again on what
+        the chain says now. So no ``access.allowed`` record ever follows, in chain order,
+        the withdrawal of the evidence it cites.
+        """
         with self._recording("record the access decision", "the protected code did not run"):
-            self._evidence = self._lookup()
-            request = AccessRequest(
-                context=self.context,
-                resource=target.resource,
-                customer_id=target.customer_id,
-                data_categories=target.data_categories,
-                customer_problem=target.customer_problem,
-                requested_records=len(target.subject_ids),
-                invalid=target.subject_problem,
-            )
-            now = setup.clock()
-            decision = setup.policy.decide(request, self._evidence, now=now)
-            event_type = EventType.ACCESS_ALLOWED if decision.allowed else EventType.ACCESS_DENIED
-            event = self._event(event_type, now, decision=decision)
-            (self.record,) = setup.store.append([event])
+            for _ in range(_DECISION_ATTEMPTS):
+                decision, event = self._decide()
+                try:
+                    (self.record,) = self._setup.store.append(
+                        [event], precondition=self._still_holds if decision.allowed else None
+                    )
+                    break
+                except PreconditionFailed:
+                    continue
+            else:
+                msg = (
+                    f"the evidence {self._cited} kept changing while the access was decided "
+                    f"({_DECISION_ATTEMPTS} attempts)"
+                )
+                raise StoreUnavailable(msg)
         self.decision = decision
         if not decision.allowed:
             self._finished = True
             raise AccessDenied(
-                f"access to {target.resource} denied, {decision.explain()} "
+                f"access to {self.target.resource} denied, {decision.explain()} "
                 f"(recorded as seq {self.record.seq} of chain {self.record.chain_id})",
                 decision=decision,
                 record=self.record,
             )
 
+    def _decide(self) -> tuple[AccessDecision, AccessEvent]:
+        """The decision on the evidence as it stands now, and the record saying so."""
+        setup, target = self._setup, self.target
+        self._evidence = self._lookup()
+        request = AccessRequest(
+            context=self.context,
+            resource=target.resource,
+            customer_id=target.customer_id,
+            data_categories=target.data_categories,
+            customer_problem=target.customer_problem,
+            requested_records=len(target.subject_ids),
+            invalid=target.subject_problem,
+        )
+        now = setup.clock()
+        decision = setup.policy.decide(request, self._evidence, now=now)
+        grant = self._evidence
+        reserve: dict[str, AttributeValue] = {}
+        self._reserved = None
+        if decision.allowed and isinstance(grant, Grant) and grant.max_records is not None:
+            # What is left of the allowance is this access's until its outcome is recorded.
+            self._reserved = grant.max_records - grant.records_used
+            reserve[RESERVED] = self._reserved
+        event_type = EventType.ACCESS_ALLOWED if decision.allowed else EventType.ACCESS_DENIED
+        return decision, self._event(event_type, now, decision=decision, extra=reserve)
+
     def _lookup(self) -> Evidence | None:
-        ctx = self.context
-        purpose = parse_purpose(ctx.purpose) if ctx is not None else None
-        if ctx is None or ctx.evidence_ref is None or purpose not in _EVIDENCE_FOR:
+        ctx, kind = self.context, self._kind
+        if ctx is None or ctx.evidence_ref is None or kind is None:
             return None
-        return self._setup.registry.lookup(_EVIDENCE_FOR[purpose], ctx.evidence_ref)
+        return self._setup.registry.lookup(kind, ctx.evidence_ref)
+
+    @property
+    def _cited(self) -> str:
+        ctx = self.context
+        return repr(ctx.evidence_ref) if ctx is not None else "(none)"
+
+    def _still_holds(self, chain: ChainView) -> None:
+        """Precondition of the allowed record: the evidence not withdrawn, its allowance free.
+
+        Runs inside the append's transaction (see ``store._guarded``).
+        """
+        ref = self._relied_on()
+        if ref is None:
+            return  # rests on no recorded evidence (service delivery, break-glass)
+        withdrawals = self._withdrawals()
+        cap = self._evidence.max_records if isinstance(self._evidence, Grant) else None
+        uses = chain.uses(ref, withdrawals | (set(ALLOWANCE_EVENTS) if cap is not None else set()))
+        if any(u.event_type in withdrawals for u in uses):
+            raise PreconditionFailed(f"{ref} was withdrawn")
+        if cap is not None and records_used(uses) + (self._reserved or 0) > cap:
+            raise PreconditionFailed(f"the allowance of {ref} is taken")
+
+    def _not_withdrawn(self, chain: ChainView) -> None:
+        """Precondition of the outcome of a read whose result is still held back."""
+        ref = self._relied_on()
+        if ref is not None and chain.uses(ref, self._withdrawals()):
+            raise PreconditionFailed(f"{ref} was withdrawn during the read")
+
+    def _relied_on(self) -> str | None:
+        """The reference of the recorded evidence the decision rested on, if any."""
+        ctx = self.context
+        if self._evidence is None or self._kind is None or ctx is None:
+            return None
+        return ctx.evidence_ref
+
+    def _withdrawals(self) -> set[str]:
+        """The record types that withdraw evidence of this access's kind (may be none)."""
+        return {t.value for t in EVIDENCE_EVENTS[self._kind][1:]} if self._kind else set()
 
     # -- after ------------------------------------------------------------------------------
 
@@ -145,10 +220,9 @@ class Access:
         (``access.failed``, reason ``evidence_scope_exceeded``, with ``handed_out``: what
         already left, e.g. a generator's earlier items) and raised as ``AccessDenied``.
         """
-        grant = self._evidence
-        if not isinstance(grant, Grant) or grant.max_records is None:
+        grant, left = self._evidence, self._reserved
+        if not isinstance(grant, Grant) or left is None:
             return
-        left = grant.max_records - grant.records_used
         if count is not None and count <= left:
             return
         detail = (
@@ -173,12 +247,41 @@ class Access:
             f"result of {self.target.resource} withheld, {decision.explain()}", decision=decision
         )
 
-    def complete(self, record_count: int | None, *, stopped_early: bool = False) -> None:
-        """Record that the protected code returned; raises ``AuditUnavailable`` if it cannot."""
+    def complete(
+        self, record_count: int | None, *, stopped_early: bool = False, result_held: bool = False
+    ) -> None:
+        """Record that the protected code returned; raises ``AuditUnavailable`` if it cannot.
+
+        ``result_held``: the result has not been handed to the caller yet, so evidence
+        withdrawn while the code ran still wins: the result is withheld (``AccessDenied``,
+        recorded as ``access.failed`` with reason ``evidence_revoked``).
+        """
         if not stopped_early:  # a generator's items were checked one by one
             self.check_allowance(record_count)
         extra: dict[str, AttributeValue] = {"stopped_early": True} if stopped_early else {}
-        self._finish(EventType.ACCESS_COMPLETED, record_count=record_count, extra=extra)
+        check = self._not_withdrawn if result_held and self._relied_on() else None
+        try:
+            self._finish(
+                EventType.ACCESS_COMPLETED, record_count=record_count, extra=extra, check=check
+            )
+        except PreconditionFailed:
+            self._finished = False
+            self._finish(
+                EventType.ACCESS_FAILED,
+                record_count=0,
+                reason=ReasonCode.EVIDENCE_REVOKED,
+                extra={"withheld": True},
+            )
+            raise AccessDenied(
+                f"result of {self.target.resource} withheld: the evidence {self._cited} was "
+                "withdrawn while it was being read",
+                decision=AccessDecision(
+                    allowed=False,
+                    reason=ReasonCode.EVIDENCE_REVOKED,
+                    policy_version=self._setup.policy.version,
+                    detail=f"{self._cited} was withdrawn during the read",
+                ),
+            ) from None
 
     def fail(self, error: BaseException, *, handed_out: int | None = None) -> None:
         """Record that the protected code raised (its type only); never masks ``error``."""
@@ -208,6 +311,7 @@ class Access:
         record_count: int | None = None,
         reason: ReasonCode | None = None,
         extra: dict[str, AttributeValue] | None = None,
+        check: Precondition | None = None,
     ) -> None:
         if self._finished:
             return
@@ -224,7 +328,7 @@ class Access:
             extra={**link, **(extra or {})},
         )
         with self._recording("record the access outcome", "the result was withheld"):
-            self._setup.store.append([event])
+            self._setup.store.append([event], precondition=check)
 
     # -- shared -----------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from accessaudit._validate import check_text
+from accessaudit._validate import check_text, exact_text
 from accessaudit.exceptions import FieldProblem, InvalidEvent
 from accessaudit.fields import FIELDS_BY_NAME, MAX_IDENTIFIER_CHARS, ActorType
 
@@ -84,6 +84,13 @@ class AccessContext:
             problem = check_text(spec.name, value, limit)
             if problem is not None:
                 problems.append(problem)
+            else:
+                # An exact str from here on: a str subclass could override __eq__ and match
+                # another customer's grant or id wherever it is compared.
+                object.__setattr__(self, spec.name, exact_text(value))
+        if self.justification is not None and not self.justification.strip():
+            # Only blanks is not a reason anybody gave.
+            object.__setattr__(self, "justification", None)
         if problems:
             raise InvalidEvent(problems)
 

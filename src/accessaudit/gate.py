@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from accessaudit._access import Access, GateSetup, Target
 from accessaudit._clock import now_utc
-from accessaudit._validate import check_text
-from accessaudit.exceptions import InvalidEvent
+from accessaudit._validate import check_text, exact_text
+from accessaudit.exceptions import FieldProblem, InvalidEvent
 from accessaudit.fields import MAX_IDENTIFIER_CHARS, MAX_LIST_ITEMS
 from accessaudit.registry import EvidenceRegistry
 
@@ -242,6 +242,8 @@ class _Spec:
         cls, resource: str, categories: Iterable[str], fields: Iterable[str], action: str
     ) -> _Spec:
         cats, names = frozenset(categories), tuple(fields)
+        # Every limit the records will hold these to is checked here, at declaration: a
+        # declaration the log cannot record would otherwise fail every call.
         problems = [
             p
             for p in (
@@ -249,12 +251,22 @@ class _Spec:
                 check_text("action", action, MAX_IDENTIFIER_CHARS),
                 *(check_text(f"data_categories[{c!r}]", c, MAX_IDENTIFIER_CHARS) for c in cats),
                 *(check_text(f"fields[{i}]", f, MAX_IDENTIFIER_CHARS) for i, f in enumerate(names)),
+                *(
+                    FieldProblem(what, f"has {n} items, over the limit of {MAX_LIST_ITEMS}")
+                    for what, n in (("data_categories", len(cats)), ("fields", len(names)))
+                    if n > MAX_LIST_ITEMS
+                ),
             )
             if p is not None
         ]
         if problems:
             raise InvalidEvent(problems)
-        return cls(resource, cats, names, action)
+        return cls(
+            exact_text(resource),
+            frozenset(exact_text(c) for c in cats),
+            tuple(exact_text(f) for f in names),
+            exact_text(action),
+        )
 
     def target(
         self,
@@ -297,9 +309,14 @@ class _Unresolved:
 
 
 def _identifier(value: object) -> str | None:
+    """An id from the caller as an exact ``str``, or None if it is not an id.
+
+    Subclasses are copied to plain text through the base types' own methods: a subclass's
+    ``__str__`` or ``__eq__`` could otherwise make one id pass for another.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value if isinstance(value, str) else None
+        return int.__repr__(value)
+    return exact_text(value) if isinstance(value, str) else None
 
 
 def _customer(value: object, where: str) -> tuple[str | None, str | None]:
@@ -393,7 +410,7 @@ def _wrap(
             return _aiterate(access, result)  # type: ignore[return-value]
         if inspect.isawaitable(result):
             return _awaited(access, result, count)  # type: ignore[return-value]
-        access.complete(_counted(access, result, count))
+        access.complete(_counted(access, result, count), result_held=True)
         return result
 
     return gated
@@ -408,7 +425,7 @@ async def _awaited(
         await asyncio.to_thread(access.fail, e)
         raise
     number = await asyncio.to_thread(_counted, access, result, count)
-    await asyncio.to_thread(access.complete, number)
+    await asyncio.to_thread(access.complete, number, result_held=True)
     return result
 
 

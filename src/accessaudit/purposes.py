@@ -64,12 +64,15 @@ RECORDED_EVIDENCE: Final = frozenset(
 )
 
 
+_CITED: Final = {
+    purpose: next((k for k in kinds if k in RECORDED_EVIDENCE), None)
+    for purpose, kinds in ACCEPTED_EVIDENCE.items()
+}
+
+
 def cited_evidence_kind(purpose: Purpose | None) -> EvidenceKind | None:
     """The kind of recorded evidence an access for ``purpose`` cites by reference, if any."""
-    if purpose is None:
-        return None
-    recorded = [k for k in ACCEPTED_EVIDENCE[purpose] if k in RECORDED_EVIDENCE]
-    return recorded[0] if recorded else None
+    return None if purpose is None else _CITED[purpose]
 
 
 _VALUES: Final = frozenset(p.value for p in Purpose)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from uuid6 import uuid7
 
+from accessaudit._allowance import ALLOWANCE_EVENTS, records_used
 from accessaudit._clock import EPOCH, now_utc, to_iso
 from accessaudit.evidence import (
     EVIDENCE_EVENTS,
@@ -176,7 +177,8 @@ class EvidenceRegistry:
             return _untrusted(kind, ref, evidence)
         if isinstance(evidence, Grant) and evidence.max_records is not None:
             # Only a capped grant needs its usage, which grows with every access under it.
-            evidence = replace(evidence, records_used=self.store.records_read(ref))
+            uses = self.store.evidence_uses(ref, event_types=ALLOWANCE_EVENTS)
+            evidence = replace(evidence, records_used=records_used(uses))
         return evidence
 
     def _intact(self, stored: StoredEvent, before: str | None) -> bool:

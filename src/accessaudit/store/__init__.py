@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from accessaudit.store._guarded import ChainView, EvidenceUse, Precondition, PreconditionFailed
 from accessaudit.store.sql import ChainHead, RowBatch, SqlStore
 
 if TYPE_CHECKING:
@@ -17,8 +18,10 @@ class AuditStore(Protocol):
 
     chain_id: str
 
-    def append(self, batch: Iterable[AccessEvent]) -> list[StoredEvent]:
-        """Append durably, all or nothing; return the sealed records with their seqs."""
+    def append(
+        self, batch: Iterable[AccessEvent], *, precondition: Precondition | None = None
+    ) -> list[StoredEvent]:
+        """Append durably, all or nothing, if ``precondition`` holds; return the records."""
         ...
 
     def read(
@@ -69,9 +72,20 @@ class AuditStore(Protocol):
         """Rows about evidence, each with its predecessor's chain hash."""
         ...
 
-    def records_read(self, evidence_ref: str) -> int:
-        """Records handed out so far under this evidence."""
+    def evidence_uses(
+        self, evidence_ref: str, *, event_types: Collection[str]
+    ) -> list[EvidenceUse]:
+        """Records citing this evidence with these types, in chain order."""
         ...
 
 
-__all__ = ["AuditStore", "ChainHead", "RowBatch", "SqlStore"]
+__all__ = [
+    "AuditStore",
+    "ChainHead",
+    "ChainView",
+    "EvidenceUse",
+    "Precondition",
+    "PreconditionFailed",
+    "RowBatch",
+    "SqlStore",
+]

@@ -13,7 +13,7 @@ import math
 import os
 import weakref
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Self
 
 from sqlalchemy import (
@@ -21,7 +21,6 @@ from sqlalchemy import (
     Connection,
     Row,
     Select,
-    case,
     func,
     inspect,
     literal_column,
@@ -38,10 +37,11 @@ from accessaudit.exceptions import (
     MacKeyError,
     StoreError,
 )
-from accessaudit.fields import EventType
+from accessaudit.fields import MAX_IDENTIFIER_CHARS
 from accessaudit.integrity import seal_batch
 from accessaudit.log import emit_appended
 from accessaudit.store._append import (
+    DamagedTail,
     checked_batch,
     find_stored,
     insert_rows,
@@ -57,8 +57,15 @@ from accessaudit.store._engine import (
     parse_url,
     sqlite_path,
 )
-from accessaudit.store._errors import translated
+from accessaudit.store._errors import Seen, translated
 from accessaudit.store._group import GroupCommit
+from accessaudit.store._guarded import (
+    EvidenceUse,
+    GuardedBatch,
+    Precondition,
+    check_preconditions,
+    evidence_uses,
+)
 from accessaudit.store._rows import MalformedRow, from_row, to_row
 from accessaudit.store._schema import (
     SQLITE_TRIGGERS,
@@ -71,6 +78,7 @@ from accessaudit.store._schema import (
 
 if TYPE_CHECKING:
     from collections.abc import (
+        Callable,
         Collection,
         Generator,
         Iterable,
@@ -83,6 +91,7 @@ if TYPE_CHECKING:
     from accessaudit.keys import MacKey
 
 DEFAULT_CHAIN: Final = "main"
+MAX_CHAIN_CHARS: Final = 64  # the chain_id column's width
 DEFAULT_TIMEOUT: Final = 5.0
 DEFAULT_BATCH_MAX_RECORDS: Final = 500
 READ_BATCH: Final = 2000
@@ -122,7 +131,7 @@ class SqlStore:
     nothing recorded (or ``CommitOutcomeUnknown`` if it ran out during COMMIT). Streaming
     reads get ``timeout`` per round trip instead.
     With ``must_exist`` (the default) a SQLite URL must name an existing file, so a typo does
-    not silently start an empty log.
+    not silently start an empty log; nor does a log moved away while the store is open.
 
     Concurrent appends from threads of one process are written together, up to
     ``batch_max_records`` events per transaction; each caller still returns only after its
@@ -142,9 +151,7 @@ class SqlStore:
         batch_max_records: int = DEFAULT_BATCH_MAX_RECORDS,
         batch_max_wait: float = 0.0,
     ) -> None:
-        problem = check_text("chain_id", chain_id, 64)
-        if problem is not None:
-            raise InvalidEvent([problem])
+        _checked("chain_id", chain_id, MAX_CHAIN_CHARS)
         if not (math.isfinite(timeout) and timeout > 0):
             raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout}")
         if isinstance(batch_max_records, bool) or not (
@@ -171,7 +178,9 @@ class SqlStore:
                 "create it with `accessaudit init` (or pass the right --db)"
             )
         self.key, self.chain_id, self.timeout = key, chain_id, timeout
-        self._engine = make_engine(self._url, timeout)
+        self._engine = make_engine(self._url, timeout, must_exist=must_exist)
+        must_be_there = sqlite_path(self._url) if self.is_sqlite and must_exist else None
+        self._seen = Seen(sqlite_file=must_be_there)  # reached=True once a connection works
         # In-process appends queue here and share transactions (instead of each spinning on
         # SQLite's busy handler or queueing for PostgreSQL's chain lock with its own commit).
         self._group = GroupCommit(
@@ -272,16 +281,22 @@ class SqlStore:
 
     # -- writing --------------------------------------------------------------------------
 
-    def append(self, batch: Iterable[AccessEvent]) -> list[StoredEvent]:
+    def append(
+        self, batch: Iterable[AccessEvent], *, precondition: Precondition | None = None
+    ) -> list[StoredEvent]:
         """Append ``batch`` in order as one transaction; return the stored, sealed records.
 
         Returns only after the commit is durable; either every event is stored or none is.
         Appending a batch that is already stored, event for event, returns the stored records
         instead of failing, so a batch can be retried after ``CommitOutcomeUnknown``.
+        ``precondition`` runs inside the transaction, under the chain's serialisation point
+        (see ``_guarded``); if it raises ``PreconditionFailed`` nothing is stored.
         """
         checked = checked_batch(batch)
         if not checked:
             return []
+        if precondition is not None:
+            checked = GuardedBatch(checked, precondition)
         if self.key is None:
             raise MacKeyError("appending needs the HMAC key; pass key=load_key()")
         try:
@@ -300,14 +315,34 @@ class SqlStore:
     def _write_group(self, batches: list[list[AccessEvent]]) -> list[list[StoredEvent]]:
         """Append several callers' batches in one transaction; each gets its own records back."""
         assert self.key is not None  # append() checked before queueing  # noqa: S101
-        sealed = self._append([e for batch in batches for e in batch], self.key)
+        sealed = self._append(batches, self.key)
         stored, start = [], 0
         for batch in batches:
             stored.append(sealed[start : start + len(batch)])
             start += len(batch)
         return stored
 
-    def _append(self, batch: list[AccessEvent], key: MacKey) -> list[StoredEvent]:
+    def append_recovery(self, event: AccessEvent, *, after: DamagedTail) -> StoredEvent:
+        """Append one recovery record after the damaged tail ``after`` (see ``recovery``).
+
+        The only append that does not insist on a sound tail. Nothing is stored, and
+        ``ConfigurationError`` raised, unless the chain's newest row is still exactly the one
+        ``after`` describes: the recovery record must acknowledge what the operator saw.
+        """
+        if self.key is None:
+            raise MacKeyError("recovering a chain needs the HMAC key; pass key=load_key()")
+        (stored,) = self._append([checked_batch([event])], self.key, tail=after.check)
+        emit_appended([stored])
+        return stored
+
+    def _append(
+        self,
+        batches: list[list[AccessEvent]],
+        key: MacKey,
+        *,
+        tail: Callable[[Connection], tuple[int, str]] | None = None,
+    ) -> list[StoredEvent]:
+        batch = [e for b in batches for e in b]
         with (
             operation_deadline(self.timeout),
             self._connection("appending to the audit log", write=True) as conn,
@@ -316,7 +351,11 @@ class SqlStore:
             try:
                 if not self.is_sqlite:
                     lock_chain(conn, self.chain_id, self.timeout)
-                last_seq, last_hash = read_tail(conn, self.chain_id, key, len(batch))
+                if tail is None:
+                    last_seq, last_hash = read_tail(conn, self.chain_id, key, len(batch))
+                else:
+                    last_seq, last_hash = tail(conn)
+                check_preconditions(conn, self.chain_id, batches)
                 sealed = seal_batch(self.chain_id, last_seq, last_hash, batch, key)
                 insert_rows(conn, [to_row(s) for s in sealed])
             except BaseException:
@@ -345,9 +384,11 @@ class SqlStore:
         """A pooled connection, errors translated; ``bounded``: finished within the timeout."""
         with (
             operation_deadline(self.timeout) if bounded else nullcontext(),
-            translated(doing),
+            translated(doing, self._seen),
             self._engine.connect() as conn,
         ):
+            if not self._seen.reached:  # from now on, a database not found has vanished
+                self._seen = replace(self._seen, reached=True)
             if write:
                 conn.execution_options(**{WRITE_OPTION: True})
             if self.is_sqlite or not bounded:  # SQLite waits are bounded by busy_timeout
@@ -365,9 +406,13 @@ class SqlStore:
 
     # -- reading --------------------------------------------------------------------------
 
+    def _chain(self, chain_id: str | None) -> str:
+        """The chain a read names (this store's by default), refused before any SQL if bad."""
+        return _checked("chain_id", chain_id, MAX_CHAIN_CHARS) if chain_id else self.chain_id
+
     def head(self, chain_id: str | None = None) -> ChainHead | None:
         """The newest record's seq and chain hash, or None for an empty chain."""
-        chain = chain_id or self.chain_id
+        chain = self._chain(chain_id)
         with self._connection("reading the chain head") as conn:
             row = conn.execute(newest(chain, events.c.seq, events.c.chain_hash)).first()
         return None if row is None else ChainHead(chain, int(row.seq), str(row.chain_hash))
@@ -379,7 +424,7 @@ class SqlStore:
 
     def count(self, chain_id: str | None = None) -> int:
         """How many records the chain holds."""
-        chain = chain_id or self.chain_id
+        chain = self._chain(chain_id)
         with self._connection("counting audit records") as conn:
             query = select(func.count()).select_from(events).where(events.c.chain_id == chain)
             return int(conn.execute(query).scalar_one())
@@ -406,6 +451,7 @@ class SqlStore:
         That is NULL or, on SQLite, a value of another type: a parallel verify leaves a
         chain with any to the serial one, as its halves are cut by seq.
         """
+        chain_id = self._chain(chain_id)
         seq = events.c.seq
         odd: ColumnElement[bool] = seq.is_(None)
         if self.is_sqlite:
@@ -471,7 +517,7 @@ class SqlStore:
         query: Select[Any] = (
             select(literal_column("*"))
             .select_from(events)
-            .where(events.c.chain_id == (chain_id or self.chain_id))
+            .where(events.c.chain_id == self._chain(chain_id))
         )
         if start_seq is not None:
             query = query.where(events.c.seq >= start_seq)
@@ -491,6 +537,7 @@ class SqlStore:
             events.c.chain_id == self.chain_id, events.c.event_type.in_(list(event_types))
         )
         if evidence_ref is not None:
+            _checked("evidence_ref", evidence_ref, MAX_IDENTIFIER_CHARS)
             query = query.where(events.c.evidence_ref == evidence_ref)
         with self._connection("looking up evidence") as conn:
             found: list[tuple[Mapping[str, Any], str | None]] = []
@@ -502,27 +549,16 @@ class SqlStore:
         found.sort(key=lambda item: (item[0]["seq"], str(item[0]["event_id"])))
         return found
 
-    def records_read(self, evidence_ref: str) -> int:
-        """Records handed out so far under this evidence, from the outcome records' counts.
+    def evidence_uses(
+        self, evidence_ref: str, *, event_types: Collection[str]
+    ) -> list[EvidenceUse]:
+        """Records of this chain with these types that cite ``evidence_ref``, in chain order.
 
-        A completed access whose count was unknown counts as one record, so an allowance
-        cannot be stretched by returning things the gate cannot count. A failed access
-        counts what it handed out before failing (a generator's items), usually none.
+        Without their integrity columns: for counting uses (e.g. of a grant's allowance),
+        not for trusting what the evidence says (``evidence_rows`` is for that).
         """
-        completed = events.c.event_type == EventType.ACCESS_COMPLETED.value
-        counted = case(
-            (completed, func.coalesce(events.c.record_count, 1)),
-            else_=func.coalesce(events.c.record_count, 0),
-        )
-        query = select(func.coalesce(func.sum(counted), 0)).where(
-            events.c.chain_id == self.chain_id,
-            events.c.evidence_ref == evidence_ref,
-            events.c.event_type.in_(
-                [EventType.ACCESS_COMPLETED.value, EventType.ACCESS_FAILED.value]
-            ),
-        )
-        with self._connection("counting records read under evidence") as conn:
-            return int(conn.execute(query).scalar_one())
+        with self._connection("reading the uses of evidence") as conn:
+            return evidence_uses(conn, self.chain_id, evidence_ref, event_types)
 
     def _stream(self, query: Select[Any]) -> Generator[RowBatch, None, None]:
         # A full read may take longer than any timeout, so the deadline is per round trip:
@@ -543,6 +579,18 @@ class SqlStore:
                 # Close the (server-side, on PostgreSQL) cursor before its connection, also
                 # when the caller stops reading early.
                 result.close()
+
+
+def _checked(name: str, value: str, max_chars: int) -> str:
+    """``value`` if it is text the log can hold; else ``InvalidEvent``, before any SQL runs.
+
+    PostgreSQL refuses a NUL in a parameter while SQLite would just match nothing: checked
+    here, both give the same answer.
+    """
+    problem = check_text(name, value, max_chars)
+    if problem is not None:
+        raise InvalidEvent([problem])
+    return value
 
 
 _live_stores: weakref.WeakSet[SqlStore] = weakref.WeakSet()

@@ -1,0 +1,123 @@
+"""Appends that hold only if the chain still says what the caller decided on.
+
+The gate decides from evidence it looked up a moment earlier; between that lookup and the
+commit of its decision, someone may revoke the grant, close the incident, or another access
+may take the rest of a grant's allowance. A ``Precondition`` runs inside the append's
+transaction, after the chain's serialisation point is taken and its tail read, so it sees
+every record committed before this one and the records ahead of it in the same group
+commit; nothing can be appended between its check and the commit. If it raises
+``PreconditionFailed``, nothing of the batch is stored and the caller decides again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from sqlalchemy import bindparam, select
+
+from accessaudit.exceptions import AccessAuditError
+from accessaudit.store._schema import events
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+
+    from sqlalchemy import Connection
+
+    from accessaudit.events import AccessEvent
+
+
+class PreconditionFailed(AccessAuditError):
+    """The chain changed since the caller decided: nothing was stored; decide again."""
+
+
+class EvidenceUse(NamedTuple):
+    """A record citing a piece of evidence: what checking its use needs, and no more."""
+
+    event_type: str
+    event_id: str
+    record_count: int | None
+    attributes: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, event: AccessEvent) -> EvidenceUse:
+        """The use an event not yet stored will be."""
+        return cls(
+            event.event_type.value, str(event.event_id), event.record_count, event.attributes
+        )
+
+
+_USES = (
+    select(events.c.event_type, events.c.event_id, events.c.record_count, events.c.attributes)
+    .where(
+        events.c.chain_id == bindparam("chain"),
+        events.c.evidence_ref == bindparam("ref"),
+        events.c.event_type.in_(bindparam("types", expanding=True)),
+    )
+    .order_by(events.c.seq)
+)
+
+
+def evidence_uses(
+    conn: Connection, chain_id: str, evidence_ref: str, event_types: Collection[str]
+) -> list[EvidenceUse]:
+    """The records of a chain with these types that cite ``evidence_ref``, in chain order."""
+    rows = conn.execute(_USES, {"chain": chain_id, "ref": evidence_ref, "types": [*event_types]})
+    return [
+        EvidenceUse(str(r.event_type), str(r.event_id), r.record_count, _attributes(r.attributes))
+        for r in rows
+    ]
+
+
+def _attributes(text: object) -> Mapping[str, Any]:
+    # A row an owner damaged is verify's to report; here it simply carries no attributes.
+    try:
+        value = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class ChainView:
+    """The chain as an append's precondition sees it: committed records, then those ahead."""
+
+    conn: Connection
+    chain_id: str
+    ahead: Sequence[AccessEvent]
+
+    def uses(self, evidence_ref: str, event_types: Collection[str]) -> list[EvidenceUse]:
+        """Records citing ``evidence_ref`` with these types, committed or ahead in the group."""
+        found = evidence_uses(self.conn, self.chain_id, evidence_ref, event_types)
+        found += [
+            EvidenceUse.of(e)
+            for e in self.ahead
+            if e.evidence_ref == evidence_ref and e.event_type.value in event_types
+        ]
+        return found
+
+
+#: A check run in the append's transaction; raises ``PreconditionFailed`` to store nothing.
+Precondition = Callable[[ChainView], None]
+
+
+class GuardedBatch(list["AccessEvent"]):
+    """A batch carrying the precondition it is to be appended under (see ``SqlStore.append``).
+
+    A list, so that it passes through the group commit like any other batch.
+    """
+
+    def __init__(self, batch: list[AccessEvent], precondition: Precondition) -> None:
+        super().__init__(batch)
+        self.precondition = precondition
+
+
+def check_preconditions(conn: Connection, chain_id: str, batches: list[list[AccessEvent]]) -> None:
+    """Run each guarded batch's precondition, in group order, seeing the batches before it."""
+    ahead: list[AccessEvent] = []
+    for batch in batches:
+        if isinstance(batch, GuardedBatch):
+            batch.precondition(ChainView(conn, chain_id, tuple(ahead)))
+        ahead += batch
