@@ -5,12 +5,10 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import pytest
 
 from accessaudit import EventType, Policy, SqlStore, load_key, verify_store
-
-if TYPE_CHECKING:
-    import pytest
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -55,6 +53,20 @@ def test_readme_library_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
         EventType.ACCESS_COMPLETED,
         EventType.ACCESS_ALLOWED,
     ]
+
+
+@pytest.mark.parametrize("index", range(len(_python_blocks())))
+def test_each_readme_example_runs_on_its_own(
+    index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader can run any one Python block alone, in an empty directory, and get a sound log."""
+    monkeypatch.chdir(tmp_path)
+    for name, body in _named_files().items():
+        (tmp_path / name).write_text(body)
+    block = _python_blocks()[index]
+    exec(compile(block, str(README), "exec"), {"__name__": "readme"})  # noqa: S102
+    with SqlStore("sqlite:///example.db") as store:
+        assert verify_store(store, load_key(Path("example.key"))).intact
 
 
 def test_readme_opens_with_the_two_commands() -> None:
