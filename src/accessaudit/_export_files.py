@@ -1,12 +1,14 @@
 """The export's files: rows streamed into temporary Parquet files, a row group at a time.
 
 A file is one day of one chain (at most ``ROWS_PER_FILE`` rows), written under a temporary
-name; ``export`` renames it into place only after the whole run has passed its checks.
+name; ``export`` renames it into place only after the whole run has passed its checks. Also
+the directory's own handling: creating it (and undoing that), locking it, fsyncing it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -166,3 +168,55 @@ class Writer:
 def discard(pending: list[Pending]) -> None:
     for item in pending:
         item.temp.unlink(missing_ok=True)
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256, read a MiB at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_directory(path: Path) -> None:
+    """Make the renames and creations in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def lock_directory(out: Path, created: list[Path]) -> int:
+    """Create ``out`` if needed and take an exclusive flock on it; the open descriptor.
+
+    Directories it creates are appended to ``created`` (outermost first) as they are made, so
+    the caller can remove them whatever fails. The lock is on the directory, not on a file in
+    it, so taking it writes nothing. Raises ``BlockingIOError`` if another process holds it,
+    and ``OSError`` if the directory cannot be made, opened or locked (flock on a directory
+    works on local file systems; NFS, for one, refuses it).
+    """
+    missing = []
+    path = out
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by someone else
+            directory.mkdir()
+            created.append(directory)
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_directories(created: list[Path]) -> None:
+    """Remove directories ``lock_directory`` created, innermost first, if they are empty."""
+    for directory in reversed(created):
+        with contextlib.suppress(OSError):  # not empty: someone else's files are in it now
+            directory.rmdir()

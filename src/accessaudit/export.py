@@ -12,17 +12,21 @@
   range, the chain hash at its end) is replaced last. A run killed half-way leaves the
   previous manifest in force; the next run removes the orphans and exports the range again,
   so the dataset has neither gaps nor duplicates;
+- a refused run (a damaged range, a foreign or damaged directory, a wrong key, another
+  export running) leaves the directory exactly as it found it: the checks come first, its
+  temporary files are deleted, a directory it had to create is removed, and the lock is
+  taken on the directory itself, not on a file in it;
 - memory stays bounded: rows are read in batches and written file by file.
 
 ``verify_export(out, key)`` re-checks a dataset without the database: file hashes against
 the manifest, unlisted or missing files, and every record's leaf, link and MAC (with the
-key) in seq order across files, by the same checker as ``verify``.
+key) in seq order across files, by the same checker as ``verify``. A dataset whose manifest
+is gone is a finding (``missing_manifest``), not an error.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
@@ -43,6 +47,10 @@ from accessaudit._export_files import (
     Writer,
     chain_token,
     discard,
+    fsync_directory,
+    lock_directory,
+    remove_directories,
+    sha256_of,
 )
 from accessaudit._self_audit import record_log_read
 from accessaudit.exceptions import ConfigurationError, IntegrityError
@@ -58,7 +66,8 @@ if TYPE_CHECKING:
     from accessaudit.store import SqlStore
 
 MANIFEST: Final = "_manifest.json"  # "_": dataset readers skip it
-_LOCK: Final = ".accessaudit-lock"
+#: The lock file of earlier versions, still found in datasets they wrote; not ours to delete.
+_OLD_LOCK: Final = ".accessaudit-lock"
 _FILE_NAME = re.compile(r"(?P<chain>[A-Za-z0-9_.-]+)-(?P<first>\d{12})-(?P<last>\d{12})\.parquet")
 _DAY_DIR = re.compile(r"day=\d{4}-\d{2}-\d{2}")
 
@@ -190,7 +199,7 @@ def _survey(out: Path, listed: set[str]) -> tuple[list[Path], list[Path], list[s
     temporary, unlisted, foreign = [], [], []
     for entry in sorted(out.iterdir()):
         name = entry.name
-        if name in (MANIFEST, _LOCK):
+        if name in (MANIFEST, _OLD_LOCK):
             continue
         if name.startswith(TEMP_PREFIX) and entry.is_file():
             temporary.append(entry)
@@ -208,8 +217,12 @@ def _survey(out: Path, listed: set[str]) -> tuple[list[Path], list[Path], list[s
     return temporary, unlisted, foreign
 
 
-def _prepare(out: Path, key: MacKey) -> tuple[dict[str, Any], list[str]]:
-    """Check the directory and its manifest; remove what an interrupted run left behind."""
+def _prepare(out: Path, key: MacKey) -> tuple[dict[str, Any] | None, list[Path]]:
+    """Check the directory and its manifest; find what an interrupted run left behind.
+
+    Returns the manifest (None before the first export) and the leftovers to delete once
+    the run is sure to publish. Changes nothing: a refusal must leave the directory as it was.
+    """
     manifest = _read_manifest(out)
     listed = set() if manifest is None else {f["path"] for f in manifest["files"]}
     temporary, unlisted, foreign = _survey(out, listed)
@@ -220,25 +233,22 @@ def _prepare(out: Path, key: MacKey) -> tuple[dict[str, Any], list[str]]:
                 "a removed manifest. Nothing was deleted; if the first export was interrupted, "
                 "remove the day=* directories and run it again"
             )
-        # Written before any data file, so that a first run killed half-way leaves files a
-        # manifest does not list (and the next run may remove), never files without one.
-        manifest = {"format": EXPORT_FORMAT, "chains": {}, "files": []}
-        _write_manifest(out, manifest, key)
     else:
         problem = _manifest_problem(manifest, key)
         if problem is not None:
             raise IntegrityError(f"{out}/{MANIFEST}: {problem}; run `accessaudit verify --export`")
-    for entry in manifest["files"]:
-        path = out / entry["path"]
-        if not path.is_file() or path.stat().st_size != entry["bytes"]:
-            what = "is missing" if not path.is_file() else "has changed size"
-            raise ExportError(
-                f"the manifest does not match {out}: {entry['path']} {what}; check the "
-                "dataset with `accessaudit verify --export` before exporting more into it"
-            )
+        for entry in manifest["files"]:
+            path = out / entry["path"]
+            if not path.is_file() or path.stat().st_size != entry["bytes"]:
+                what = "is missing" if not path.is_file() else "has changed size"
+                raise ExportError(
+                    f"the manifest does not match {out}: {entry['path']} {what}; check the "
+                    "dataset with `accessaudit verify --export` before exporting more into it"
+                )
     # An unlisted data file is an interrupted run's only if it starts after what the
     # manifest says was exported; one inside the exported range is somebody else's.
-    exported = {chain_token(c): v["last_seq"] for c, v in manifest["chains"].items()}
+    chains = {} if manifest is None else manifest["chains"]
+    exported = {chain_token(c): v["last_seq"] for c, v in chains.items()}
     for file in unlisted:
         match = _FILE_NAME.fullmatch(file.name)
         assert match is not None  # noqa: S101 - _survey matched it
@@ -250,35 +260,41 @@ def _prepare(out: Path, key: MacKey) -> tuple[dict[str, Any], list[str]]:
             f"{out} holds files an accessaudit export did not write ({shown}); "
             "use an empty directory or the one earlier exports went to"
         )
-    for leftover in [*temporary, *unlisted]:  # that range is exported again
-        leftover.unlink()
-    return manifest, [str(p.relative_to(out)) for p in [*temporary, *unlisted]]
+    return manifest, [*temporary, *unlisted]
+
+
+def _remove_leftovers(out: Path, leftovers: list[Path]) -> list[str]:
+    """Delete an interrupted run's files (their range is exported again); their names."""
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return [str(p.relative_to(out)) for p in leftovers]
 
 
 @contextlib.contextmanager
 def _exclusive(out: Path) -> Iterator[None]:
-    """One export at a time into a directory (two would delete each other's files)."""
+    """One export at a time into a directory (two would delete each other's files).
+
+    The lock is taken on the directory itself (``lock_directory``), not on a lock file in
+    it, and a directory this run had to create is removed again if the run fails: a refused
+    export leaves nothing behind.
+    """
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory")
+    created: list[Path] = []
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        handle = (out / _LOCK).open("a")
-    except OSError as e:
-        raise ExportError(f"cannot write to {out}: {e.strerror}") from e
-    with handle:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = lock_directory(out, created)
         except BlockingIOError as e:
             raise ExportError(f"another export into {out} is running; try again later") from e
-        yield
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        except OSError as e:
+            raise ExportError(f"cannot create, open or lock {out}: {e.strerror}") from e
+        try:
+            yield
+        finally:
+            os.close(fd)
+    except BaseException:
+        remove_directories(created)
+        raise
 
 
 def _write_manifest(out: Path, manifest: dict[str, Any], key: MacKey) -> None:
@@ -292,18 +308,10 @@ def _write_manifest(out: Path, manifest: dict[str, Any], key: MacKey) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     temp.replace(out / MANIFEST)
-    _fsync_dir(out)
+    fsync_directory(out)
 
 
 # -- writing -----------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _record_export(store: SqlStore, actor: str, ranges: dict[str, tuple[int, int]]) -> None:
@@ -398,7 +406,7 @@ def _publish(out: Path, pending: list[Pending]) -> list[ExportedFile]:
         target = out / item.final
         target.parent.mkdir(exist_ok=True)
         item.temp.replace(target)
-        _fsync_dir(target.parent)
+        fsync_directory(target.parent)
         published.append(
             ExportedFile(
                 item.final,
@@ -406,7 +414,7 @@ def _publish(out: Path, pending: list[Pending]) -> list[ExportedFile]:
                 item.first_seq,
                 item.last_seq,
                 item.rows,
-                _sha256(target),
+                sha256_of(target),
                 item.end_chain_hash,
                 target.stat().st_size,
             )
@@ -426,35 +434,43 @@ def export_log(
 
     Raises ``ExportError`` for an unusable directory or manifest, and ``IntegrityError``
     when the log or the dataset fails its checks (nothing of the range is published; run
-    ``accessaudit verify``). ``progress`` is called with the number of rows read so far.
+    ``accessaudit verify``); either way the directory is left exactly as it was.
+    ``progress`` is called with the number of rows read so far.
     """
     with _exclusive(out):
-        manifest, removed = _prepare(out, key)
-        result = ExportResult(out, removed=removed)
-        done: dict[str, Any] = manifest["chains"]
+        manifest, leftovers = _prepare(out, key)
+        done: dict[str, Any] = {} if manifest is None else manifest["chains"]
         ranges = _new_ranges(store, done)
-        if not ranges:
-            return result
-        _record_export(store, actor, ranges)  # fail closed: no record of it, no export
-        counter = _Counter(progress)
+        if ranges:
+            _record_export(store, actor, ranges)  # fail closed: no record of it, no export
         pending: list[Pending] = []
         try:
+            counter = _Counter(progress)
             for chain, (first, last) in ranges.items():
                 previous = done.get(chain, {}).get("last_chain_hash", GENESIS_HASH)
                 span = (first, last, previous)
                 pending += _write_range(store, out, key, chain, span=span, counter=counter)
-            if progress is not None:
+            if progress is not None and ranges:
                 progress(counter.rows)
+            # Every check has passed: only from here on does the directory change.
+            result = ExportResult(out, removed=_remove_leftovers(out, leftovers))
+            if manifest is None:
+                # Written before any data file, so that a first run killed half-way leaves
+                # files a manifest does not list (and the next run may remove), never files
+                # without one.
+                manifest = {"format": EXPORT_FORMAT, "chains": {}, "files": []}
+                _write_manifest(out, manifest, key)
             result.files = _publish(out, pending)
         finally:
             discard(pending)  # renamed ones are gone already; the rest must not linger
-        for file in result.files:
-            manifest["files"].append(asdict(file))
-            done[file.chain_id] = {
-                "last_seq": file.last_seq,
-                "last_chain_hash": file.end_chain_hash,
-            }
-        _write_manifest(out, manifest, key)
+        if result.files:
+            for file in result.files:
+                manifest["files"].append(asdict(file))
+                manifest["chains"][file.chain_id] = {
+                    "last_seq": file.last_seq,
+                    "last_chain_hash": file.end_chain_hash,
+                }
+            _write_manifest(out, manifest, key)
     return result
 
 
@@ -486,7 +502,7 @@ class _FileCheck:
         if not path.is_file():
             self.finding(FindingCode.MISSING_FILE, "is missing")
             return
-        if _sha256(path) != self.entry["sha256"]:
+        if sha256_of(path) != self.entry["sha256"]:
             self.finding(FindingCode.MODIFIED_FILE, "does not match its sha256 in the manifest")
         count, first, last, last_hash = 0, None, None, None
         try:
@@ -516,21 +532,35 @@ def verify_export(out: Path, key: MacKey | None) -> VerifyReport:
     With ``key`` the manifest's own MAC is checked too, so a manifest edited to hide
     dropped or changed files is found; without it, only hashes and links are.
     """
+    if not out.is_dir():
+        raise ExportError(f"{out} {'is not a directory' if out.exists() else 'does not exist'}")
     manifest = _read_manifest(out)
-    if manifest is None:
-        raise ExportError(f"{out} has no {MANIFEST}: it is not an export directory")
     report = VerifyReport(mac_checked=key is not None)
     findings = report.findings
+    if manifest is None:
+        days = [p for p in out.iterdir() if _DAY_DIR.fullmatch(p.name) and p.is_dir()]
+        if not days:
+            msg = f"{out} has no {MANIFEST} and no day=* directories: it is not an export"
+            raise ExportError(msg)
+        detail = (
+            f"{MANIFEST} is missing: the files under {len(days)} day=* "
+            f"director{'y' if len(days) == 1 else 'ies'} cannot be checked (an export writes "
+            "it before its first data file: it was removed or lost)"
+        )
+        findings.append(Finding(FindingCode.MISSING_MANIFEST, "", None, detail))
+        return report
     if key is not None:
         problem = _manifest_problem(manifest, key)
         if problem is not None:
             findings.append(Finding(FindingCode.BAD_MAC, "", None, f"{MANIFEST}: {problem}"))
     files: list[dict[str, Any]] = manifest["files"]
     temporary, unlisted, foreign = _survey(out, {f["path"] for f in files})
-    for name in sorted([*foreign, *(str(p.relative_to(out)) for p in [*temporary, *unlisted])]):
-        findings.append(
-            Finding(FindingCode.UNLISTED_FILE, "", None, f"{name} is not in the manifest")
-        )
+    interrupted = {str(p.relative_to(out)) for p in temporary}
+    for name in sorted([*foreign, *interrupted, *(str(p.relative_to(out)) for p in unlisted)]):
+        detail = f"{name} is not in the manifest"
+        if name in interrupted:
+            detail += " (a temporary file of an interrupted export; the next export removes it)"
+        findings.append(Finding(FindingCode.UNLISTED_FILE, "", None, detail))
     chains = manifest["chains"]
     for entry in files:
         if entry["chain_id"] not in chains:

@@ -27,6 +27,7 @@ class FindingCode(StrEnum):
     MISSING_FILE = "missing_file"  # an export file listed in the manifest is gone
     MODIFIED_FILE = "modified_file"  # an export file's bytes differ from its manifest sha256
     UNLISTED_FILE = "unlisted_file"  # a file in the export directory the manifest lacks
+    MISSING_MANIFEST = "missing_manifest"  # an export directory's _manifest.json is gone
 
 
 @dataclass(frozen=True, slots=True)
