@@ -1,8 +1,7 @@
-"""The record: validation, normalisation, canonical encoding and its golden vectors."""
+"""The record: validation, normalisation, canonical encoding (golden vectors: test_vectors)."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -10,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from accessaudit import AccessEvent, EventType, InvalidEvent
+from accessaudit import AccessEvent, InvalidEvent
 from accessaudit.encoding import decode, encode
 from accessaudit.fields import EVENT_FIELDS, MAX_IDENTIFIER_CHARS, MAX_LIST_ITEMS
-from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
 from tests.strategies import FIXED_EVENT, events, make_event
+from tests.test_vectors import GOLDEN_EVENT
 
 
 def _problems(**overrides: Any) -> list[str]:
@@ -113,22 +112,6 @@ def test_lists_are_frozen_and_attributes_read_only() -> None:
 
 # -- canonical encoding -----------------------------------------------------------------
 
-GOLDEN_EVENT: dict[str, Any] = dict(
-    **FIXED_EVENT,
-    event_type=EventType.ACCESS_ALLOWED,
-    actor_id="agent-7",
-    actor_type="human",
-    purpose="support_request",
-    customer_id="acme",
-    data_categories=("contact",),
-    attributes={"case": "c-1", "n": 3},
-)
-# Frozen for RECORD_VERSION 1. If these change, every existing log stops verifying:
-# bump RECORD_VERSION instead.
-GOLDEN_ENCODING_SHA256 = "0995ba4ca13f1a2b915f51d684823992cac6bc1e0a73f7e50e9d6fa832b15068"
-GOLDEN_LEAF = "46a71af4363e885089ec2162d61dac712e686b3a75112c4a4c180027428a5cbb"
-GOLDEN_LINK = "42fcff4249a44d51c7e4b948f7c07942618d2da90c542af1a51cb4e2f2cca8c8"
-
 
 def test_encoding_layout_starts_with_magic_version_chain_and_seq() -> None:
     """The first bytes are the magic, the version and the tagged chain id and seq."""
@@ -138,16 +121,6 @@ def test_encoding_layout_starts_with_magic_version_chain_and_seq() -> None:
     seq = b"\x02" + (1).to_bytes(8, "big")  # int tag, i64
     event_id = b"\x06" + GOLDEN_EVENT["event_id"].bytes  # uuid tag, 16 bytes
     assert data.startswith(header + chain + seq + event_id)
-
-
-def test_golden_vectors_are_frozen() -> None:
-    """The encoding, leaf hash and link of a fixed event never change within a version."""
-    event = AccessEvent(**GOLDEN_EVENT)
-    data = encode("main", 1, event)
-    assert hashlib.sha256(data).hexdigest() == GOLDEN_ENCODING_SHA256
-    leaf = leaf_hash("main", 1, event)
-    assert leaf == GOLDEN_LEAF
-    assert link_hash(GENESIS_HASH, leaf) == GOLDEN_LINK
 
 
 def test_adjacent_text_fields_cannot_trade_characters() -> None:
