@@ -8,29 +8,38 @@ import os
 import signal
 import socket
 import sqlite3
+import uuid
 from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
-from sqlalchemy import event, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from accessaudit import (
+    AuditUnavailable,
     CommitOutcomeUnknown,
     ConfigurationError,
+    Gate,
+    InvalidEvent,
     MacKey,
+    Policy,
     SqlStore,
     StoreError,
     StoreUnavailable,
+    access_context,
     verify_store,
 )
+from accessaudit.purposes import EvidenceKind
+from accessaudit.registry import EvidenceRegistry
 from accessaudit.store._append import lock_chain
+from tests.gatekit import EXAMPLE_POLICY, Desk, service
 from tests.strategies import make_event
 
 if TYPE_CHECKING:
-    from collections.abc import MutableMapping
-    from pathlib import Path
+    from collections.abc import Callable, Iterator, MutableMapping
 
     from tests.conftest import Backend
 
@@ -61,16 +70,37 @@ def test_held_chain_lock_times_out_and_stores_nothing(pg_backend: Backend, key: 
         assert verify_store(store, key).intact
 
 
+def _named(url: str) -> tuple[str, str]:
+    """``url`` with an application_name of its own, and that name.
+
+    So that a test touches only its own store's server processes, never those of tests
+    running beside it on the same server.
+    """
+    name = f"aa_test_{uuid.uuid4().hex[:12]}"
+    named = make_url(url).update_query_dict({"application_name": name})
+    return named.render_as_string(hide_password=False), name
+
+
+def _own_backends(backend: Backend, name: str, where: str = "true") -> list[int]:
+    """The server process ids of the connections named ``name`` (and matching ``where``)."""
+    rows = backend.sql(
+        f"SELECT pid FROM pg_stat_activity WHERE application_name = :name AND {where}",
+        name=name,
+    )
+    return [int(str(pid)) for (pid,) in rows]
+
+
 @pytest.mark.postgres
 def test_killed_connections_are_replaced(pg_backend: Backend, key: MacKey) -> None:
     """After the server terminates the store's connections, the next append still lands."""
-    with SqlStore(pg_backend.url, key=key, must_exist=False) as store:
+    url, name = _named(pg_backend.url)
+    with SqlStore(url, key=key, must_exist=False) as store:
         store.create_schema()
         store.append([make_event()])
-        pg_backend.sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'accessaudit' AND pid <> pg_backend_pid()"
-        )
+        own = _own_backends(pg_backend, name)
+        assert own  # the URL's application_name names the store's connections
+        for pid in own:
+            pg_backend.sql("SELECT pg_terminate_backend(:pid)", pid=pid)
         assert [r.seq for r in store.append([make_event()])] == [2]
 
 
@@ -242,15 +272,12 @@ def test_server_hanging_mid_read_is_unavailable(pg_backend: Backend, key: MacKey
     with SqlStore(pg_backend.url, key=key, timeout=60, must_exist=False) as writer:
         writer.create_schema()
         writer.append([make_event() for _ in range(2500)])  # more than one fetch batch
-    with SqlStore(pg_backend.url, key=key, timeout=1) as store:
+    url, name = _named(pg_backend.url)
+    with SqlStore(url, key=key, timeout=1) as store:
         rows = store.rows()
         first = next(rows)
         assert first["seq"] == 1
-        (streaming,) = pg_backend.sql(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'accessaudit' "
-            "AND state = 'idle in transaction'"
-        )
-        pid = int(str(streaming[0]))
+        (pid,) = _own_backends(pg_backend, name, "state = 'idle in transaction'")
         os.kill(pid, signal.SIGSTOP)
         try:
             with pytest.raises(StoreUnavailable, match="did not answer within"):
@@ -347,3 +374,141 @@ def test_failing_log_processor_does_not_fail_the_append(
     assert store.count() == 1
     assert record.seq == 1
     assert "could not emit audit event seq 1" in caplog.text
+
+
+def test_sqlite_log_moved_away_is_not_recreated(sqlite_backend: Backend, key: MacKey) -> None:
+    """A log moved away while open: no empty file in its place; unavailable until it is back."""
+    path = Path(make_url(sqlite_backend.url).database or "")
+    with SqlStore(sqlite_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+    with SqlStore(sqlite_backend.url, key=key) as store:
+        assert store.count() == 1  # the pool now holds a connection to the file
+        moved = path.with_name("moved.db")
+        path.rename(moved)
+        with pytest.raises(StoreUnavailable, match=r"does not exist \(moved or deleted\?\)"):
+            store.append([make_event()])
+        with pytest.raises(StoreUnavailable, match="an empty log is not created in its place"):
+            store.count()
+        assert not path.exists()
+        moved.rename(path)
+        assert [r.seq for r in store.append([make_event()])] == [2]
+        assert verify_store(store, key).intact
+
+
+def test_sqlite_file_removed_after_the_store_opened_is_not_created(
+    sqlite_backend: Backend, key: MacKey
+) -> None:
+    """The file goes between the store's existence check and its first connection: not created."""
+    path = Path(make_url(sqlite_backend.url).database or "")
+    with SqlStore(sqlite_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+    store = SqlStore(sqlite_backend.url, key=key)  # checks that the file exists: it does
+    path.unlink()
+    with store, pytest.raises(StoreUnavailable, match="does not exist"):
+        store.append([make_event()])
+    assert not path.exists()
+
+
+def test_sqlite_log_replaced_while_open_is_reopened(sqlite_backend: Backend, key: MacKey) -> None:
+    """Pooled connections do not go on writing to a file that was replaced under the same name."""
+    path = Path(make_url(sqlite_backend.url).database or "")
+    with SqlStore(sqlite_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+        path.rename(path.with_name("old.db"))
+        with SqlStore(sqlite_backend.url, key=key, must_exist=False) as fresh:
+            fresh.create_schema()  # a new, empty log under the old name
+        assert store.count() == 0  # what is at the path now, not the old file
+        assert [r.seq for r in store.append([make_event()])] == [1]
+
+
+@pytest.fixture
+def throwaway_database(postgres_url: str) -> Iterator[tuple[str, Engine]]:
+    """A database of its own for one test (URL, admin engine), dropped after if still there."""
+    name = f"aa_drop_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(
+        make_url(postgres_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(postgres_url).set(database=name).render_as_string(False), admin
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_database_dropped_while_in_use_is_unavailable(
+    throwaway_database: tuple[str, Engine], key: MacKey
+) -> None:
+    """A database dropped under a running store: unavailable, saying that it is gone.
+
+    Appends and reads raise StoreUnavailable; a gated read AuditUnavailable, its body not run.
+    """
+    url, admin = throwaway_database
+    with SqlStore(url, key=key, timeout=2, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+        desk = Desk(Gate(store, Policy.load(EXAMPLE_POLICY), timeout=2))
+        with access_context(service()):
+            desk.invoices("acme")
+        database = make_url(url).database
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE {database} WITH (FORCE)"))
+        gone = f'the database no longer exists .*database "{database}" does not exist'
+        with pytest.raises(StoreUnavailable, match=gone):
+            store.append([make_event()])
+        with pytest.raises(StoreUnavailable, match=gone):
+            store.count()
+        with access_context(service()), pytest.raises(AuditUnavailable, match=gone):
+            desk.invoices("acme")
+        assert desk.ran == ["invoices"]
+    # A store that never reached the database: a wrong URL, as at startup (exit 2).
+    with SqlStore(url, key=key, timeout=2) as late, pytest.raises(ConfigurationError):
+        late.count()
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        pytest.param(lambda s: s.head("main\x00"), id="head"),
+        pytest.param(lambda s: s.count("main\x00"), id="count"),
+        pytest.param(lambda s: list(s.read(chain_id="main\x00")), id="read"),
+        pytest.param(lambda s: list(s.rows("main\x00")), id="rows"),
+        pytest.param(lambda s: s.count_odd_seqs("main\x00"), id="count_odd_seqs"),
+        pytest.param(
+            lambda s: s.evidence_rows("grant:\x00", event_types=["grant.issued"]),
+            id="evidence_rows",
+        ),
+        pytest.param(
+            lambda s: EvidenceRegistry(s).lookup(EvidenceKind.GRANT, "grant:\x00"),
+            id="registry",
+        ),
+        pytest.param(lambda s: s.append([make_event(attributes={"k": "v\x00"})]), id="append"),
+        pytest.param(lambda s: SqlStore(s.url, chain_id="a\x00b"), id="store"),
+    ],
+)
+def test_nul_in_an_id_is_invalid_before_any_sql(
+    store: SqlStore, lookup: Callable[[SqlStore], object]
+) -> None:
+    """A NUL in a chain id, evidence reference or event field: InvalidEvent, no SQL sent.
+
+    (PostgreSQL would refuse the parameter and SQLite would match nothing.)
+    """
+    store.append([make_event()])
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(store._engine, "before_cursor_execute", count)
+    try:
+        with pytest.raises(InvalidEvent, match="contains a NUL character"):
+            lookup(store)
+    finally:
+        event.remove(store._engine, "before_cursor_execute", count)
+    assert statements == []
+    assert store.count() == 1

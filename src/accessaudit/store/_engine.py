@@ -3,12 +3,15 @@
 SQLite: WAL with ``synchronous=FULL`` (NORMAL may lose a committed record on power loss),
 a busy timeout, and ``BEGIN IMMEDIATE`` for appends so two writers can never both read the
 same chain tail. pysqlite's own implicit transactions are switched off so that the BEGIN we
-emit is the one that runs (the SQLAlchemy "pysqlite serializable" recipe).
+emit is the one that runs (the SQLAlchemy "pysqlite serializable" recipe). A log that must
+exist is opened with SQLite's ``mode=rw``, so a file that is missing (a typo, or moved away
+while the application runs) is an error, never a new empty log.
 
 PostgreSQL (psycopg 3): READ COMMITTED, a connect timeout, and a ping at checkout, bounded by
 the operation's deadline, so a connection the server killed or stopped answering on is
 replaced instead of failing (or hanging) a caller. SQLAlchemy's own ``pool_pre_ping`` is not
-used because its ping has no client-side bound.
+used because its ping has no client-side bound. Connections are named ``accessaudit`` in
+``pg_stat_activity`` unless the URL sets its own ``application_name``.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, InvalidatePoolError
 
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.store._deadline import remaining, socket_deadline
@@ -63,17 +67,23 @@ def sqlite_path(url: URL) -> Path:
     return Path(url.database or "")
 
 
-def make_engine(url: URL, timeout: float) -> Engine:
-    """An engine for ``url`` whose every wait (connect, lock, pool) is bounded by ``timeout``."""
+def make_engine(url: URL, timeout: float, *, must_exist: bool = True) -> Engine:
+    """An engine for ``url`` whose every wait (connect, lock, pool) is bounded by ``timeout``.
+
+    ``must_exist`` (SQLite): open the file only if it exists; never create it.
+    """
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, timeout)
+        return _sqlite_engine(url, timeout, must_exist=must_exist)
+    # connect_args win over the URL's query, so the default name is only set when the URL
+    # has none: an operator (or a test) can tell its own connections apart.
+    named = {} if "application_name" in url.query else {"application_name": "accessaudit"}
     engine = create_engine(
         url,
         isolation_level="READ COMMITTED",
         pool_timeout=timeout,
         pool_size=8,
         max_overflow=24,
-        connect_args={"application_name": "accessaudit"},
+        connect_args=named,
     )
 
     @event.listens_for(engine, "do_connect")
@@ -102,7 +112,17 @@ def make_engine(url: URL, timeout: float) -> Engine:
     return engine
 
 
-def _sqlite_engine(url: URL, timeout: float) -> Engine:
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path`` now, or None if there is none."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _sqlite_engine(url: URL, timeout: float, *, must_exist: bool) -> Engine:
+    path = sqlite_path(url).absolute()  # fixed now: a later chdir changes nothing
     engine = create_engine(
         url,
         pool_timeout=timeout,
@@ -111,8 +131,19 @@ def _sqlite_engine(url: URL, timeout: float) -> Engine:
         connect_args={"timeout": timeout, "check_same_thread": False},
     )
 
+    if must_exist and "uri" not in url.query:
+
+        @event.listens_for(engine, "do_connect")
+        def _open_existing(
+            _dialect: object, _record: object, cargs: list[Any], params: Any
+        ) -> None:
+            # Checking that the file exists before connecting would race with its removal;
+            # mode=rw makes SQLite itself refuse to create it (SQLITE_CANTOPEN instead).
+            cargs[0] = f"file:{quote(str(path))}?mode=rw"
+            params["uri"] = True
+
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: object) -> None:
+    def _configure(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (see below)
         cursor = dbapi_connection.cursor()
         try:
@@ -120,6 +151,16 @@ def _sqlite_engine(url: URL, timeout: float) -> Engine:
             cursor.execute("PRAGMA synchronous = FULL")
         finally:
             cursor.close()
+        record.info["accessaudit_file"] = _file_identity(path)
+
+    @event.listens_for(engine, "checkout")
+    def _same_file(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: object) -> None:
+        # A pooled connection keeps the file it opened. If the log was moved, deleted or
+        # replaced since, it would write where nobody looks (or into a deleted inode): drop
+        # every pooled connection and reopen by name, which fails if the file is gone. One
+        # stat per operation; a move between this check and the write is not caught.
+        if record.info.get("accessaudit_file") != _file_identity(path):
+            raise InvalidatePoolError(f"{path} is no longer the file this connection opened")
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:

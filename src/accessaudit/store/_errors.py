@@ -9,6 +9,7 @@ parameters, and the message must say what failed, not echo the record.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import exc as sa_exc
@@ -25,6 +26,7 @@ from accessaudit.store._schema import APPEND_ONLY_MESSAGE, TABLE_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 # PostgreSQL SQLSTATE classes and codes meaning "cannot record now": connection problems
 # (08), resources (53: disk full, out of memory, too many connections), operator
@@ -69,19 +71,57 @@ def _is_duplicate_id(code: str, constraint: str, reason: str) -> bool:
     return code.startswith("SQLITE_CONSTRAINT") and reason.endswith(f"{TABLE_NAME}.event_id")
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the store knows that the driver's error does not.
+
+    ``reached``: the store has connected to this database before, so a database that does
+    not exist now has vanished (dropped, renamed) rather than being a typo in the URL.
+    ``sqlite_file``: the SQLite file a log that must exist is kept in.
+    """
+
+    reached: bool = False
+    sqlite_file: Path | None = None
+
+
+_NOTHING_SEEN = Seen()
+_MISSING_DATABASE = ('FATAL:  database "', "does not exist")
+
+
 def _bad_connection_settings(error: sa_exc.SQLAlchemyError, code: str, reason: str) -> bool:
     """The driver refused the URL's settings before any server answered (libpq's own text)."""
     if code or not isinstance(error, sa_exc.ProgrammingError | sa_exc.OperationalError):
         return False
     return reason.startswith(("invalid connection option", "connection is bad: invalid")) or (
-        'FATAL:  database "' in reason and reason.endswith("does not exist")
+        _MISSING_DATABASE[0] in reason and reason.endswith(_MISSING_DATABASE[1])
     )
 
 
-def classify(error: sa_exc.SQLAlchemyError, doing: str) -> AccessAuditError:
+def _vanished(code: str, reason: str, seen: Seen) -> str | None:
+    """Why the log the store was using is gone, if that is what the error says."""
+    if seen.reached and _MISSING_DATABASE[0] in reason and reason.endswith(_MISSING_DATABASE[1]):
+        return (
+            "the database no longer exists (it did when this store first connected: dropped "
+            f"or renamed?): {reason}"
+        )
+    missing_file = seen.sqlite_file is not None and not seen.sqlite_file.exists()
+    if missing_file and code.startswith("SQLITE_CANTOPEN"):
+        return (
+            f"the SQLite database {seen.sqlite_file} does not exist (moved or deleted?); "
+            "an empty log is not created in its place: put the file back, or pass the right --db"
+        )
+    return None
+
+
+def classify(
+    error: sa_exc.SQLAlchemyError, doing: str, seen: Seen = _NOTHING_SEEN
+) -> AccessAuditError:
     """The accessaudit error for a failure that happened while ``doing`` something."""
     reason = _driver_line(error)
     code, constraint = _codes(error)
+    vanished = _vanished(code, reason, seen)
+    if vanished is not None:
+        return StoreUnavailable(f"{doing}: {vanished}")
     if _bad_connection_settings(error, code, reason):
         return ConfigurationError(f"{doing}: the database URL does not work: {reason}")
     if APPEND_ONLY_MESSAGE in reason:  # our own triggers' message, both databases
@@ -118,11 +158,11 @@ def classify(error: sa_exc.SQLAlchemyError, doing: str) -> AccessAuditError:
 
 
 @contextmanager
-def translated(doing: str) -> Iterator[None]:
+def translated(doing: str, seen: Seen = _NOTHING_SEEN) -> Iterator[None]:
     """Run a block, turning any database failure into an ``AccessAuditError``."""
     try:
         yield
     except AccessAuditError:
         raise
     except sa_exc.SQLAlchemyError as e:
-        raise classify(e, doing) from e
+        raise classify(e, doing, seen) from e
