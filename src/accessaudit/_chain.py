@@ -11,17 +11,24 @@ canonical bytes built straight from the row (``_row_encoding``), its leaf, link 
 compared. Only a row that is well-formed and passes all three is settled there; anything
 else goes through ``from_row`` and the checks below exactly as it always did, so the fast
 path changes the speed, never a finding.
+
+Damaged runs and recovery: the checker remembers the last row that produced no finding.
+When a clean row follows rows that did, and it is a MAC-checked recovery record (see
+``_recovery_record``) naming that last clean row and exactly the findings since, those
+findings are marked acknowledged by it: still reported, no longer failing the chain.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hmac
 import itertools
 import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from accessaudit._recovery_record import acknowledgement, claim_of
 from accessaudit._row_encoding import RowEncoder
 from accessaudit.findings import ChainSummary, ExpectedHead, Finding, FindingCode
 from accessaudit.integrity import (
@@ -72,6 +79,14 @@ def _no_seq(_row: object) -> None:
     return None
 
 
+class DamagedRun(NamedTuple):
+    """Rows that produced findings, since the last row that produced none."""
+
+    good_seq: int  # the last clean row (0: none, or where a continuation started)
+    good_hash: str | None  # its chain hash
+    first: int  # index of the run's first finding in ``ChainChecker.findings``
+
+
 class ChainChecker:
     def __init__(
         self,
@@ -90,6 +105,8 @@ class ChainChecker:
         self.previous_raw: tuple[str, bytes] | None = None  # previous, and it as bytes
         self.heads = {head.seq: head.chain_hash for head in heads}
         self.findings: list[Finding] = []
+        self.added = 0  # findings added, counting those merged into a run
+        self.damaged: DamagedRun | None = None  # the run of damaged rows at the end so far
         start_seq, start_hash = after or (0, GENESIS_HASH)
         self.expected = start_seq + 1
         self.last_seen = start_seq  # highest position present, readable or not
@@ -103,6 +120,7 @@ class ChainChecker:
         row: Row | None = None,
         last_seq: int | None = None,
     ) -> None:
+        self.added += 1
         last = self.findings[-1] if self.findings else None
         if (
             code in _RUNS
@@ -132,7 +150,11 @@ class ChainChecker:
             self.group(seq, group)
 
     def take_clean_run(self, last_seq: int, chain_hash: str, rows: int) -> None:
-        """Count ``rows`` up to ``last_seq`` as checked elsewhere, and found without fault."""
+        """Count ``rows`` up to ``last_seq`` as checked elsewhere, and found without fault.
+
+        Only after a clean row (``damaged`` is None): the run's first row could otherwise be
+        a recovery record, which only this checker can honour.
+        """
         self.summary.rows += rows
         self.expected, self.last_seen = last_seq + 1, last_seq
         self.previous, self.previous_raw = chain_hash, None
@@ -146,14 +168,18 @@ class ChainChecker:
 
     def group(self, seq: object, raw_rows: Iterator[RawRow]) -> None:
         """Check all rows claiming one position; memory stays constant however many."""
+        # Before anything changes: the previous row, in case this one starts a damaged run.
+        added, good_seq, good_hash = self.added, self.last_seen, self.previous
         if isinstance(seq, bool) or not isinstance(seq, int):
             count, first = self._drain(map(self.mapping, raw_rows))
             detail = f"{count} row(s) hold seq {seq!r:.40}, not a number"
             self.add(FindingCode.MALFORMED_ROW, None, detail, first)
+            self._damage(good_seq, good_hash, added)
             return
         if seq < self.expected:  # only seq < 1 can sort before what we expect
             count, first = self._drain(map(self.mapping, raw_rows))
             self.add(FindingCode.UNEXPECTED_RECORD, seq, f"{count} row(s) at seq below 1", first)
+            self._damage(good_seq, good_hash, added)
             return
         if seq > self.expected:
             missing = f"records {self.expected}..{seq - 1} are missing ({seq - self.expected})"
@@ -163,6 +189,10 @@ class ChainChecker:
         lone = next(raw_rows)
         rival = next(raw_rows, None)
         if rival is None and self.passes_fast(seq, lone):
+            if self.added != added:
+                self._damage(good_seq, good_hash, added)
+            elif self.damaged is not None:
+                self._end_damage(seq, self.mapping(lone))
             return
         more = (lone,) if rival is None else (lone, rival)
         rows = map(self.mapping, itertools.chain(more, raw_rows))
@@ -172,6 +202,39 @@ class ChainChecker:
             self.add(FindingCode.DUPLICATE_SEQ, seq, detail, first_extra)
         self._check(seq, member, parsed)
         self.expected = seq + 1
+        if self.added != added:
+            self._damage(good_seq, good_hash, added)
+        elif self.damaged is not None:
+            self._end_damage(seq, member)
+
+    def _damage(self, good_seq: int, good_hash: str | None, added: int) -> None:
+        """Note a row that produced findings: it starts a damaged run, or continues one."""
+        if self.damaged is None:
+            # The findings added for this row are at the end (a run merges only into a
+            # finding at the position before, which a clean row cannot have).
+            first = len(self.findings) - (self.added - added)
+            self.damaged = DamagedRun(good_seq, good_hash, max(first, 0))
+
+    def _end_damage(self, seq: int, row: Row) -> None:
+        """A clean row after a damaged run: acknowledge the run if the row recovers it."""
+        run, self.damaged = self.damaged, None
+        if run is None or self.key is None:  # without the MAC, anyone could write a recovery
+            return
+        parsed = _parse(row)
+        claim = None if isinstance(parsed, MalformedRow) else claim_of(parsed.event)
+        acknowledged = self.findings[run.first :]
+        holds = (
+            claim is not None
+            and claim.halted_seq == seq - 1
+            and (claim.last_good_seq, claim.last_good_hash) == (run.good_seq, run.good_hash)
+            and claim.acknowledged == acknowledgement(acknowledged)
+        )
+        if holds:
+            note = f"; acknowledged by the recovery record at seq {seq}"
+            self.findings[run.first :] = [
+                dataclasses.replace(f, detail=f.detail + note, acknowledged_by=seq)
+                for f in acknowledged
+            ]
 
     def _drain(self, rows: Iterator[Row]) -> tuple[int, Row]:
         first = next(rows)
@@ -390,3 +453,19 @@ def clean_run(
             ):
                 break
         return start_hash, checker.expected - 1, checker.previous, checker.summary.rows
+
+
+def tail_findings(
+    chain_id: str, row: Mapping[str, Any], key: MacKey, previous: str | None
+) -> list[Finding]:
+    """What verify finds at a chain's newest row, given its predecessor's stored chain hash.
+
+    For the error that halts appends: it names the same codes verify will report.
+    """
+    seq = row.get("seq")
+    position = seq if isinstance(seq, int) and not isinstance(seq, bool) else 1
+    checker = ChainChecker(chain_id, key, (), after=(position - 1, previous or GENESIS_HASH))
+    if previous is None:
+        checker.previous = None  # the predecessor's hash is unusable: link not checked
+    checker.check_rows([row], None)
+    return checker.findings

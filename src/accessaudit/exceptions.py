@@ -17,6 +17,9 @@
     └── StoreError              the audit store refused or failed an operation
         ├── StoreUnavailable    could not reach, lock or write the store in time
         │   └── CommitOutcomeUnknown  the connection died during COMMIT: retry to find out
+        ├── ChainHalted         (also IntegrityError) the newest record of a chain fails
+        │                       its checks, so nothing is appended after it until an
+        │                       operator recovers the chain
         ├── AppendOnlyViolation an UPDATE, DELETE or TRUNCATE hit the append-only table
         └── DuplicateEvent      an event id is already in the log
 
@@ -129,6 +132,24 @@ class CommitOutcomeUnknown(StoreUnavailable):
     Appending the same batch again is safe: if it was stored, ``append`` returns the stored
     records; if not, it stores it now. Either way it is never stored twice.
     """
+
+
+class ChainHalted(StoreError, IntegrityError):
+    """The newest record of a chain fails its checks: appends to the chain are refused.
+
+    Sealing new records after a forged or damaged record would carry on from something the
+    key never sealed, so the store stops (fail closed). ``chain_id``, ``seq`` and ``code``
+    (the ``FindingCode`` value ``accessaudit verify`` reports for that record) say where
+    and what; the way out that keeps the evidence is ``accessaudit recover`` (see the
+    README, "Recovering from a forged or corrupted newest record"). A ``StoreError``, so the
+    gate fails closed with ``AuditUnavailable``; an ``IntegrityError``, so the CLI exits 1.
+    """
+
+    def __init__(
+        self, message: str, *, chain_id: str = "", seq: int | None = None, code: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.chain_id, self.seq, self.code = chain_id, seq, code
 
 
 class AppendOnlyViolation(StoreError):

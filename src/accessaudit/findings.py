@@ -32,7 +32,11 @@ class FindingCode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One problem, at one position (or the run ``seq..last_seq``) of one chain."""
+    """One problem, at one position (or the run ``seq..last_seq``) of one chain.
+
+    ``acknowledged_by`` is the seq of the recovery record that acknowledges it (see
+    ``accessaudit.recovery``): still reported, no longer making the log fail verification.
+    """
 
     code: FindingCode
     chain_id: str
@@ -40,6 +44,7 @@ class Finding:
     detail: str
     event_id: str | None = None
     last_seq: int | None = None  # set when the finding covers a run of positions
+    acknowledged_by: int | None = None
 
     @property
     def where(self) -> str:
@@ -93,7 +98,7 @@ class ChainSummary:
 
 @dataclass(slots=True)
 class VerifyReport:
-    """The outcome of verifying a store: intact only if there are no findings at all."""
+    """The outcome of verifying a store: intact when every finding (if any) is acknowledged."""
 
     chains: list[ChainSummary] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
@@ -101,8 +106,8 @@ class VerifyReport:
 
     @property
     def intact(self) -> bool:
-        """True when every check passed."""
-        return not self.findings
+        """True when every check passed, or failed only where a recovery record says so."""
+        return all(f.acknowledged_by is not None for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``accessaudit verify --format json``)."""

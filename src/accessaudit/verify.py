@@ -150,7 +150,11 @@ def _check_in_two(
     resume = middle
     if run is not None:
         start_hash, last, last_hash, count = run
-        boundary_holds = checker.expected == middle + 1 and checker.previous == start_hash
+        boundary_holds = (
+            checker.expected == middle + 1
+            and checker.previous == start_hash
+            and checker.damaged is None  # else the run's first row may be a recovery record
+        )
         if count and boundary_holds:
             checker.take_clean_run(last, last_hash, count)
             resume = last

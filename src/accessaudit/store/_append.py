@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import ColumnElement, Select, bindparam, select, text
+from sqlalchemy import ColumnElement, Select, bindparam, literal_column, select, text
 
 from accessaudit.events import AccessEvent, StoredEvent
-from accessaudit.exceptions import DuplicateEvent, FieldProblem, InvalidEvent, StoreError
+from accessaudit.exceptions import (
+    ChainHalted,
+    ConfigurationError,
+    DuplicateEvent,
+    FieldProblem,
+    InvalidEvent,
+    StoreError,
+)
 from accessaudit.fields import MAX_INT
 from accessaudit.integrity import GENESIS_HASH, is_digest
 from accessaudit.store._deadline import remaining
@@ -120,8 +128,9 @@ def lock_chain(conn: Connection, chain_id: str, timeout: float) -> None:
 def read_tail(conn: Connection, chain_id: str, key: MacKey, room: int) -> tuple[int, str]:
     """Seq and chain hash to append ``room`` records after; refuse a tail that fails its checks.
 
-    Sealing new records onto a forged or damaged tail would give the forgery valid MACs from
-    then on, so the tail must be sealed by this key, with a valid MAC. (A tail sealed by
+    Sealing new records onto a forged or damaged tail would carry on from a record the key
+    never sealed, so the tail must be sealed by this key, with a valid MAC; otherwise the
+    chain is halted (``ChainHalted``) until an operator recovers it. (A tail sealed by
     another key is refused too: key rotation is not supported yet, and an owner without the
     key could otherwise relabel a forged tail with a made-up key id.)
     """
@@ -129,25 +138,78 @@ def read_tail(conn: Connection, chain_id: str, key: MacKey, room: int) -> tuple[
     if row is None:
         return 0, GENESIS_HASH
     seq, chain_hash = row.seq, row.chain_hash
-    if row.mac_key_id != key.key_id:
-        raise StoreError(
-            f"refusing to append: the last record of chain {chain_id!r} was sealed by key "
-            f"{str(row.mac_key_id)[:16]!r}, not by the key given ({key.key_id}); use the key "
-            "this log was written with, and run `accessaudit verify`"
-        )
-    damaged = not (
-        isinstance(seq, int)
-        and 0 < seq <= MAX_INT - room
+    sealed = (
+        row.mac_key_id == key.key_id
+        and isinstance(seq, int)
+        and seq > 0
         and is_digest(chain_hash)
         and isinstance(row.mac, str)
         and hmac.compare_digest(key.seal(chain_hash), row.mac)
     )
-    if damaged:
-        raise StoreError(
-            f"refusing to append: the last record of chain {chain_id!r} (seq {seq!r}) fails its "
-            "integrity checks; run `accessaudit verify` and investigate before writing more"
-        )
+    if not sealed:
+        raise _halted(conn, chain_id, key)
+    if seq > MAX_INT - room:
+        raise StoreError(f"refusing to append: chain {chain_id!r} is full (seq {seq})")
     return seq, chain_hash
+
+
+_RECOVERY_HELP: Final = (
+    "appends to this chain are halted; run `accessaudit verify` and see the README, "
+    '"Recovering from a forged or corrupted newest record"'
+)
+
+
+def _halted(conn: Connection, chain_id: str, key: MacKey) -> ChainHalted:
+    """The error for a tail that fails its checks, naming what verify will find there."""
+    from accessaudit._chain import tail_findings  # noqa: PLC0415 - the checker imports the store
+
+    newest_two: Select[Any] = (
+        select(literal_column("*"))
+        .select_from(events)
+        .where(events.c.chain_id == chain_id)
+        .order_by(events.c.seq.desc())
+        .limit(2)
+    )
+    rows = [dict(r) for r in conn.execute(newest_two).mappings()]
+    tail, before = rows[0], (rows[1] if len(rows) > 1 else None)
+    previous = before.get("chain_hash") if before is not None else GENESIS_HASH
+    findings = tail_findings(chain_id, tail, key, previous if is_digest(previous) else None)
+    seq = tail.get("seq")
+    what = "; ".join(f"{f.detail} ({f.code.value})" for f in findings) or "fails its checks"
+    return ChainHalted(
+        f"refusing to append: chain {chain_id!r} seq {seq!r}: {what}; {_RECOVERY_HELP}",
+        chain_id=chain_id,
+        seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+        code=findings[0].code.value if findings else "",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedTail:
+    """A chain's damaged newest row, as a recovery found it, and where to link on from.
+
+    ``chain_hash`` is the row's stored chain hash (None if it is not a digest): a recovery
+    record links from it, as verify expects, or else from ``anchor``, the chain hash of the
+    last record that passed its checks.
+    """
+
+    chain_id: str
+    seq: int
+    chain_hash: str | None
+    anchor: str
+
+    def check(self, conn: Connection) -> tuple[int, str]:
+        """Seq and chain hash to append after, if the chain's tail is still this row."""
+        row = conn.execute(_TAIL, {"chain": self.chain_id}).first()
+        seq = None if row is None else row.seq
+        stored = None if row is None or not is_digest(row.chain_hash) else row.chain_hash
+        if type(seq) is not int or seq != self.seq or stored != self.chain_hash:
+            raise ConfigurationError(
+                f"chain {self.chain_id!r} changed while it was being recovered: its newest row "
+                f"is now seq {seq!r}, not the seq {self.seq} that was checked; nothing was "
+                "recorded: run `accessaudit verify` and recover again"
+            )
+        return self.seq, self.chain_hash or self.anchor
 
 
 def find_stored(

@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from accessaudit.exceptions import CommitOutcomeUnknown, StoreUnavailable
+from accessaudit.exceptions import ChainHalted, CommitOutcomeUnknown, StoreUnavailable
 from accessaudit.store._deadline import operation_deadline
 
 if TYPE_CHECKING:
@@ -187,7 +187,9 @@ class GroupCommit:
             with operation_deadline(seconds):
                 results = self._write([m.batch for m in group])
         except Exception as e:  # noqa: BLE001 - not swallowed: every member raises it
-            if len(group) > 1 and not isinstance(e, StoreUnavailable):
+            # Retried one by one only if one member may be the cause (a reused event id); a
+            # store that is down or a chain that is halted would fail each of them again.
+            if len(group) > 1 and not isinstance(e, StoreUnavailable | ChainHalted):
                 self._retry_one_by_one(group)
                 return
             self._settle(group, None, e)

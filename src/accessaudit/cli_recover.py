@@ -1,0 +1,69 @@
+"""``accessaudit recover``: let a chain halted by a forged or damaged newest record go on.
+
+A thin shell over ``accessaudit.recovery.recover_chain``: it records, as the person running
+it, a recovery record that acknowledges the damaged records (which stay in the log) and
+prints what it acknowledged and the chain's new head.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from accessaudit._cli_common import (
+    ByOption,
+    DbOption,
+    KeyFileOption,
+    TimeoutOption,
+    login_name,
+    reported_errors,
+)
+from accessaudit.keys import load_key
+from accessaudit.recovery import recover_chain
+from accessaudit.store import SqlStore
+from accessaudit.store._engine import DEFAULT_URL
+from accessaudit.store.sql import DEFAULT_CHAIN
+
+
+def recover(  # noqa: PLR0917 - a Typer command takes its options as parameters
+    seq: Annotated[
+        int,
+        typer.Option(
+            "--seq",
+            min=1,
+            help="The newest record's seq, as the append error and `accessaudit verify` name it.",
+        ),
+    ],
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason", help="Why, for the record: what was found, and what was done about it."
+        ),
+    ],
+    chain: Annotated[str, typer.Option("--chain", help="The halted chain.")] = DEFAULT_CHAIN,
+    db: DbOption = DEFAULT_URL,
+    key_file: KeyFileOption = None,
+    by: ByOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Acknowledge a chain's damaged newest records (kept as evidence) so appends go on."""
+    with reported_errors():
+        key = load_key(key_file)
+        with SqlStore(db, key=key, chain_id=chain, timeout=timeout) as store:
+            done = recover_chain(store, halted_seq=seq, actor=by or login_name(), reason=reason)
+    record = done.record
+    typer.echo(f"chain {chain}: recovery recorded as seq {record.seq} by {record.event.actor_id}")
+    for finding in done.acknowledged:
+        typer.echo(f"  acknowledged: {finding.code.value} at seq {finding.where}")
+    typer.echo(f"  last sound record: seq {done.last_good_seq}, chain hash {done.last_good_hash}")
+    typer.echo(
+        f"appends continue after seq {record.seq}; the acknowledged records stay in the log "
+        "and `accessaudit verify` still lists them"
+    )
+    if done.other_findings:
+        typer.echo(
+            f"note: {len(done.other_findings)} earlier finding(s) in this chain are not "
+            "acknowledged; run `accessaudit verify`"
+        )
+    typer.echo(f"head {chain}:{record.seq}:{record.chain_hash}")
