@@ -96,7 +96,7 @@ def test_defaults_give_a_time_ordered_uuid7_and_an_aware_now() -> None:
     """Omitted ids are UUIDv7 (time-ordered), and omitted times are aware UTC."""
     first, second = make_event(), make_event()
     assert first.event_id.version == 7
-    assert first.event_id < second.event_id or first.occurred_at <= second.occurred_at
+    assert first.event_id < second.event_id  # uuid7() is monotonic within a process
     assert first.occurred_at.tzinfo is UTC
 
 
@@ -174,7 +174,7 @@ def test_dict_form_round_trips(event: AccessEvent) -> None:
 def test_truncated_encoding_is_rejected(cut: int) -> None:
     """A shortened encoding does not decode."""
     data = encode("main", 1, make_event(**FIXED_EVENT))
-    with pytest.raises(ValueError, match=r"ends early|not an accessaudit"):
+    with pytest.raises(ValueError, match="encoding ends early"):
         decode(data[:-cut])
 
 
