@@ -17,6 +17,7 @@ used because its ping has no client-side bound. Connections are named ``accessau
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
@@ -112,17 +113,17 @@ def make_engine(url: URL, timeout: float, *, must_exist: bool = True) -> Engine:
     return engine
 
 
-def _file_identity(path: Path) -> tuple[int, int] | None:
+def _file_identity(path: str) -> tuple[int, int] | None:
     """(device, inode) of the file at ``path`` now, or None if there is none."""
     try:
-        status = path.stat()
+        status = os.stat(path)  # noqa: PTH116 - not Path.stat: this runs on every checkout
     except OSError:
         return None
     return status.st_dev, status.st_ino
 
 
 def _sqlite_engine(url: URL, timeout: float, *, must_exist: bool) -> Engine:
-    path = sqlite_path(url).absolute()  # fixed now: a later chdir changes nothing
+    path = str(sqlite_path(url).absolute())  # fixed now: a later chdir changes nothing
     engine = create_engine(
         url,
         pool_timeout=timeout,
@@ -139,7 +140,7 @@ def _sqlite_engine(url: URL, timeout: float, *, must_exist: bool) -> Engine:
         ) -> None:
             # Checking that the file exists before connecting would race with its removal;
             # mode=rw makes SQLite itself refuse to create it (SQLITE_CANTOPEN instead).
-            cargs[0] = f"file:{quote(str(path))}?mode=rw"
+            cargs[0] = f"file:{quote(path)}?mode=rw"
             params["uri"] = True
 
     @event.listens_for(engine, "connect")
