@@ -484,6 +484,10 @@ def test_database_dropped_while_in_use_is_unavailable(
             id="evidence_rows",
         ),
         pytest.param(
+            lambda s: s.evidence_uses("grant:\x00", event_types=["access.completed"]),
+            id="evidence_uses",
+        ),
+        pytest.param(
             lambda s: EvidenceRegistry(s).lookup(EvidenceKind.GRANT, "grant:\x00"),
             id="registry",
         ),

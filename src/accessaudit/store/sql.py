@@ -557,6 +557,7 @@ class SqlStore:
         Without their integrity columns: for counting uses (e.g. of a grant's allowance),
         not for trusting what the evidence says (``evidence_rows`` is for that).
         """
+        _checked("evidence_ref", evidence_ref, MAX_IDENTIFIER_CHARS)
         with self._connection("reading the uses of evidence") as conn:
             return evidence_uses(conn, self.chain_id, evidence_ref, event_types)
 
