@@ -27,7 +27,9 @@ from accessaudit import (
     StoreUnavailable,
     verify_store,
 )
+from accessaudit.exceptions import ChainHalted
 from accessaudit.store._deadline import operation_deadline
+from tests import tampering
 from tests.strategies import make_event
 
 if TYPE_CHECKING:
@@ -344,3 +346,30 @@ def test_batch_settings_are_checked(
     """Unusable batch settings are refused up front, naming the setting."""
     with pytest.raises(ConfigurationError, match=words.replace("(", r"\(").replace(")", r"\)")):
         SqlStore(f"sqlite:///{tmp_path / 'a.db'}", key=key, must_exist=False, **options)
+
+
+def test_a_halted_chain_fails_the_whole_group_at_once(
+    backend: Backend, store: SqlStore, key: MacKey
+) -> None:
+    """A forged tail halts a group's one transaction; its members are not retried one by one."""
+    store.append([make_event(), make_event()])
+    tampering.insert_row(backend, tampering.forged_copy(store, 2, 3))
+    transactions: list[int] = []
+
+    def on_begin(_conn: Any) -> None:
+        transactions.append(1)
+        for _ in range(30_000):  # the first caller's transaction waits for the other two
+            if len(transactions) > 1 or _queued(store) == 2:
+                return
+            time.sleep(0.002)
+        raise AssertionError("the other callers never queued")
+
+    event.listen(store._engine, "begin", on_begin)
+    try:
+        results = _in_threads(store, [[make_event()] for _ in range(3)])
+    finally:
+        event.remove(store._engine, "begin", on_begin)
+    assert all(isinstance(r, ChainHalted) for r in results), results
+    assert all("chain 'main' seq 3" in str(r) for r in results)
+    assert len(transactions) == 2  # the first caller's, then one for the group of two
+    assert store.count() == 3
