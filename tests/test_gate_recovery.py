@@ -29,7 +29,9 @@ from accessaudit import (
     access_context,
 )
 from accessaudit import verify_store as verify
+from accessaudit.recovery import recover_chain
 from accessaudit.store._append import lock_chain
+from tests import tampering
 from tests.gatekit import EXAMPLE_POLICY, Desk, service
 from tests.strategies import make_event
 
@@ -228,3 +230,29 @@ def test_unreachable_postgres_then_back(pg_backend: Backend, key: MacKey) -> Non
             _fails_closed_then_recovers(store, key, proxy.cut, proxy.open.set)
     finally:
         proxy.close()
+
+
+def test_forged_newest_record_then_recovery(backend: Backend, store: SqlStore, key: MacKey) -> None:
+    """A forged newest record fails every concurrent gated call closed, naming it.
+
+    Once recovered, the same gate serves again; verify passes, the forgery acknowledged.
+    """
+    desk = Desk(Gate(store, POLICY, timeout=TIMEOUT))
+    with access_context(service()):
+        desk.invoices("acme")
+    forged = store.count() + 1
+    tampering.insert_row(backend, tampering.forged_copy(store, 1, forged))
+    outcomes = _call_together(desk)
+    assert all(isinstance(o, AuditUnavailable) for o in outcomes), outcomes
+    named = f"chain 'main' seq {forged}: MAC does not match the chain hash (bad_mac)"
+    assert all(named in str(o) for o in outcomes)
+    assert desk.ran == ["invoices"]  # no body ran
+    assert store.count() == forged  # nothing stored
+    recover_chain(store, halted_seq=forged, actor="oncall", reason="forged row, see INC-1")
+    assert _call_together(desk) == [(0, 1)] * CALLERS
+    assert store.count() == forged + 1 + 2 * CALLERS
+    report = verify(store, key)
+    assert report.intact
+    assert [(f.code.value, f.seq, f.acknowledged_by) for f in report.findings] == [
+        ("bad_mac", forged, forged + 1)
+    ]
