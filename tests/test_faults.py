@@ -516,3 +516,18 @@ def test_nul_in_an_id_is_invalid_before_any_sql(
         event.remove(store._engine, "before_cursor_execute", count)
     assert statements == []
     assert store.count() == 1
+
+
+def test_relative_sqlite_path_is_fixed_when_the_store_opens(
+    tmp_path: Path, key: MacKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative SQLite URL names the file in the directory the store was opened in."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with SqlStore("sqlite:///audit.db", key=key, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+        store.close()  # the next connection is a new one
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        assert [r.seq for r in store.append([make_event()])] == [2]
+    assert list((tmp_path / "elsewhere").iterdir()) == []

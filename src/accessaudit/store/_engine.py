@@ -132,26 +132,19 @@ def _sqlite_engine(url: URL, timeout: float, *, must_exist: bool) -> Engine:
         connect_args={"timeout": timeout, "check_same_thread": False},
     )
 
-    if must_exist and "uri" not in url.query:
+    if "uri" in url.query:  # the URL is a SQLite URI filename of the caller's own
+        return _with_transactions(engine, timeout)
+    # Checking that the file exists before connecting would race with its removal;
+    # mode=rw makes SQLite itself refuse to create it (SQLITE_CANTOPEN instead).
+    opened = f"file:{quote(path)}?mode={'rw' if must_exist else 'rwc'}"
 
-        @event.listens_for(engine, "do_connect")
-        def _open_existing(
-            _dialect: object, _record: object, cargs: list[Any], params: Any
-        ) -> None:
-            # Checking that the file exists before connecting would race with its removal;
-            # mode=rw makes SQLite itself refuse to create it (SQLITE_CANTOPEN instead).
-            cargs[0] = f"file:{quote(path)}?mode=rw"
-            params["uri"] = True
+    @event.listens_for(engine, "do_connect")
+    def _open(_dialect: object, _record: object, cargs: list[Any], params: Any) -> None:
+        cargs[0] = opened  # the absolute path: the file that the identity check stats
+        params["uri"] = True
 
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (see below)
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            cursor.execute("PRAGMA synchronous = FULL")
-        finally:
-            cursor.close()
+    def _identify(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         record.info["accessaudit_file"] = _file_identity(path)
 
     @event.listens_for(engine, "checkout")
@@ -162,6 +155,22 @@ def _sqlite_engine(url: URL, timeout: float, *, must_exist: bool) -> Engine:
         # stat per operation; a move between this check and the write is not caught.
         if record.info.get("accessaudit_file") != _file_identity(path):
             raise InvalidatePoolError(f"{path} is no longer the file this connection opened")
+
+    return _with_transactions(engine, timeout)
+
+
+def _with_transactions(engine: Engine, timeout: float) -> Engine:
+    """``engine`` with the SQLite settings and the BEGIN the chain's ordering relies on."""
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: object) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (see below)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            cursor.execute("PRAGMA synchronous = FULL")
+        finally:
+            cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:

@@ -104,8 +104,8 @@ def _vanished(code: str, reason: str, seen: Seen) -> str | None:
             "the database no longer exists (it did when this store first connected: dropped "
             f"or renamed?): {reason}"
         )
-    missing_file = seen.sqlite_file is not None and not seen.sqlite_file.exists()
-    if missing_file and code.startswith("SQLITE_CANTOPEN"):
+    file = seen.sqlite_file
+    if file is not None and code.startswith("SQLITE_CANTOPEN") and not file.exists():
         return (
             f"the SQLite database {seen.sqlite_file} does not exist (moved or deleted?); "
             "an empty log is not created in its place: put the file back, or pass the right --db"
