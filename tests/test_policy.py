@@ -167,6 +167,32 @@ def test_a_missing_file_is_a_policy_error(tmp_path: Path) -> None:
         Policy.load(tmp_path / "nope.toml")
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"version = 1\n\xff\xfe", r"\(file\): is not UTF-8 text \(byte 0xff at offset 12\)"),
+        (b"\x7fELF\x02\x01\x01\x00\x00", r"\(syntax\): "),
+        (b"a = " + b"[" * 50_000 + b"]" * 50_000, r"\(syntax\): .* nested too deeply"),
+        (b"x = 1\n" * 200_000, r"\(file\): is larger than 1,048,576 bytes"),
+    ],
+    ids=["not-utf8", "binary", "deep", "huge"],
+)
+def test_files_that_are_no_policy_are_policy_errors(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    """Binary, non-UTF-8, absurdly nested or huge files: a PolicyError saying so, no crash."""
+    path = tmp_path / "policy.toml"
+    path.write_bytes(content)
+    with pytest.raises(PolicyError, match=rf"invalid policy {path}: {problem}"):
+        Policy.load(path)
+
+
+def test_a_path_with_a_nul_is_a_policy_error() -> None:
+    """A path the operating system cannot even name is reported, not raised as ValueError."""
+    with pytest.raises(PolicyError, match=r"\(file\): cannot be read: the path contains a NUL"):
+        Policy.load("policy\x00.toml")
+
+
 def test_direct_construction_is_checked_too() -> None:
     """The dataclass constructor runs the same checks as a file."""
     policy = Policy.load(EXAMPLE)

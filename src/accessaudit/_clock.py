@@ -54,18 +54,27 @@ def parse_when(text: str, now: datetime, *, ago: bool = False) -> datetime:
     """
     cleaned = text.strip()
     match = _DURATION.fullmatch(cleaned)
-    if match:
-        delta = timedelta(**{_UNITS[match["unit"]]: int(match["amount"])})
-        return now - delta if ago else now + delta
     try:
-        moment = datetime.fromisoformat(cleaned)
-    except ValueError:
+        if match:
+            delta = timedelta(**{_UNITS[match["unit"]]: int(match["amount"])})
+            return now - delta if ago else now + delta
+        try:
+            moment = datetime.fromisoformat(cleaned)
+        except ValueError:
+            msg = (
+                f"{text!r} is neither a duration (e.g. 90m, 12h, 7d, 2w) nor an ISO 8601 time "
+                "(e.g. 2026-12-01T17:00:00Z)"
+            )
+            raise ValueError(msg) from None
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            msg = f"{text!r} has no timezone; add one, e.g. {cleaned}Z or {cleaned}+01:00"
+            raise ValueError(msg)
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # A duration reaching past year 9999 (``999999w``), or a time at the very edge of
+        # the calendar whose zone moves it over: no moment a log could hold.
         msg = (
-            f"{text!r} is neither a duration (e.g. 90m, 12h, 7d, 2w) nor an ISO 8601 time "
-            "(e.g. 2026-12-01T17:00:00Z)"
+            f"{text!r} is out of range: a time must fall within the years 1 to 9999 (UTC); "
+            "give a nearer one"
         )
         raise ValueError(msg) from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        msg = f"{text!r} has no timezone; add one, e.g. {cleaned}Z or {cleaned}+01:00"
-        raise ValueError(msg)
-    return moment.astimezone(UTC)

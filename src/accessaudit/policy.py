@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from jsonschema import Draft202012Validator
 
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from accessaudit.evidence import Evidence
 
 _VALIDATOR = Draft202012Validator(POLICY_SCHEMA)
+MAX_POLICY_BYTES: Final = 1 << 20
+"""A policy file larger than this is refused unread (it would be a wrong path, not a policy)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,18 +297,48 @@ class Policy:
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
-        """Read and check a policy TOML file."""
+        """Read and check a policy TOML file (UTF-8, at most 1 MiB)."""
         path = Path(path)
+        source = str(path)
         try:
             with path.open("rb") as handle:
-                document = tomllib.load(handle)
+                data = handle.read(MAX_POLICY_BYTES + 1)
         except OSError as e:
             problem = FieldProblem("(file)", f"cannot be read: {e.strerror}")
-            raise PolicyError(str(path), [problem]) from e
+            raise PolicyError(source, [problem]) from e
+        except ValueError as e:  # the operating system cannot even name it (a NUL byte)
+            problem = FieldProblem("(file)", "cannot be read: the path contains a NUL character")
+            raise PolicyError(source, [problem]) from e
+        if len(data) > MAX_POLICY_BYTES:
+            problem = FieldProblem(
+                "(file)",
+                f"is larger than {MAX_POLICY_BYTES:,} bytes",
+                "a policy is a short text file; check that this is the right file",
+            )
+            raise PolicyError(source, [problem])
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            problem = FieldProblem(
+                "(file)",
+                f"is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})",
+                "save it as UTF-8 TOML",
+            )
+            raise PolicyError(source, [problem]) from e
+        try:
+            return cls.from_dict(tomllib.loads(text), source=source)
         except tomllib.TOMLDecodeError as e:
             problem = FieldProblem("(syntax)", str(e), "fix the TOML syntax")
-            raise PolicyError(str(path), [problem]) from e
-        return cls.from_dict(document, source=str(path))
+            raise PolicyError(source, [problem]) from e
+        except RecursionError as e:
+            # Parsing and checking recurse per level; a policy is never more than a few
+            # levels deep, so a file this deep is not one (and must not crash the reader).
+            problem = FieldProblem(
+                "(syntax)",
+                "arrays or tables are nested too deeply to read",
+                "a policy is only a few levels deep; remove the extra nesting",
+            )
+            raise PolicyError(source, [problem]) from e
 
     def decide(
         self, request: AccessRequest, evidence: Evidence | None = None, *, now: datetime
