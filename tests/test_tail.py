@@ -127,3 +127,32 @@ def test_cli_tail_follow_in_a_real_process(tmp_path: Path, key: MacKey) -> None:
 def test_cli_tail_bad_options(bad: list[str]) -> None:
     """Nonsense counts and intervals are usage errors."""
     assert runner.invoke(app, ["tail", *bad]).exit_code == 2
+
+
+def test_one_line_escapes_what_could_forge_a_line(store: SqlStore) -> None:
+    """Newlines, escape sequences and bidi overrides in a record are shown escaped."""
+    forged = "agent-7\n       9  2026-01-01T00:00:00.000000Z  access.denied"
+    store.append(
+        [make_event(actor_id=forged, customer_id="\x1b[2J\x1b[Hacme", resource="\u202ecrm\x9b")]
+    )
+    (record,) = latest(store, 1)
+    line = one_line(record)
+    assert line.isprintable()
+    assert r"agent-7\n       9  2026" in line
+    assert r"\x1b[2J\x1b[Hacme" in line
+    assert r"\u202ecrm\x9b" in line
+
+
+def test_cli_tail_prints_one_line_per_record_whatever_they_hold(
+    backend: Backend, key: MacKey
+) -> None:
+    """However hostile the stored text, tail prints exactly one line per record."""
+    with SqlStore(backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event(actor_id=f"a\r\n\x1b]0;title\x07{i}\u2028") for i in range(3)])
+    env = {"ACCESSAUDIT_HMAC_KEY": key.secret.hex()}
+    result = runner.invoke(app, ["tail", "--db", backend.url], env=env)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["1", "2", "3"]
+    assert all(line.isprintable() for line in lines)

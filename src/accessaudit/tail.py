@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from accessaudit._clock import to_iso
+from accessaudit._terminal import terminal_safe
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -42,7 +43,11 @@ def follow(
 
 
 def one_line(stored: StoredEvent) -> str:
-    """A record on one line: position, time, type, who (role), why, whose data, outcome."""
+    """A record on one line: position, time, type, who (role), why, whose data, outcome.
+
+    Text from the record is escaped (``terminal_safe``): a value holding a newline or an
+    escape sequence cannot forge a line or move the cursor.
+    """
     event = stored.event
     who = event.actor_id + (f" ({event.role})" if event.role else "")
     outcome = event.reason_code or ""
@@ -58,4 +63,4 @@ def one_line(stored: StoredEvent) -> str:
         event.resource or event.evidence_ref or "-",
         outcome or "-",
     ]
-    return "  ".join(parts)
+    return terminal_safe("  ".join(parts))
