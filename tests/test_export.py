@@ -118,6 +118,19 @@ def test_any_event_survives_the_export(
     assert verify_export(work / "out", key).intact
 
 
+def test_an_empty_log_exports_to_an_empty_dataset(store: SqlStore, tmp_path: Path) -> None:
+    """Nothing to export: the directory gets a sealed manifest of nothing, which verifies."""
+    out = tmp_path / "out"
+    for _ in range(2):  # the first run writes the manifest, the second finds nothing new
+        result = _export(store, out)
+        assert (result.files, result.removed) == ([], [])
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST]
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert (manifest["chains"], manifest["files"]) == ({}, [])
+    assert verify_export(out, store.key).intact
+    assert store.count() == 0  # nothing was read, so no audit.export record
+
+
 def test_incremental_runs_have_no_gaps_and_no_duplicates(store: SqlStore, tmp_path: Path) -> None:
     """Each run adds only what is new; the manifest's ranges tile the chain."""
     out = tmp_path / "out"

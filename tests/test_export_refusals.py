@@ -8,12 +8,14 @@ run's leftovers are not deleted by a run that then refuses.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import pyarrow.parquet as pq
 import pytest
 
 from accessaudit import IntegrityError, MacKey, SqlStore
@@ -114,6 +116,33 @@ def _foreign_manifest(case: Case) -> None:
     _fill(case, 2)
 
 
+def _manifest_not_json(case: Case) -> None:
+    _exported(case)
+    (case.out / MANIFEST).write_text("{not json")
+    _fill(case, 1)
+
+
+def _manifest_of_the_wrong_shape(case: Case) -> None:
+    _exported(case)
+    manifest = json.loads((case.out / MANIFEST).read_text())
+    manifest["files"][0]["rows"] = "five"
+    (case.out / MANIFEST).write_text(json.dumps(manifest))
+    _fill(case, 1)
+
+
+def _data_file_inside_the_exported_range(case: Case) -> None:
+    _exported(case)
+    day = next(case.out.glob("day=*"))
+    (day / "main-000000000002-000000000003.parquet").write_bytes(b"not ours")
+    _fill(case, 1)
+
+
+def _parent_is_a_file(case: Case) -> None:
+    (case.area / "file").write_text("x")
+    case.out = case.area / "file" / "out"
+    _fill(case, 1)
+
+
 def _listed_file_missing(case: Case) -> None:
     _exported(case)
     next(case.out.glob("day=*/*.parquet")).unlink()
@@ -164,6 +193,20 @@ CASES: dict[str, tuple[Callable[[Case], None], type[Exception], str, bool]] = {
     "somebody else's file": (_foreign_file, ExportError, r"did not write \(report\.pdf\)", False),
     "a file, not a directory": (_a_file_not_a_directory, ExportError, "is not a directory", False),
     "foreign manifest": (_foreign_manifest, ExportError, "not an accessaudit export", False),
+    "manifest not JSON": (_manifest_not_json, IntegrityError, "cannot be read as an export", False),
+    "manifest of the wrong shape": (
+        _manifest_of_the_wrong_shape,
+        IntegrityError,
+        r"is damaged: files/0/rows: 'five' is not of type 'integer'",
+        False,
+    ),
+    "a data file inside the exported range": (
+        _data_file_inside_the_exported_range,
+        ExportError,
+        r"did not write \(day=.*/main-000000000002-000000000003\.parquet\)",
+        False,
+    ),
+    "the parent is a file": (_parent_is_a_file, ExportError, "cannot create, open or lock", False),
     "listed file missing": (_listed_file_missing, ExportError, r"does not match .* missing", False),
     "manifest removed": (_manifest_removed, ExportError, r"export files but no _manifest", False),
     "log shorter than the export": (_log_shorter, IntegrityError, "was already exported", False),
@@ -220,3 +263,35 @@ def test_a_successful_export_leaves_no_lock_file(
     """After two runs the directory holds the manifest and day directories, nothing else."""
     export_log(store, exported, key, actor="reviewer-2")
     assert sorted(p.name for p in exported.iterdir() if not p.name.startswith("day=")) == [MANIFEST]
+
+
+def test_a_directory_replaced_while_being_locked_is_refused(
+    store: SqlStore, key: MacKey, exported: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Locked, but the path now names another directory (a refused run removed ours): refused."""
+    real_flock = fcntl.flock
+
+    def flock_then_replace(fd: int, operation: int) -> None:
+        real_flock(fd, operation)
+        exported.rename(exported.with_name("moved"))
+        exported.mkdir()
+
+    monkeypatch.setattr(fcntl, "flock", flock_then_replace)
+    with pytest.raises(ExportError, match=r"another export into .* is running"):
+        export_log(store, exported, key, actor="reviewer-2")
+    assert list(exported.iterdir()) == []
+
+
+def test_a_failure_while_writing_leaves_the_directory_as_it_was(
+    store: SqlStore, key: MacKey, exported: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while a file is written: the error goes up, the half-written file goes."""
+    before = _snapshot(exported)
+
+    def disk_full(self: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export_log(store, exported, key, actor="reviewer-2")
+    assert _snapshot(exported) == before

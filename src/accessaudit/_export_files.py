@@ -193,9 +193,10 @@ def lock_directory(out: Path, created: list[Path]) -> int:
 
     Directories it creates are appended to ``created`` (outermost first) as they are made, so
     the caller can remove them whatever fails. The lock is on the directory, not on a file in
-    it, so taking it writes nothing. Raises ``BlockingIOError`` if another process holds it,
-    and ``OSError`` if the directory cannot be made, opened or locked (flock on a directory
-    works on local file systems; NFS, for one, refuses it).
+    it, so taking it writes nothing. Raises ``BlockingIOError`` if another process holds it
+    (or held it and removed the directory meanwhile), and ``OSError`` if the directory cannot
+    be made, opened or locked: a file system that cannot flock a directory (NFS may not) gets
+    an error, never an unlocked export.
     """
     missing = []
     path = out
@@ -209,6 +210,8 @@ def lock_directory(out: Path, created: list[Path]) -> int:
     fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not os.path.samestat(os.fstat(fd), out.stat()):  # a refused run removed it
+            raise BlockingIOError(f"{out} was replaced while it was being locked")
     except BaseException:
         os.close(fd)
         raise
