@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from accessaudit import SqlStore, load_key, verify_store
+from accessaudit import EventType, SqlStore, load_key, verify_store
 from accessaudit.cli import app
 from tests import tampering
 from tests.strategies import make_event
@@ -19,6 +19,7 @@ from tests.strategies import make_event
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from accessaudit.events import StoredEvent
     from tests.conftest import Backend
 
 runner = CliRunner()
@@ -119,7 +120,9 @@ def test_expected_head_catches_truncation(backend: Backend, in_tmp: Path) -> Non
         store.append([make_event() for _ in range(3)])
     _, out, _ = _invoke("verify", "--db", backend.url)
     head = next(line.split("head ")[1] for line in out.splitlines() if "head main:" in line)
+    assert head.startswith("main:3:")  # the head verified; its own audit.report is seq 4
     backend.drop_guards()
+    tampering.delete_seq(backend, 4)
     tampering.delete_seq(backend, 3)
     code, out, _ = _invoke("verify", "--db", backend.url, "--expect-head", head)
     assert code == 1
@@ -274,13 +277,16 @@ def test_existing_unusable_key_file_fails_init(in_tmp: Path) -> None:
     assert "exists, kept" not in out
 
 
-@pytest.mark.parametrize("head", ["main:0:" + "a" * 64, "\udcff:1:" + "a" * 64])
-def test_impossible_expected_heads_are_refused(in_tmp: Path, head: str) -> None:
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [("main:0:" + "a" * 64, "CHAIN:SEQ:HASH"), ("\udcff:1:" + "a" * 64, "--expect-head: ")],
+)
+def test_impossible_expected_heads_are_refused(in_tmp: Path, head: str, message: str) -> None:
     """Seq 0 or an undecodable chain id in --expect-head is a usage error."""
     _invoke("demo", "--events", "5")
     code, _, err = _invoke("verify", "--expect-head", head)
     assert code == 2
-    assert "CHAIN:SEQ:HASH" in err
+    assert message in err
 
 
 def test_directory_as_database_is_exit_2(in_tmp: Path) -> None:
@@ -296,3 +302,71 @@ def test_json_mode_errors_are_json_too(in_tmp: Path) -> None:
     code, out, err = _invoke("verify", "--db", "sqlite:///nope.db", "--format", "json")
     assert code == 2
     assert json.loads(out) == {"error": err.removeprefix("error: ").rstrip("\n"), "exit_code": 2}
+
+
+def _audit_reads(url: str, after: int = 0) -> list[StoredEvent]:
+    with SqlStore(url) as store:
+        return [r for r in store.read(after + 1) if r.event.event_type is EventType.AUDIT_REPORT]
+
+
+def test_verify_records_the_read_before_showing_it(backend: Backend, in_tmp: Path) -> None:
+    """Each verify of the database appends one audit.report: who, how many rows checked."""
+    _invoke("init", "--db", backend.url)
+    with SqlStore(backend.url, key=load_key()) as store:
+        store.append([make_event() for _ in range(3)])
+    code, out, err = _invoke("verify", "--db", backend.url, "--by", "auditor-1", "--chain", "main")
+    assert (code, err) == (0, "")
+    assert out.rstrip().endswith("intact")
+    (read,) = _audit_reads(backend.url)
+    assert read.seq == 4
+    assert (read.event.actor_id, read.event.record_count) == ("auditor-1", 3)
+    assert read.event.attributes == {"report": "verify", "skip_mac": False, "chain": "main"}
+    code, _, _ = _invoke("verify", "--db", backend.url, "--skip-mac")
+    assert code == 0
+    assert [r.event.attributes["skip_mac"] for r in _audit_reads(backend.url, 4)] == [True]
+
+
+def test_verify_without_a_key_or_of_an_export_is_not_recorded(in_tmp: Path) -> None:
+    """--skip-mac with no key cannot append (it says so on stderr); --export reads no log."""
+    _invoke("demo", "--events", "10")
+    assert _invoke("export", "--out", "dataset")[0] == 0
+    with SqlStore("sqlite:///accessaudit.db") as store:
+        count = store.count()
+    code, _, err = _invoke("verify", "--export", "dataset")
+    assert (code, err) == (0, "")
+    (in_tmp / "accessaudit.key").unlink()
+    code, out, err = _invoke("verify", "--skip-mac")
+    assert code == 0
+    assert "MACs not checked" in out
+    assert err.startswith("warning: this verify is not recorded in the log: no HMAC key")
+    with SqlStore("sqlite:///accessaudit.db") as store:
+        assert store.count() == count
+
+
+def test_verify_shows_findings_even_when_the_log_refuses_the_record(
+    backend: Backend, in_tmp: Path
+) -> None:
+    """A forged newest record halts appends; verify still reports it (exit 1) and warns."""
+    _invoke("init", "--db", backend.url)
+    with SqlStore(backend.url, key=load_key()) as store:
+        store.append([make_event() for _ in range(3)])
+    backend.drop_guards()
+    tampering.set_column(backend, 3, "mac", "0" * 64)
+    code, out, err = _invoke("verify", "--db", backend.url)
+    assert code == 1
+    assert "bad_mac" in out
+    assert err.startswith("warning: this verify could not be recorded in the log: ")
+    assert _audit_reads(backend.url) == []
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_log_events_before_or_after_the_command(in_tmp: Path, position: str) -> None:
+    """--log-events works as a global option and as an option of the command."""
+    _invoke("init")
+    args = ["--log-events", "tail"] if position == "before" else ["tail", "--log-events"]
+    code, _, err = _invoke(*args)
+    assert code == 0
+    (line,) = err.splitlines()
+    assert json.loads(line)["event"] == "audit.report"
+    code, _, err = _invoke("tail")
+    assert (code, err) == (0, "")

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING
 import pytest
 from typer.testing import CliRunner
 
-from accessaudit import EventType, EvidenceRegistry, SqlStore, load_key, verify_store
+from accessaudit import (
+    EventType,
+    EvidenceRegistry,
+    SqlStore,
+    StoreUnavailable,
+    cli_evidence,
+    load_key,
+    verify_store,
+)
 from accessaudit.cli import app
 from tests.gatekit import EXAMPLE_POLICY
 
@@ -99,7 +107,12 @@ def test_grant_lifecycle(db: str) -> None:
     assert [(g["status"], g["revoked_by"]) for g in listed] == [("revoked", "acme-admin")]
     with SqlStore(db) as store:
         types = [r.event.event_type for r in store.read()]
-        assert types == [EventType.GRANT_ISSUED, EventType.GRANT_REVOKED]
+        assert types == [
+            EventType.GRANT_ISSUED,
+            EventType.AUDIT_REPORT,  # the first list
+            EventType.GRANT_REVOKED,
+            EventType.AUDIT_REPORT,  # the second
+        ]
         assert verify_store(store, load_key()).intact
 
 
@@ -197,3 +210,61 @@ def test_every_command_is_documented() -> None:
         assert code == 0
         assert "Usage:" in out
         assert f"accessaudit {command}" in readme
+
+
+@pytest.mark.parametrize(
+    ("command", "customer", "rows"),
+    [
+        (["grant", "list"], None, 2),
+        (["grant", "list", "--customer", "acme"], "acme", 1),
+        (["incident", "list", "--format", "json"], None, 1),
+        (["legal", "list", "--customer", "globex"], "globex", 0),
+    ],
+)
+def test_each_list_is_recorded(
+    db: str, command: list[str], customer: str | None, rows: int
+) -> None:
+    """A list is a read of the log: one audit.report (who, which filter, how many rows)."""
+    expires = datetime.now(UTC) + timedelta(days=2)
+    with _registry(db) as registry:
+        for who in ("acme", "globex"):
+            registry.issue_grant(
+                customer_id=who,
+                case_id="C-1",
+                data_categories=["contact"],
+                expires_at=expires,
+                issued_by="agent-1",
+            )
+        registry.open_incident("INC-1", all_customers=True, opened_by="sre-1")
+    with SqlStore(db) as store:
+        before = store.count()
+    code, _, err = _invoke(*command, "--by", "auditor-3")
+    assert (code, err) == (0, "")
+    with SqlStore(db) as store:
+        (read,) = [r.event for r in store.read(before + 1)]
+    assert read.event_type is EventType.AUDIT_REPORT
+    assert (read.actor_id, read.record_count, read.customer_id) == ("auditor-3", rows, customer)
+    assert read.attributes["report"] == " ".join(command[:2])
+
+
+def test_a_list_that_cannot_be_recorded_is_not_shown(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No record, no list: if the audit.report cannot be appended, nothing is printed (3)."""
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise StoreUnavailable("the audit store is unavailable: refused for the test")
+
+    monkeypatch.setattr(cli_evidence, "record_report", refuse)
+    for command in (["grant", "list"], ["incident", "list"], ["legal", "list"]):
+        code, out, err = _invoke(*command)
+        assert (code, out) == (3, "")
+        assert err == "error: the audit store is unavailable: refused for the test\n"
+
+
+def test_repeatable_options_say_how_in_their_help() -> None:
+    """--category and --customer are repeated, not comma-separated, and --help says so."""
+    grant_help = " ".join(_invoke("grant", "issue", "--help")[1].split())
+    assert "Repeatable: --category contact --category billing." in grant_help
+    incident_help = " ".join(_invoke("incident", "open", "--help")[1].split())
+    assert "Repeatable: --customer acme --customer globex." in incident_help

@@ -8,36 +8,40 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
-import structlog
 import typer
 
 from accessaudit import demo as demo_workload
 from accessaudit._cli_common import (
     EXIT_FINDINGS,
+    LOG_EVENTS_HELP,
     ByOption,
     DbOption,
     FormatOption,
     KeyFileOption,
+    LogEventsOption,
+    NewKeyFileOption,
     OutputFormat,
     TimeoutOption,
     command_group,
+    configure_events,
     login_name,
     progress_bar,
     reported_errors,
+    show_line,
 )
+from accessaudit._terminal import terminal_safe
 from accessaudit.bootstrap import init_store
 from accessaudit.cli_evidence import grant_app, incident_app, legal_app, policy_app
 from accessaudit.cli_report import report
 from accessaudit.events import StoredEvent
-from accessaudit.exceptions import ConfigurationError
+from accessaudit.exceptions import ConfigurationError, MacKeyError, StoreError
 from accessaudit.export import MANIFEST, export_log, verify_export
+from accessaudit.fields import AttributeValue
 from accessaudit.findings import ExpectedHead, VerifyReport
-from accessaudit.keys import load_key
+from accessaudit.keys import MacKey, load_key
 from accessaudit.log import log_fields
 from accessaudit.report import ReportFilter, record_report
 from accessaudit.store import SqlStore
@@ -57,46 +61,39 @@ app.command()(report)
 @app.callback()
 def _main(
     log_events: Annotated[
-        bool, typer.Option("--log-events", help="Also write each recorded event to stderr as JSON.")
+        bool,
+        typer.Option("--log-events", help=f"{LOG_EVENTS_HELP} (Also accepted after the command.)"),
     ] = False,
 ) -> None:
-    # The CLI is an application, so it (not the library) decides where structlog output goes.
-    structlog.configure(
-        processors=[
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.INFO if log_events else logging.WARNING
-        ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    configure_events(log_events)
 
 
 @app.command()
 def init(
     db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
+    key_file: NewKeyFileOption = None,
     writer_role: Annotated[
         str | None,
         typer.Option(help="PostgreSQL: create this role with SELECT and INSERT rights only."),
     ] = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
     """Create the HMAC key file, the events table and its append-only triggers (idempotent)."""
     with reported_errors():
         lines = init_store(db, key_file=key_file, writer_role=writer_role, timeout=timeout)
     for line in lines:
-        typer.echo(line)
+        show_line(line)
 
 
 def _print_report(report: VerifyReport, output: OutputFormat) -> None:
     if output is OutputFormat.JSON:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
+    # Chain ids, event ids and details come from the database: escaped, so that a forged
+    # row cannot print a forged "intact" line.
     for chain in report.chains:
-        typer.echo(
+        show_line(
             f"chain {chain.chain_id}: {chain.rows} rows; "
             f"head {chain.chain_id}:{chain.head_seq}:{chain.head_hash}"
         )
@@ -108,8 +105,39 @@ def _print_report(report: VerifyReport, output: OutputFormat) -> None:
         where = finding.where
         ident = f" event {finding.event_id}" if finding.event_id else ""
         code = finding.code.value
-        typer.echo(f"{code:<18} chain {finding.chain_id} seq {where}{ident}: {finding.detail}")
+        show_line(f"{code:<18} chain {finding.chain_id} seq {where}{ident}: {finding.detail}")
     typer.echo("intact" if report.intact else f"NOT INTACT: {len(report.findings)} finding(s)")
+
+
+def _key_if_any(key_file: Path | None) -> tuple[MacKey | None, str | None]:
+    """The key, or None and why there is none (for ``verify --skip-mac``, which needs none)."""
+    try:
+        return load_key(key_file), None
+    except MacKeyError as e:
+        return None, str(e)
+
+
+def _record_verify(
+    store: SqlStore, actor: str, report: VerifyReport, chain: str | None, *, skip_mac: bool
+) -> str | None:
+    """Record this verify as an ``audit.report``; None, or why it could not be recorded.
+
+    A log that fails its checks may refuse appends (a newest record that fails its MAC is
+    never sealed over): its findings are shown all the same, or damaging the newest record
+    would hide every other damage. An intact log that cannot record the read shows nothing
+    (exit 3), like every other read.
+    """
+    options: dict[str, AttributeValue] = {"skip_mac": skip_mac}
+    if chain is not None:
+        options["chain"] = chain
+    rows = sum(checked.rows for checked in report.chains)
+    try:
+        record_report(store, actor, "verify", ReportFilter(), rows, **options)
+    except StoreError as e:
+        if report.intact:
+            raise
+        return f"this verify could not be recorded in the log: {e}"
+    return None
 
 
 @app.command()
@@ -118,7 +146,12 @@ def verify(
     key_file: KeyFileOption = None,
     chain: Annotated[str | None, typer.Option(help="Verify only this chain.")] = None,
     skip_mac: Annotated[
-        bool, typer.Option("--skip-mac", help="Check hashes and links only (no key needed).")
+        bool,
+        typer.Option(
+            "--skip-mac",
+            help="Check hashes and links only (no key needed; without a key the run is not "
+            "recorded, as recording needs one).",
+        ),
     ] = False,
     expect_head: Annotated[
         list[str] | None,
@@ -126,7 +159,8 @@ def verify(
             "--expect-head",
             metavar="CHAIN:SEQ:HASH",
             help="A head printed by an earlier verify and kept outside the database; "
-            "catches deleted newest records and rollback. Repeatable.",
+            "catches deleted newest records and rollback. Repeatable: --expect-head H1 "
+            "--expect-head H2.",
         ),
     ] = None,
     export: Annotated[
@@ -134,13 +168,17 @@ def verify(
         typer.Option(
             "--export",
             metavar="DIR",
-            help="Check an exported dataset instead of the database (offline).",
+            help="Check an exported dataset instead of the database (offline; reads no log, "
+            "so nothing is recorded).",
         ),
     ] = None,
     output: FormatOption = OutputFormat.TABLE,
+    by: ByOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
-    """Recompute every hash, link and MAC; report every finding. Exit 1 if any."""
+    """Recompute every hash, link and MAC; report every finding. Exit 1 if any. Recorded."""
+    not_recorded = None
     with reported_errors(as_json=output is OutputFormat.JSON):
         heads = [ExpectedHead.parse(text) for text in expect_head or []]
         if export is not None:
@@ -149,9 +187,21 @@ def verify(
                 raise ConfigurationError(msg)
             report = verify_export(export, None if skip_mac else load_key(key_file))
         else:
-            with SqlStore(db, timeout=timeout) as store:
-                key = None if skip_mac else load_key(key_file)
-                report = verify_store(store, key, chain_id=chain, expected_heads=heads)
+            # The URL and the SQLite file are checked (exit 2) before the key is looked for.
+            with SqlStore(db, timeout=timeout) as reader:
+                key, no_key = _key_if_any(key_file) if skip_mac else (load_key(key_file), None)
+                report = verify_store(
+                    reader, None if skip_mac else key, chain_id=chain, expected_heads=heads
+                )
+            # Recorded before anything is shown, like every read of the log.
+            if key is None:
+                not_recorded = f"this verify is not recorded in the log: {no_key}"
+            else:
+                with SqlStore(db, key=key, timeout=timeout) as store:
+                    actor = by or login_name()
+                    not_recorded = _record_verify(store, actor, report, chain, skip_mac=skip_mac)
+    if not_recorded is not None:
+        typer.echo(f"warning: {terminal_safe(not_recorded)}", err=True)
     _print_report(report, output)
     if not report.intact:
         raise typer.Exit(EXIT_FINDINGS)
@@ -160,20 +210,21 @@ def verify(
 @app.command()
 def demo(
     db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
+    key_file: NewKeyFileOption = None,
     events: Annotated[int, typer.Option(min=1, max=10_000_000, help="How many events.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed for a repeatable workload.")] = 7,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
     """Set up a log if needed, run a simulated support desk through the gate, verify."""
     with reported_errors():
         for line in init_store(db, key_file=key_file, timeout=timeout):
-            typer.echo(line)
+            show_line(line)
         key = load_key(key_file)
         with SqlStore(db, key=key, timeout=timeout) as store:
             tally = demo_workload.run(store, events, seed=seed)
             report = verify_store(store, key)
-    typer.echo(f"recorded {sum(tally.values())} events in {store.url}:")
+    show_line(f"recorded {sum(tally.values())} events in {store.url}:")
     for label, count in sorted(tally.items()):
         typer.echo(f"  {count:>7}  {label}")
     _print_report(report, OutputFormat.TABLE)
@@ -188,6 +239,7 @@ def export(
     key_file: KeyFileOption = None,
     by: ByOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
     """Append what is new to a Parquet dataset (checked, atomic, incremental)."""
     with reported_errors():
@@ -195,13 +247,13 @@ def export(
         with SqlStore(db, key=key, timeout=timeout) as store, progress_bar("exporting") as step:
             result = export_log(store, out, key, actor=by or login_name(), progress=step)
     for name in result.removed:
-        typer.echo(f"removed {name} (left by an interrupted export; its range is exported again)")
+        show_line(f"removed {name} (left by an interrupted export; its range is exported again)")
     if not result.files:
-        typer.echo(f"nothing new to export; {out} is up to date")
+        show_line(f"nothing new to export; {out} is up to date")
         return
     first = min(f.first_seq for f in result.files)
     last = max(f.last_seq for f in result.files)
-    typer.echo(
+    show_line(
         f"exported {result.rows} record(s), seq {first}..{last}, to {len(result.files)} new "
         f"file(s) in {out}; manifest: {out / MANIFEST}"
     )
@@ -214,13 +266,15 @@ def tail(
         bool, typer.Option("--follow", "-f", help="Keep printing new records (Ctrl-C stops).")
     ] = False,
     interval: Annotated[
-        float, typer.Option(min=0.1, help="--follow: seconds between checks for new records.")
+        float,
+        typer.Option(min=0.1, max=3600.0, help="--follow: seconds between checks for new records."),
     ] = 1.0,
     output: FormatOption = OutputFormat.TABLE,
     by: ByOption = None,
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
     """The newest records, one per line (--format json: one JSON object per line)."""
 

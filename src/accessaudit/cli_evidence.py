@@ -2,7 +2,8 @@
 
 Each command parses its options, calls one library function and prints the result; every
 change it makes is an event in the audit chain, recorded as the person running it (``--by``,
-default: the login name).
+default: the login name). Listing evidence reads the log, so each list is recorded too (an
+``audit.report`` event) before it is shown.
 """
 
 from __future__ import annotations
@@ -19,18 +20,22 @@ from accessaudit._cli_common import (
     DbOption,
     FormatOption,
     KeyFileOption,
+    LogEventsOption,
     OutputFormat,
     TimeoutOption,
     command_group,
     login_name,
     reported_errors,
+    show_line,
     time_option,
 )
 from accessaudit._clock import now_utc
+from accessaudit._terminal import terminal_safe
 from accessaudit.evidence import Evidence, evidence_dict
 from accessaudit.keys import load_key
 from accessaudit.policy import Policy
 from accessaudit.registry import EvidenceRegistry
+from accessaudit.report import ReportFilter, record_report
 from accessaudit.store import SqlStore
 from accessaudit.store._engine import DEFAULT_URL
 
@@ -55,6 +60,14 @@ def _registry(db: str, key_file: Path | None, timeout: float) -> Iterator[Eviden
         yield EvidenceRegistry(store)
 
 
+def _record_list(
+    registry: EvidenceRegistry, by: str | None, kind: str, customer: str | None, rows: int
+) -> None:
+    """Record the listing as an ``audit.report`` (before it is shown: no record, no list)."""
+    flt = ReportFilter(customer_id=customer)
+    record_report(registry.store, by or login_name(), kind, flt, rows)
+
+
 def _print(evidence: Sequence[Evidence], output: OutputFormat, columns: Sequence[str]) -> None:
     now = now_utc()
     rows = [evidence_dict(e, now) for e in evidence]
@@ -65,7 +78,7 @@ def _print(evidence: Sequence[Evidence], output: OutputFormat, columns: Sequence
         typer.echo("none")
         return
     shown = [["status", *columns]] + [
-        [str(row["status"]), *(_cell(row[c]) for c in columns)] for row in rows
+        [_cell(row["status"]), *(_cell(row[c]) for c in columns)] for row in rows
     ]
     widths = [max(len(r[i]) for r in shown) for i in range(len(shown[0]))]
     for line in shown:
@@ -73,11 +86,12 @@ def _print(evidence: Sequence[Evidence], output: OutputFormat, columns: Sequence
 
 
 def _cell(value: object) -> str:
+    """A value as table text; ids and notes come from the log, so they are escaped."""
     if value is None:
         return "-"
     if isinstance(value, list):
-        return ",".join(map(str, value)) or "-"
-    return str(value)
+        return ",".join(terminal_safe(str(v)) for v in value) or "-"
+    return terminal_safe(str(value))
 
 
 # -- policy -------------------------------------------------------------------------------
@@ -87,6 +101,7 @@ def _cell(value: object) -> str:
 def policy_check(
     file: Annotated[Path, typer.Argument(help="The policy TOML file.")],
     output: FormatOption = OutputFormat.TABLE,
+    log_events: LogEventsOption = False,
 ) -> None:
     """Validate a policy file; print its version, or every problem with its key path."""
     with reported_errors(as_json=output is OutputFormat.JSON):
@@ -94,7 +109,7 @@ def policy_check(
     if output is OutputFormat.JSON:
         typer.echo(json.dumps({"file": str(file), "valid": True, "version": policy.version}))
         return
-    typer.echo(
+    show_line(
         f"{file}: valid; version {policy.version}; {len(policy.roles)} role(s), "
         f"{len(policy.resources)} resource(s)"
     )
@@ -108,19 +123,25 @@ def grant_issue(
     customer: Annotated[str, typer.Option("--customer", help="The customer giving access.")],
     case: Annotated[str, typer.Option("--case", help="The support case it is for.")],
     category: Annotated[
-        list[str], typer.Option("--category", help="A data category it covers. Repeatable.")
+        list[str],
+        typer.Option(
+            "--category",
+            help="A data category it covers. Repeatable: --category contact --category billing.",
+        ),
     ],
     expires: Annotated[
         str, typer.Option("--expires", help="When it ends: 12h, 7d, or an ISO time with zone.")
     ],
     max_records: Annotated[
-        int | None, typer.Option("--max-records", min=1, help="At most this many records.")
+        int | None,
+        typer.Option("--max-records", min=1, max=2**63 - 1, help="At most this many records."),
     ] = None,
     by: ByOption = None,
     note: NoteOption = None,
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
     """Record a grant the customer gave for a support case; print its id."""
     with reported_errors(), _registry(db, key_file, timeout) as registry:
@@ -133,7 +154,7 @@ def grant_issue(
             issued_by=by or login_name(),
             note=note,
         )
-    typer.echo(grant.grant_id)
+    show_line(grant.grant_id)
 
 
 @grant_app.command("revoke")
@@ -144,27 +165,31 @@ def grant_revoke(
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
     """Withdraw a grant: support access under it is refused from now on."""
     with reported_errors(), _registry(db, key_file, timeout) as registry:
         grant = registry.revoke_grant(grant_id, revoked_by=by or login_name(), note=note)
-    typer.echo(f"{grant.grant_id} revoked")
+    show_line(f"{grant.grant_id} revoked")
 
 
 @grant_app.command("list")
 def grant_list(
     customer: CustomerFilter = None,
     output: FormatOption = OutputFormat.TABLE,
+    by: ByOption = None,
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
-    """Every grant with its status (live, expired, revoked, tampered)."""
+    """Every grant with its status (live, expired, revoked, tampered). Recorded."""
     with (
         reported_errors(as_json=output is OutputFormat.JSON),
         _registry(db, key_file, timeout) as registry,
     ):
         grants = registry.grants(customer)
+        _record_list(registry, by, "grant list", customer, len(grants))
     _print(
         grants,
         output,
@@ -180,7 +205,10 @@ def incident_open(
     incident_id: Annotated[str, typer.Argument(help="The incident's id, e.g. INC-1042.")],
     customer: Annotated[
         list[str] | None,
-        typer.Option("--customer", help="An affected customer. Repeatable."),
+        typer.Option(
+            "--customer",
+            help="An affected customer. Repeatable: --customer acme --customer globex.",
+        ),
     ] = None,
     all_customers: Annotated[
         bool, typer.Option("--all-customers", help="Every customer is affected.")
@@ -190,6 +218,7 @@ def incident_open(
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
     """Record an open incident; engineers may then read affected customers' data."""
     with reported_errors(), _registry(db, key_file, timeout) as registry:
@@ -200,7 +229,7 @@ def incident_open(
             opened_by=by or login_name(),
             note=note,
         )
-    typer.echo(f"{incident.incident_id} open")
+    show_line(f"{incident.incident_id} open")
 
 
 @incident_app.command("close")
@@ -211,26 +240,30 @@ def incident_close(
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
     """Close an incident: technical_problem access under it is refused from now on."""
     with reported_errors(), _registry(db, key_file, timeout) as registry:
         incident = registry.close_incident(incident_id, closed_by=by or login_name(), note=note)
-    typer.echo(f"{incident.incident_id} closed")
+    show_line(f"{incident.incident_id} closed")
 
 
 @incident_app.command("list")
 def incident_list(
     output: FormatOption = OutputFormat.TABLE,
+    by: ByOption = None,
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
-    """Every incident with its status (open, closed, tampered)."""
+    """Every incident with its status (open, closed, tampered). Recorded."""
     with (
         reported_errors(as_json=output is OutputFormat.JSON),
         _registry(db, key_file, timeout) as registry,
     ):
         incidents = registry.incidents()
+        _record_list(registry, by, "incident list", None, len(incidents))
     _print(incidents, output, ["incident_id", "customers", "all_customers", "opened_at"])
 
 
@@ -254,6 +287,7 @@ def legal_register(
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
     """Record a legal request naming a customer; legal staff may then read that data."""
     with reported_errors(), _registry(db, key_file, timeout) as registry:
@@ -268,23 +302,26 @@ def legal_register(
             registered_by=by or login_name(),
             note=note,
         )
-    typer.echo(f"{request.reference} registered")
+    show_line(f"{request.reference} registered")
 
 
 @legal_app.command("list")
 def legal_list(
     customer: CustomerFilter = None,
     output: FormatOption = OutputFormat.TABLE,
+    by: ByOption = None,
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
-    """Every legal request with its status (in_force, expired, tampered)."""
+    """Every legal request with its status (in_force, expired, tampered). Recorded."""
     with (
         reported_errors(as_json=output is OutputFormat.JSON),
         _registry(db, key_file, timeout) as registry,
     ):
         requests = registry.legal_requests(customer)
+        _record_list(registry, by, "legal list", customer, len(requests))
     _print(
         requests, output, ["reference", "authority", "customer_id", "expires_at", "notify_after"]
     )

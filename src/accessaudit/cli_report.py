@@ -10,19 +10,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from accessaudit._cli_common import (
     ByOption,
     DbOption,
     KeyFileOption,
+    LogEventsOption,
     TimeoutOption,
     login_name,
     reported_errors,
     time_option,
 )
 from accessaudit._clock import now_utc
+from accessaudit._terminal import spreadsheet_safe, terminal_safe
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.keys import load_key
 from accessaudit.policy import Policy
@@ -40,33 +44,88 @@ class ReportFormat(StrEnum):
     CSV = "csv"
 
 
+_MIN_TEXT_WIDTH = 12
+"""Narrowest a folded free-text column may get before the records are listed instead."""
+
+
+def _table_cell(value: Any) -> str:
+    return "-" if value is None else terminal_safe(str(value))
+
+
 def _print_table(title: str, rows: list[dict[str, Any]], console: Console) -> None:
-    table = Table(title=title.replace("_", " "), title_justify="left", show_lines=False)
+    """One report section, each value shown whole and literally, whatever the console's width.
+
+    Values come from the log: they are escaped (``terminal_safe``) and handed to rich as
+    ``Text``, so ``[bold]`` or ``:smile:`` in an id is shown as written, never interpreted.
+    Ids, times and counts (values without spaces) are never cut or broken: when the table is
+    wider than the console, only free-text columns (values with spaces, e.g. a
+    justification) wrap; when even that does not fit, each row is listed as ``name: value``
+    lines instead.
+    """
+    heading = title.replace("_", " ")
     if not rows:
-        console.print(f"{title.replace('_', ' ')}: none")
+        console.print(Text(f"{heading}: none"))
         return
-    for column in rows[0]:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("-" if v is None else str(v) for v in row.values()))
+    columns = list(rows[0])
+    cells = [[_table_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [
+        max(cell_len(column), *(cell_len(row[i]) for row in cells))
+        for i, column in enumerate(columns)
+    ]
+    text_columns = {i for i in range(len(columns)) if any(" " in row[i] for row in cells)}
+    borders = 3 * len(columns) + 1  # "| " before each value, " " after, one closing "|"
+    fixed = sum(w for i, w in enumerate(widths) if i not in text_columns) + borders
+    if fixed + _MIN_TEXT_WIDTH * len(text_columns) > console.width:
+        _print_records(heading, columns, cells, console)
+        return
+    fits = fixed + sum(widths[i] for i in text_columns) <= console.width
+    table = Table(title=Text(heading), title_justify="left", show_lines=not fits)
+    for i, column in enumerate(columns):
+        if i in text_columns:
+            table.add_column(Text(column), overflow="fold", no_wrap=False)
+        else:
+            table.add_column(Text(column), overflow="fold", no_wrap=True, min_width=widths[i])
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table)
 
 
+def _print_records(
+    heading: str, columns: list[str], cells: list[list[str]], console: Console
+) -> None:
+    """A section too wide for the console: one block of ``name: value`` lines per row."""
+    console.print(Text(heading))
+    for row in cells:
+        console.print()
+        for column, cell in zip(columns, row, strict=True):
+            console.print(Text(f"  {column}: {cell}", overflow="fold"))
+
+
+def _csv_cell(value: Any) -> Any:
+    """A value for a CSV cell: lists as JSON text, text that looks like a formula quoted."""
+    if isinstance(value, list):
+        return json.dumps(value)
+    return spreadsheet_safe(value) if isinstance(value, str) else value
+
+
 def _print_csv(sections: dict[str, list[dict[str, Any]]]) -> None:
+    """Every section's rows as CSV, with a ``section`` column; safe to open in a spreadsheet.
+
+    A text cell starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a
+    leading ``'`` (OWASP's advice against CSV injection): a value from the log must never
+    run as a formula on a reviewer's machine. JSON output is the exact form.
+    """
     columns: dict[str, None] = {"section": None}
     for rows in sections.values():
         for row in rows:
             columns.update(dict.fromkeys(row))
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), lineterminator="\n")
+    # Records end in CRLF (RFC 4180): with a bare LF, the csv module would leave a value
+    # holding a CR unquoted, and readers would split the record there.
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), lineterminator="\r\n")
     writer.writeheader()
     for name, rows in sections.items():
         for row in rows:
-            writer.writerow(
-                {
-                    "section": name,
-                    **{k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()},
-                }
-            )
+            writer.writerow({"section": name, **{k: _csv_cell(v) for k, v in row.items()}})
 
 
 def report(
@@ -99,13 +158,19 @@ def report(
     expiring_within: Annotated[
         str, typer.Option(help="Evidence expiring within this is listed (e.g. 7d).")
     ] = "7d",
-    output: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] = (
-        ReportFormat.TABLE
-    ),
+    output: Annotated[
+        ReportFormat,
+        typer.Option(
+            "--format",
+            help="Output format. csv: a text cell starting with = + - @, tab or carriage "
+            "return gets a leading ' so that spreadsheets never run it as a formula.",
+        ),
+    ] = ReportFormat.TABLE,
     by: ByOption = None,
     db: DbOption = DEFAULT_URL,
     key_file: KeyFileOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
     """Accesses by purpose, actor, customer, day; denials; what stands out. Recorded."""
     with reported_errors(as_json=output is ReportFormat.JSON):
