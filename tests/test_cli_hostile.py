@@ -253,6 +253,21 @@ def test_nul_and_invalid_utf8_are_refused_up_front(
         assert store.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["incident", "open", "", "--all-customers"], "INCIDENT_ID"),
+        ([*GRANT, "--expires", "1d", "--note", ""], "--note"),
+        (["report", "--since", ""], "--since"),
+        (["tail", "--by", ""], "--by"),
+    ],
+)
+def test_empty_values_are_refused_up_front(logdir: Path, args: list[str], option: str) -> None:
+    """An empty id, note or time names the option, not a field of the record it would be."""
+    code, out, err = _invoke(*args)
+    _assert_one_line_usage_error(code, out, err, f"error: {option}: is empty")
+
+
 def test_invalid_utf8_from_the_environment_names_the_variable(logdir: Path) -> None:
     """$ACCESSAUDIT_DB is checked like --db, and the message says where the value came from."""
     code, out, err = _invoke("tail", env={"ACCESSAUDIT_DB": f"sqlite:///{INVALID_UTF8}"})

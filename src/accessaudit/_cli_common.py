@@ -206,6 +206,9 @@ def _problem(value: object) -> str | None:
         value = str(value)
     if not isinstance(value, str):
         return None
+    if not value:
+        # An empty id or name would otherwise be refused deep down, naming a record field.
+        return "is empty; give a value, or leave the option out"
     if "\x00" in value:
         return (
             f"{value[:80]!r} contains a NUL character, which no id, name or "
