@@ -160,7 +160,8 @@ def reported_errors(*, as_json: bool = False) -> Iterator[None]:
     """
     try:
         yield
-    except typer.Exit:
+    except (typer.Exit, BrokenPipeError):
+        # A reader that went away (``| head``) is no error of ours: typer exits quietly.
         raise
     except Exception as e:
         if isinstance(e, IntegrityError):  # the log or an export failed its checks
