@@ -1,4 +1,8 @@
-"""Options, output formats and error reporting shared by every ``accessaudit`` command.
+"""Options, input checks, output and error reporting shared by every ``accessaudit`` command.
+
+Every command group is a ``CommandGroup``: its commands check their input before they run
+(``CheckedCommand``) and every usage error is one escaped line on stderr (``CheckedGroup``),
+like the errors ``reported_errors`` reports.
 
 Exit codes: 0 success, 1 verification findings (or work refused because records failed
 their checks), 2 bad usage or input, 3 could not do the work (store unreachable, key
@@ -94,11 +98,13 @@ KeyFileOption = Annotated[
 
 def _in_a_directory(path: Path | None) -> Path | None:
     """A key file to create must be named in a directory that exists."""
+    if path is None:
+        return None
     try:
-        missing = path is not None and not path.parent.is_dir()
-    except (OSError, ValueError):  # unusable as a path at all: the input check names it
-        missing = False
-    if missing and path is not None:
+        there = path.parent.is_dir()
+    except (OSError, ValueError):  # not usable as a path at all: CheckedCommand says why
+        there = True
+    if not there:
         msg = f"the directory {path.parent} does not exist; create it first"
         raise typer.BadParameter(msg)
     return path
@@ -245,10 +251,11 @@ def _label(ctx: typer.Context, param: Any) -> str:
 class CheckedCommand(TyperCommand):
     """A command that refuses unusable input up front, naming the option it came in.
 
-    Text with a NUL character or bytes that are not UTF-8 (in any argument, option or
-    option's environment variable), and numbers that are not finite, are usage errors
-    (exit 2) before the command runs: deeper down they would surface as "unexpected"
-    encoding or driver errors, or as an id no record can hold.
+    Empty text, text with a NUL character or with bytes that are not UTF-8 (in any
+    argument, option or option's environment variable), file names no file system takes
+    and numbers that are not finite are usage errors (exit 2) before the command runs:
+    deeper down they would surface as "unexpected" encoding, OS or driver errors, or as a
+    complaint about a record field the user never named.
     """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
