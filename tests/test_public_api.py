@@ -17,6 +17,7 @@ EXPECTED = [
     "AppendOnlyViolation",
     "AuditStore",
     "AuditUnavailable",
+    "ChainHalted",
     "ChainHead",
     "CommitOutcomeUnknown",
     "ConfigurationError",
@@ -47,6 +48,7 @@ EXPECTED = [
     "PolicyError",
     "Purpose",
     "ReasonCode",
+    "Recovery",
     "ResourceRule",
     "SqlStore",
     "StoreError",
@@ -59,6 +61,7 @@ EXPECTED = [
     "current_context",
     "export_log",
     "load_key",
+    "recover_chain",
     "verify_export",
     "verify_store",
 ]
@@ -80,7 +83,7 @@ def test_every_error_derives_from_the_root() -> None:
     """Callers can catch AccessAuditError for anything the library raises."""
     public = [getattr(accessaudit, n) for n in accessaudit.__all__]
     errors = [e for e in public if isinstance(e, type) and issubclass(e, Exception)]
-    assert len(errors) == 15
+    assert len(errors) == 16
     assert all(issubclass(e, accessaudit.AccessAuditError) for e in errors)
     assert issubclass(accessaudit.AccessDenied, PermissionError)
     assert issubclass(accessaudit.PolicyError, ValueError)

@@ -20,6 +20,7 @@ from accessaudit.exceptions import (
     AccessDenied,
     AppendOnlyViolation,
     AuditUnavailable,
+    ChainHalted,
     CommitOutcomeUnknown,
     ConfigurationError,
     DuplicateEvent,
@@ -45,6 +46,7 @@ from accessaudit.gate import Gate, Guard
 from accessaudit.keys import MacKey, create_key_file, load_key
 from accessaudit.policy import AccessRequest, Policy, ResourceRule
 from accessaudit.purposes import EvidenceKind, Purpose
+from accessaudit.recovery import Recovery, recover_chain
 from accessaudit.registry import EvidenceRegistry
 from accessaudit.store import AuditStore, ChainHead, SqlStore
 from accessaudit.verify import verify_store
@@ -62,6 +64,7 @@ __all__ = [
     "AppendOnlyViolation",
     "AuditStore",
     "AuditUnavailable",
+    "ChainHalted",
     "ChainHead",
     "CommitOutcomeUnknown",
     "ConfigurationError",
@@ -92,6 +95,7 @@ __all__ = [
     "PolicyError",
     "Purpose",
     "ReasonCode",
+    "Recovery",
     "ResourceRule",
     "SqlStore",
     "StoreError",
@@ -104,6 +108,7 @@ __all__ = [
     "current_context",
     "export_log",
     "load_key",
+    "recover_chain",
     "verify_export",
     "verify_store",
 ]

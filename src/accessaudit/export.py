@@ -388,13 +388,16 @@ def _write_range(
             writer.abandon()
         discard(pending)
         raise
-    if findings or writer.broken:
+    # Damage a sealed recovery record acknowledges (see ``recovery``) is exported as it is,
+    # and shows again as acknowledged when the dataset is verified.
+    open_findings = [f for f in findings if f.acknowledged_by is None]
+    if open_findings or writer.broken:
         discard(pending)
-        worst = findings[0] if findings else None
+        worst = open_findings[0] if open_findings else None
         what = f"{worst.code.value} at seq {worst.where}" if worst else "a malformed row"
         raise IntegrityError(
             f"refusing to export chain {chain} seq {first}..{last}: {what} "
-            f"({len(findings)} finding(s)); run `accessaudit verify` and investigate"
+            f"({len(open_findings)} finding(s)); run `accessaudit verify` and investigate"
         )
     return pending
 
