@@ -21,9 +21,12 @@ from accessaudit import (
     AuditUnavailable,
     ConfigurationError,
     Gate,
+    IntegrityError,
     MacKey,
     SqlStore,
     access_context,
+    export_log,
+    verify_export,
     verify_store,
 )
 from accessaudit._chain import check_chain
@@ -43,6 +46,8 @@ from tests.gatekit import Desk, agent
 from tests.strategies import make_event
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from tests.conftest import Backend
 
 runner = CliRunner()
@@ -203,6 +208,26 @@ def test_newest_record_edited_in_place_is_recovered(
         (FindingCode.BAD_MAC, 3, 4)
     ]
     assert next(store.read(3, 3)).event.actor_id == "someone-else"  # kept as found
+
+
+def test_a_recovered_chain_exports_and_the_export_verifies(
+    backend: Backend, store: SqlStore, key: MacKey, tmp_path: Path
+) -> None:
+    """Export carries the acknowledged damage as it is; the offline check still passes."""
+    store.append([make_event() for _ in range(3)])
+    _forge_tail(backend, store)
+    with pytest.raises(
+        IntegrityError, match=r"seq 4: .*\(bad_mac\); appends to this chain are halted"
+    ):
+        export_log(store, tmp_path / "before", key, actor="auditor")
+    recover_chain(store, halted_seq=4, actor="alice", reason="INC-7")
+    result = export_log(store, tmp_path / "after", key, actor="auditor")
+    assert result.rows == store.count() - 1  # all but the export's own audit.export record
+    report = verify_export(tmp_path / "after", key)
+    assert report.intact
+    assert [(f.code, f.seq, f.acknowledged_by) for f in report.findings] == [
+        (FindingCode.BAD_MAC, 4, 5)
+    ]
 
 
 def test_several_forged_rows_are_acknowledged_together(
