@@ -359,14 +359,22 @@ def test_verify_shows_findings_even_when_the_log_refuses_the_record(
     assert _audit_reads(backend.url) == []
 
 
-@pytest.mark.parametrize("position", ["before", "after"])
-def test_log_events_before_or_after_the_command(in_tmp: Path, position: str) -> None:
-    """--log-events works as a global option and as an option of the command."""
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--log-events", "tail"],
+        ["tail", "--log-events"],
+        ["--log-events", "grant", "list"],
+        ["grant", "--log-events", "list"],
+        ["grant", "list", "--log-events"],
+    ],
+)
+def test_log_events_before_or_after_the_command(in_tmp: Path, args: list[str]) -> None:
+    """--log-events works as a global option, as a group's and as the command's own."""
     _invoke("init")
-    args = ["--log-events", "tail"] if position == "before" else ["tail", "--log-events"]
     code, _, err = _invoke(*args)
     assert code == 0
     (line,) = err.splitlines()
     assert json.loads(line)["event"] == "audit.report"
-    code, _, err = _invoke("tail")
+    code, _, err = _invoke(*[arg for arg in args if arg != "--log-events"])
     assert (code, err) == (0, "")

@@ -311,10 +311,15 @@ class CommandGroup(typer.Typer):
         return super().command(name, cls=cls or CheckedCommand, **settings)
 
 
+def _group_options(log_events: LogEventsOption = False) -> None:
+    """Options a command group takes before its command (``accessaudit grant --log-events``)."""
+
+
 def command_group(help_text: str) -> CommandGroup:
     """A Typer app with the settings every accessaudit command group shares."""
     return CommandGroup(
         cls=CheckedGroup,
+        callback=_group_options,
         help=help_text,
         no_args_is_help=True,
         add_completion=False,
