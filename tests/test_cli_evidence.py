@@ -201,6 +201,7 @@ def test_every_command_is_documented() -> None:
         "legal list",
         "legal register",
         "policy check",
+        "recover",
         "report",
         "tail",
         "verify",

@@ -254,12 +254,17 @@ def test_cli_transparency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_a_report_that_cannot_be_recorded_is_not_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Fail closed: with the log read-only, the report is refused (exit 3) and not printed."""
+    """Fail closed: when its read cannot be recorded, the report is refused and not printed.
+
+    Here the key is not the log's, so the chain's newest record does not check out under it
+    and appends stop (exit 1, as for any halted chain), with a hint about the key.
+    """
     _cli(tmp_path, monkeypatch)
     (tmp_path / "accessaudit.key").write_text("00" * 40)  # the wrong key: appends refuse
     (tmp_path / "accessaudit.key").chmod(0o600)
     result = runner.invoke(app, ["report", "--format", "json"])
-    assert result.exit_code == 3
+    assert result.exit_code == 1
+    assert "(unknown_key); if the key given is not the one this log is written" in result.stderr
     assert "by_purpose" not in result.stdout
 
 

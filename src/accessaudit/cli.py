@@ -35,6 +35,7 @@ from accessaudit._cli_common import (
 from accessaudit._terminal import terminal_safe
 from accessaudit.bootstrap import init_store
 from accessaudit.cli_evidence import grant_app, incident_app, legal_app, policy_app
+from accessaudit.cli_recover import recover
 from accessaudit.cli_report import report
 from accessaudit.events import StoredEvent
 from accessaudit.exceptions import ConfigurationError, MacKeyError, StoreError
@@ -56,6 +57,7 @@ app.add_typer(grant_app, name="grant")
 app.add_typer(incident_app, name="incident")
 app.add_typer(legal_app, name="legal")
 app.command()(report)
+app.command()(recover)
 
 
 @app.callback()

@@ -15,9 +15,11 @@ from accessaudit._cli_common import (
     ByOption,
     DbOption,
     KeyFileOption,
+    LogEventsOption,
     TimeoutOption,
     login_name,
     reported_errors,
+    show_line,
 )
 from accessaudit.keys import load_key
 from accessaudit.recovery import recover_chain
@@ -46,6 +48,7 @@ def recover(  # noqa: PLR0917 - a Typer command takes its options as parameters
     key_file: KeyFileOption = None,
     by: ByOption = None,
     timeout: TimeoutOption = 5.0,
+    log_events: LogEventsOption = False,
 ) -> None:
     """Acknowledge a chain's damaged newest records (kept as evidence) so appends go on."""
     with reported_errors():
@@ -53,17 +56,17 @@ def recover(  # noqa: PLR0917 - a Typer command takes its options as parameters
         with SqlStore(db, key=key, chain_id=chain, timeout=timeout) as store:
             done = recover_chain(store, halted_seq=seq, actor=by or login_name(), reason=reason)
     record = done.record
-    typer.echo(f"chain {chain}: recovery recorded as seq {record.seq} by {record.event.actor_id}")
+    show_line(f"chain {chain}: recovery recorded as seq {record.seq} by {record.event.actor_id}")
     for finding in done.acknowledged:
-        typer.echo(f"  acknowledged: {finding.code.value} at seq {finding.where}")
-    typer.echo(f"  last sound record: seq {done.last_good_seq}, chain hash {done.last_good_hash}")
-    typer.echo(
+        show_line(f"  acknowledged: {finding.code.value} at seq {finding.where}")
+    show_line(f"  last sound record: seq {done.last_good_seq}, chain hash {done.last_good_hash}")
+    show_line(
         f"appends continue after seq {record.seq}; the acknowledged records stay in the log "
         "and `accessaudit verify` still lists them"
     )
     if done.other_findings:
-        typer.echo(
+        show_line(
             f"note: {len(done.other_findings)} earlier finding(s) in this chain are not "
             "acknowledged; run `accessaudit verify`"
         )
-    typer.echo(f"head {chain}:{record.seq}:{record.chain_hash}")
+    show_line(f"head {chain}:{record.seq}:{record.chain_hash}")

@@ -19,6 +19,7 @@ from accessaudit.exceptions import (
     StoreError,
 )
 from accessaudit.fields import MAX_INT
+from accessaudit.findings import FindingCode
 from accessaudit.integrity import GENESIS_HASH, is_digest
 from accessaudit.store._deadline import remaining
 from accessaudit.store._rows import MalformedRow, from_row
@@ -176,6 +177,12 @@ def _halted(conn: Connection, chain_id: str, key: MacKey) -> ChainHalted:
     findings = tail_findings(chain_id, tail, key, previous if is_digest(previous) else None)
     seq = tail.get("seq")
     what = "; ".join(f"{f.detail} ({f.code.value})" for f in findings) or "fails its checks"
+    if findings and findings[0].code is FindingCode.UNKNOWN_KEY:
+        # Far more often a wrong key file than a forgery: say so before "recover".
+        what += (
+            "; if the key given is not the one this log is written with, give that key "
+            "(--key-file or $ACCESSAUDIT_HMAC_KEY) and nothing needs recovering; otherwise"
+        )
     return ChainHalted(
         f"refusing to append: chain {chain_id!r} seq {seq!r}: {what}; {_RECOVERY_HELP}",
         chain_id=chain_id,
