@@ -223,3 +223,17 @@ def test_cli_table_shows_categories_in_words(
     assert "contact" in table.stdout
     assert "Accesses to the data of customer acme" in table.stdout
     assert "evidence_customer_mismatch" not in table.stdout
+
+
+def test_cli_heading_escapes_what_the_customer_id_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A customer id with a terminal escape is shown escaped in the heading, not obeyed."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("ACCESSAUDIT_DB", "ACCESSAUDIT_HMAC_KEY", "ACCESSAUDIT_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    table = runner.invoke(app, ["report", "--customer", "ac\x1b[2Jme", "--transparency"])
+    assert table.exit_code == 0, table.stderr
+    assert "\x1b" not in table.stdout
+    assert "customer ac\\x1b[2Jme" in table.stdout

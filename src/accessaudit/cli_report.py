@@ -23,6 +23,7 @@ from accessaudit._cli_common import (
     TimeoutOption,
     login_name,
     reported_errors,
+    show_line,
     time_option,
 )
 from accessaudit._clock import now_utc
@@ -220,7 +221,7 @@ def report(
         console = Console() if sys.stdout.isatty() else Console(width=220)
         if transparency:
             for line in result.heading():
-                typer.echo(line)
+                show_line(line)
         for name, section_rows in sections.items():
             _print_table(name, section_rows, console)
         if transparency and result.withheld_note is not None:
