@@ -35,8 +35,6 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # No wall-clock bounds in tests, Hypothesis' per-example deadline included: timing belongs in
 # scripts/bench*. ACCESSAUDIT_HYPOTHESIS_EXAMPLES raises the example count for deeper runs.
 #
-#
-#
 # On a developer's machine each run draws new examples (and replays any failure saved in
 # .hypothesis/), so repeated runs keep exploring. In CI (CI=true) every run draws the same
 # examples: seeded from each test's own source (derandomize), with no example database, so two

@@ -122,7 +122,7 @@ def test_readme_recovery_procedure_end_to_end(
     # 2. verify shows the finding with its code and seq.
     code, out, err = _cli(accessaudit_app, "verify", "--db", backend.url)
     assert code == 1
-    assert err in ("", f"warning: this verify could not be recorded in the log: {halted}\n")
+    assert err == f"warning: this verify could not be recorded in the log: {halted}\n"
     line = f"{'bad_mac':<18} chain main seq {seq} event {forged['event_id']}: MAC does not match"
     assert f"{line} the chain hash\n" in out
 
@@ -182,7 +182,7 @@ def test_readme_recovery_procedure_end_to_end(
     code, out, err = _cli(accessaudit_app, "verify", "--db", backend.url)
     assert (code, err) == (0, "")  # (verify may record itself: appends work)
     assert f"{line} the chain hash{note}\n" in out
-    assert out.splitlines()[-1].startswith("intact")
+    assert out.splitlines()[-1] == "intact, with 1 acknowledged finding(s) (see above)"
     assert backend.sql(  # the evidence is still there, untouched
         "SELECT mac FROM accessaudit_events WHERE seq = :seq", seq=seq
     ) == [(forged["mac"],)]
@@ -262,6 +262,24 @@ def _refused(store: SqlStore, seq: int, words: str) -> None:
     with pytest.raises(ConfigurationError, match=words):
         recover_chain(store, halted_seq=seq, actor="alice", reason="r")
     assert store.count() == before  # nothing recorded
+
+
+def test_recovery_never_hides_deleted_records(
+    backend: Backend, store: SqlStore, key: MacKey
+) -> None:
+    """Records deleted before a forged tail: refused, and verify still fails on the gap."""
+    store.append([make_event() for _ in range(10)])
+    backend.drop_guards()
+    for seq in range(3, 10):
+        tampering.delete_seq(backend, seq)
+    tampering.set_column(backend, 10, "mac", "0" * 64)
+    _refused(store, 10, r"more than forged or edited records \(missing_record\)")
+    report = verify_store(store, key)
+    assert not report.intact
+    assert [(f.code, f.seq, f.acknowledged_by) for f in report.findings] == [
+        (FindingCode.MISSING_RECORD, 3, None),
+        (FindingCode.BAD_MAC, 10, None),
+    ]
 
 
 def test_recovery_refuses_what_it_cannot_acknowledge(

@@ -24,13 +24,12 @@ from accessaudit._clock import to_iso
 from accessaudit.context import AccessContext, current_context
 from accessaudit.decisions import AccessDecision, ReasonCode
 from accessaudit.events import AccessEvent
-from accessaudit.evidence import EVIDENCE_EVENTS, Grant, LegalRequest
+from accessaudit.evidence import ENDING_EVENTS, Grant, LegalRequest
 from accessaudit.exceptions import (
     AccessDenied,
     AuditUnavailable,
     MacKeyError,
     StoreError,
-    StoreUnavailable,
 )
 from accessaudit.fields import ActorType, AttributeValue, Decision, EventType
 from accessaudit.policy import AccessRequest
@@ -87,6 +86,14 @@ class Target:
     subject_problem: str | None = None
 
 
+class _EvidenceChanged(PreconditionFailed):
+    """The evidence an allowed decision rested on changed before its record was committed."""
+
+    def __init__(self, reason: ReasonCode, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class Access:
     """One access attempt through a gate; ``begin`` before the protected code, then one outcome."""
 
@@ -100,6 +107,8 @@ class Access:
         ctx = self.context
         self._kind = cited_evidence_kind(parse_purpose(ctx.purpose)) if ctx else None
         """The kind of recorded evidence this access cites, if its purpose needs one."""
+        self._relied_on: str | None = None
+        """The reference of the recorded evidence an allowed decision rested on, if any."""
         self._reserved: int | None = None
         """Records of a capped grant's allowance this access holds (see ``_allowance``)."""
         self._finished = False
@@ -116,21 +125,20 @@ class Access:
         the withdrawal of the evidence it cites.
         """
         with self._recording("record the access decision", "the protected code did not run"):
+            changed: _EvidenceChanged | None = None
             for _ in range(_DECISION_ATTEMPTS):
                 decision, event = self._decide()
+                check = self._still_holds if self._relied_on is not None else None
                 try:
-                    (self.record,) = self._setup.store.append(
-                        [event], precondition=self._still_holds if decision.allowed else None
-                    )
+                    (self.record,) = self._setup.store.append([event], precondition=check)
                     break
-                except PreconditionFailed:
-                    continue
+                except _EvidenceChanged as e:
+                    changed = e
             else:
-                msg = (
-                    f"the evidence {self._cited} kept changing while the access was decided "
-                    f"({_DECISION_ATTEMPTS} attempts)"
-                )
-                raise StoreUnavailable(msg)
+                # Still changing after every attempt: deny, and record that, as any denial.
+                assert changed is not None  # noqa: S101 - the loop ran and failed each time
+                decision, event = self._denied_because(changed)
+                (self.record,) = self._setup.store.append([event])
         self.decision = decision
         if not decision.allowed:
             self._finished = True
@@ -144,7 +152,7 @@ class Access:
     def _decide(self) -> tuple[AccessDecision, AccessEvent]:
         """The decision on the evidence as it stands now, and the record saying so."""
         setup, target = self._setup, self.target
-        self._evidence = self._lookup()
+        self._evidence = evidence = self._lookup()
         request = AccessRequest(
             context=self.context,
             resource=target.resource,
@@ -155,16 +163,31 @@ class Access:
             invalid=target.subject_problem,
         )
         now = setup.clock()
-        decision = setup.policy.decide(request, self._evidence, now=now)
-        grant = self._evidence
+        decision = setup.policy.decide(request, evidence, now=now)
+        # Break-glass is allowed *without* the evidence it may cite (a closed incident, say).
+        rests_on_evidence = decision.allowed and not decision.break_glass and evidence
+        self._relied_on = self.context.evidence_ref if rests_on_evidence and self.context else None
         reserve: dict[str, AttributeValue] = {}
         self._reserved = None
-        if decision.allowed and isinstance(grant, Grant) and grant.max_records is not None:
-            # What is left of the allowance is this access's until its outcome is recorded.
-            self._reserved = grant.max_records - grant.records_used
+        if self._relied_on and isinstance(evidence, Grant) and evidence.max_records is not None:
+            # Held until the outcome is recorded: the ids asked for, or, when the result's
+            # size is unknown until it is there, everything that is left.
+            self._reserved = len(target.subject_ids) or evidence.records_left
             reserve[RESERVED] = self._reserved
         event_type = EventType.ACCESS_ALLOWED if decision.allowed else EventType.ACCESS_DENIED
         return decision, self._event(event_type, now, decision=decision, extra=reserve)
+
+    def _denied_because(self, changed: _EvidenceChanged) -> tuple[AccessDecision, AccessEvent]:
+        decision = AccessDecision(
+            allowed=False,
+            reason=changed.reason,
+            policy_version=self._setup.policy.version,
+            detail=f"{changed} each time the access was decided ({_DECISION_ATTEMPTS} attempts)",
+        )
+        self._relied_on, self._reserved = None, None
+        return decision, self._event(
+            EventType.ACCESS_DENIED, self._setup.clock(), decision=decision
+        )
 
     def _lookup(self) -> Evidence | None:
         ctx, kind = self.context, self._kind
@@ -182,33 +205,30 @@ class Access:
 
         Runs inside the append's transaction (see ``store._guarded``).
         """
-        ref = self._relied_on()
+        ref, grant, ending = self._relied_on, self._evidence, self._endings
         if ref is None:
-            return  # rests on no recorded evidence (service delivery, break-glass)
-        withdrawals = self._withdrawals()
-        cap = self._evidence.max_records if isinstance(self._evidence, Grant) else None
-        uses = chain.uses(ref, withdrawals | (set(ALLOWANCE_EVENTS) if cap is not None else set()))
-        if any(u.event_type in withdrawals for u in uses):
-            raise PreconditionFailed(f"{ref} was withdrawn")
-        if cap is not None and records_used(uses) + (self._reserved or 0) > cap:
-            raise PreconditionFailed(f"the allowance of {ref} is taken")
+            return
+        cap = grant.max_records if isinstance(grant, Grant) else None
+        types = ending | (set(ALLOWANCE_EVENTS) if cap is not None else set())
+        uses = chain.uses(ref, types) if types else []
+        if any(u.event_type in ending for u in uses):
+            raise _EvidenceChanged(ReasonCode.EVIDENCE_REVOKED, f"{ref} was withdrawn")
+        held = self._reserved
+        if cap is not None and held is not None and records_used(uses) + held > cap:
+            raise _EvidenceChanged(
+                ReasonCode.EVIDENCE_SCOPE_EXCEEDED, f"the allowance of {ref} is taken"
+            )
 
     def _not_withdrawn(self, chain: ChainView) -> None:
         """Precondition of the outcome of a read whose result is still held back."""
-        ref = self._relied_on()
-        if ref is not None and chain.uses(ref, self._withdrawals()):
-            raise PreconditionFailed(f"{ref} was withdrawn during the read")
+        ref, ending = self._relied_on, self._endings
+        if ref is not None and ending and chain.uses(ref, ending):
+            raise _EvidenceChanged(ReasonCode.EVIDENCE_REVOKED, f"{ref} was withdrawn")
 
-    def _relied_on(self) -> str | None:
-        """The reference of the recorded evidence the decision rested on, if any."""
-        ctx = self.context
-        if self._evidence is None or self._kind is None or ctx is None:
-            return None
-        return ctx.evidence_ref
-
-    def _withdrawals(self) -> set[str]:
+    @property
+    def _endings(self) -> set[str]:
         """The record types that withdraw evidence of this access's kind (may be none)."""
-        return {t.value for t in EVIDENCE_EVENTS[self._kind][1:]} if self._kind else set()
+        return {t.value for t in ENDING_EVENTS[self._kind]} if self._kind else set()
 
     # -- after ------------------------------------------------------------------------------
 
@@ -259,12 +279,12 @@ class Access:
         if not stopped_early:  # a generator's items were checked one by one
             self.check_allowance(record_count)
         extra: dict[str, AttributeValue] = {"stopped_early": True} if stopped_early else {}
-        check = self._not_withdrawn if result_held and self._relied_on() else None
+        check = self._not_withdrawn if result_held and self._relied_on else None
         try:
             self._finish(
                 EventType.ACCESS_COMPLETED, record_count=record_count, extra=extra, check=check
             )
-        except PreconditionFailed:
+        except _EvidenceChanged:
             self._finished = False
             self._finish(
                 EventType.ACCESS_FAILED,

@@ -148,7 +148,7 @@ def _grant(
             f"grant {ref} (case {grant.case_id}) is for customer {grant.customer_id}, "
             f"not {customer}",
         )
-    if grant.revoked_at is not None and grant.revoked_at <= now:
+    if grant.revoked_at is not None:  # from its record on (see Grant.status)
         return deny(
             version,
             ReasonCode.EVIDENCE_REVOKED,
@@ -167,12 +167,13 @@ def _grant(
             ReasonCode.EVIDENCE_SCOPE_EXCEEDED,
             f"grant {ref} covers {sorted(grant.data_categories)}, not {sorted(uncovered)}",
         )
-    left = None if grant.max_records is None else grant.max_records - grant.records_used
+    left = grant.records_left
     if left is not None and (left <= 0 or requested > left):
         return deny(
             version,
             ReasonCode.EVIDENCE_SCOPE_EXCEEDED,
-            f"grant {ref} allows {grant.max_records} records; {grant.records_used} read so far"
+            f"grant {ref} allows {grant.max_records} records; {grant.records_used} read so far "
+            "or held by accesses in progress"
             + (f", {requested} more asked for" if requested else ""),
         )
     return allow(version, f"grant {ref} (case {grant.case_id}) of customer {customer}")
@@ -186,7 +187,7 @@ def _incident(version: str, incident: Incident, customer: str, now: datetime) ->
             ReasonCode.EVIDENCE_CUSTOMER_MISMATCH,
             f"incident {ref} does not concern customer {customer}",
         )
-    if incident.closed_at is not None and incident.closed_at <= now:
+    if incident.closed_at is not None:
         return deny(
             version,
             ReasonCode.EVIDENCE_EXPIRED,

@@ -108,7 +108,14 @@ def _print_report(report: VerifyReport, output: OutputFormat) -> None:
         ident = f" event {finding.event_id}" if finding.event_id else ""
         code = finding.code.value
         show_line(f"{code:<18} chain {finding.chain_id} seq {where}{ident}: {finding.detail}")
-    typer.echo("intact" if report.intact else f"NOT INTACT: {len(report.findings)} finding(s)")
+    open_findings = sum(1 for f in report.findings if f.acknowledged_by is None)
+    acknowledged = len(report.findings) - open_findings
+    if not report.intact:
+        typer.echo(f"NOT INTACT: {open_findings} finding(s)")
+    elif acknowledged:  # a recovered log must not read like one that was never damaged
+        typer.echo(f"intact, with {acknowledged} acknowledged finding(s) (see above)")
+    else:
+        typer.echo("intact")
 
 
 def _key_if_any(key_file: Path | None) -> tuple[MacKey | None, str | None]:

@@ -41,6 +41,11 @@ EVIDENCE_EVENTS: Final[dict[EvidenceKind, tuple[EventType, ...]]] = {
     EvidenceKind.INCIDENT: (EventType.INCIDENT_OPENED, EventType.INCIDENT_CLOSED),
     EvidenceKind.LEGAL_REQUEST: (EventType.LEGAL_REQUEST_REGISTERED,),
 }
+#: The records that end (withdraw) evidence of each kind: from their place in the chain on,
+#: nothing may rely on it. A legal request is never withdrawn; it expires.
+ENDING_EVENTS: Final[dict[EvidenceKind, tuple[EventType, ...]]] = {
+    kind: types[1:] for kind, types in EVIDENCE_EVENTS.items()
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +72,25 @@ class Grant:
     revoked_at: datetime | None = None
     revoked_by: str | None = None
     records_used: int = 0
+    """Records of the allowance handed out or held by accesses in progress (``_allowance``)."""
     intact: bool = True
     """False when one of its records fails the integrity check: it must not be relied on."""
+    issued_seq: int | None = None
+    revoked_seq: int | None = None
+    """Where in the chain it was issued and revoked: what ``report`` compares accesses with."""
+
+    @property
+    def records_left(self) -> int | None:
+        """What is left of the allowance (None: no allowance)."""
+        return None if self.max_records is None else self.max_records - self.records_used
 
     def status(self, now: datetime) -> str:
-        """``live``, ``revoked`` or ``expired`` at ``now``."""
-        if self.revoked_at is not None and self.revoked_at <= now:
+        """``live``, ``revoked`` or ``expired`` at ``now``.
+
+        A revocation counts from its record on, whatever time it states: the gate sees it
+        as soon as it is committed, so a clock running ahead elsewhere cannot keep it open.
+        """
+        if self.revoked_at is not None:
             return "revoked"
         return "expired" if self.expires_at <= now else "live"
 
@@ -95,8 +113,8 @@ class Incident:
         return self.all_customers or customer_id in self.customers
 
     def status(self, now: datetime) -> str:
-        """``open`` or ``closed`` at ``now``."""
-        return "closed" if self.closed_at is not None and self.closed_at <= now else "open"
+        """``open`` or ``closed`` (from its closing record on, as a grant's revocation)."""
+        return "closed" if self.closed_at is not None else "open"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,7 +273,7 @@ def _text(value: str | None, what: str) -> str:
     return value
 
 
-def fold(kind: EvidenceKind, records: Sequence[StoredEvent], *, records_used: int = 0) -> Evidence:
+def fold(kind: EvidenceKind, records: Sequence[StoredEvent]) -> Evidence:
     """The current state of one piece of evidence from its records, oldest first.
 
     Raises ``MalformedEvidence`` when the records cannot describe that kind of evidence.
@@ -266,7 +284,8 @@ def fold(kind: EvidenceKind, records: Sequence[StoredEvent], *, records_used: in
     first = records[0].event
     ref = _text(first.evidence_ref, "evidence_ref")
     # Only the first ending counts: a later revoke or close changes nothing.
-    ended = next((r.event for r in records[1:] if r.event.event_type is not first.event_type), None)
+    ending = next((r for r in records[1:] if r.event.event_type in ENDING_EVENTS[kind]), None)
+    ended = None if ending is None else ending.event
     try:
         if kind is EvidenceKind.GRANT:
             max_records = first.attributes.get("max_records")
@@ -281,6 +300,8 @@ def fold(kind: EvidenceKind, records: Sequence[StoredEvent], *, records_used: in
                 max_records=max_records if isinstance(max_records, int) else None,
                 revoked_at=None if ended is None else ended.occurred_at,
                 revoked_by=None if ended is None else ended.actor_id,
+                issued_seq=records[0].seq,
+                revoked_seq=None if ending is None else ending.seq,
             )
         if kind is EvidenceKind.INCIDENT:
             return Incident(

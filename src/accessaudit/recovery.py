@@ -18,7 +18,7 @@ acknowledged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from accessaudit._chain import ChainChecker, stored_rows
 from accessaudit._recovery_record import (
@@ -28,6 +28,7 @@ from accessaudit._recovery_record import (
     recovery_event,
 )
 from accessaudit.exceptions import ConfigurationError, MacKeyError
+from accessaudit.findings import FindingCode
 from accessaudit.store._append import DamagedTail
 
 if TYPE_CHECKING:
@@ -36,6 +37,19 @@ if TYPE_CHECKING:
     from accessaudit.store import SqlStore
 
 __all__ = ["Recovery", "recover_chain"]
+
+#: What a recovery may acknowledge: records present in their place but forged or edited.
+#: Records missing, doubled, out of place or cut off are never acknowledged: a recovery
+#: would otherwise hide a deletion behind one bad MAC at the end of the chain.
+RECOVERABLE: Final = frozenset(
+    {
+        FindingCode.BAD_MAC,
+        FindingCode.UNKNOWN_KEY,
+        FindingCode.MODIFIED_RECORD,
+        FindingCode.BROKEN_LINK,
+        FindingCode.MALFORMED_ROW,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +99,14 @@ def recover_chain(store: SqlStore, *, halted_seq: int, actor: str, reason: str) 
             "with no sound record to continue from cannot be recovered"
         )
     acknowledged = tuple(checker.findings[run.first :])
+    beyond = sorted({f.code.value for f in acknowledged if f.code not in RECOVERABLE})
+    if beyond:
+        raise ConfigurationError(
+            f"the damage after seq {run.good_seq} of chain {chain!r} is more than forged or "
+            f"edited records ({', '.join(beyond)}): records are missing, doubled or out of "
+            "place, which a recovery must not paper over; nothing was recorded: keep the "
+            "database as evidence and investigate"
+        )
     named = acknowledgement(acknowledged)
     if len(named) > MAX_ACKNOWLEDGED_CHARS:
         raise ConfigurationError(

@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from accessaudit._clock import EPOCH, from_micros, to_iso, to_micros
 from accessaudit._self_audit import record_log_read
 from accessaudit.exceptions import ConfigurationError
-from accessaudit.fields import AttributeValue, EventType
+from accessaudit.fields import MAX_INT, AttributeValue, EventType
 from accessaudit.purposes import EvidenceKind, cited_evidence_kind, parse_purpose
 from accessaudit.registry import EvidenceRegistry
 from accessaudit.store._schema import events
@@ -189,11 +189,7 @@ def _support_outside_grant(
         events.c.purpose == "support_request",
     ]
     per_grant = select(
-        events.c.evidence_ref,
-        events.c.customer_id,
-        func.min(events.c.occurred_at_us).label("first_us"),
-        func.max(events.c.occurred_at_us).label("last_us"),
-        func.count().label("accesses"),
+        events.c.evidence_ref, events.c.customer_id, func.count().label("accesses")
     ).where(*support)
     per_grant = per_grant.group_by(events.c.evidence_ref, events.c.customer_id)
     grants = {g.grant_id: g for g in EvidenceRegistry(store).grants()}
@@ -205,19 +201,16 @@ def _support_outside_grant(
             why = "no such grant" if grant is None else "the grant is for another customer"
             why = "the grant's records fail their checks" if grant and not grant.intact else why
         else:
-            end = (
-                grant.expires_at
-                if grant.revoked_at is None
-                else min(grant.expires_at, grant.revoked_at)
-            )
-            if to_micros(grant.issued_at) <= row.first_us and row.last_us < to_micros(end):
-                continue
+            # Issue and revocation count by their place in the chain, as the gate sees them
+            # (a clock ahead on the revoking host cannot make a read before it look late);
+            # expiry by the time the access states, as the gate decides it.
             outside_query = select(func.count()).where(
                 *support,
                 events.c.evidence_ref == row.evidence_ref,
                 or_(
-                    events.c.occurred_at_us < to_micros(grant.issued_at),
-                    events.c.occurred_at_us >= to_micros(end),
+                    events.c.seq < (grant.issued_seq or 0),
+                    events.c.seq > (grant.revoked_seq or MAX_INT),
+                    events.c.occurred_at_us >= to_micros(grant.expires_at),
                 ),
             )
             outside = int(store.fetch(outside_query)[0][0])

@@ -173,9 +173,15 @@ def _halted(conn: Connection, chain_id: str, key: MacKey) -> ChainHalted:
     )
     rows = [dict(r) for r in conn.execute(newest_two).mappings()]
     tail, before = rows[0], (rows[1] if len(rows) > 1 else None)
-    previous = before.get("chain_hash") if before is not None else GENESIS_HASH
-    findings = tail_findings(chain_id, tail, key, previous if is_digest(previous) else None)
     seq = tail.get("seq")
+    previous = before.get("chain_hash") if before is not None else GENESIS_HASH
+    # Link only from the record right before: across a gap verify reports the gap, not a link.
+    adjacent = (before.get("seq") if before is not None else 0) == (
+        seq - 1 if isinstance(seq, int) else None
+    )
+    findings = tail_findings(
+        chain_id, tail, key, previous if adjacent and is_digest(previous) else None
+    )
     what = "; ".join(f"{f.detail} ({f.code.value})" for f in findings) or "fails its checks"
     if findings and findings[0].code is FindingCode.UNKNOWN_KEY:
         # Far more often a wrong key file than a forgery: say so before "recover".
