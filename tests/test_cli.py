@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
 import uuid
 from typing import TYPE_CHECKING
@@ -11,9 +12,20 @@ import pytest
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from accessaudit import EventType, SqlStore, load_key, verify_store
+from accessaudit import (
+    AuditUnavailable,
+    EventType,
+    Gate,
+    MacKey,
+    Policy,
+    SqlStore,
+    access_context,
+    load_key,
+    verify_store,
+)
 from accessaudit.cli import app
 from tests import tampering
+from tests.gatekit import EXAMPLE_POLICY, service
 from tests.strategies import make_event
 
 if TYPE_CHECKING:
@@ -151,6 +163,47 @@ def test_missing_database_is_exit_2(in_tmp: Path) -> None:
     assert out == ""
     assert err.startswith("error: the SQLite database nope.db does not exist")
     assert not (in_tmp / "nope.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "db", "message"),
+    [
+        ("report", "sqlite:///junk.db", "junk.db is not an SQLite database: check --db"),
+        ("verify", "sqlite:///junk.db", "junk.db is not an SQLite database: check --db"),
+        ("tail", "sqlite:///empty.db", "the database holds no audit log"),
+        ("init", "sqlite:///no-dir/x.db", "the directory no-dir does not exist"),
+    ],
+)
+def test_a_db_that_names_no_log_is_exit_2(
+    in_tmp: Path, command: str, db: str, message: str
+) -> None:
+    """A file that is no SQLite database, one with no log in it, a missing directory: usage."""
+    (in_tmp / "junk.db").write_text("not a database\n")
+    sqlite3.connect(in_tmp / "empty.db").close()
+    assert _invoke("init")[0] == 0  # a key, so that only --db is wrong
+    code, out, err = _invoke(command, "--db", db)
+    assert (code, out) == (2, "")
+    assert message in err
+    assert (in_tmp / "junk.db").read_text() == "not a database\n"  # left as it was
+    assert not (in_tmp / "no-dir").exists()
+
+
+def test_a_gate_on_a_database_with_no_log_fails_closed(in_tmp: Path) -> None:
+    """To a gated caller, a URL that names no log is one more store that cannot record."""
+    sqlite3.connect(in_tmp / "empty.db").close()
+    store = SqlStore("sqlite:///empty.db", key=MacKey(bytes(32)))
+    gate = Gate(store, Policy.load(EXAMPLE_POLICY))
+    ran: list[str] = []
+
+    @gate.protect("crm.contacts")
+    def contacts(customer_id: str) -> list[str]:
+        ran.append(customer_id)
+        return []
+
+    with access_context(service()), pytest.raises(AuditUnavailable, match="holds no audit log"):
+        contacts("acme")
+    assert ran == []
+    store.close()
 
 
 @pytest.mark.postgres

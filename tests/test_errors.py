@@ -10,13 +10,14 @@ from sqlalchemy.engine import make_url
 
 from accessaudit import (
     AppendOnlyViolation,
+    ConfigurationError,
     DuplicateEvent,
     SqlStore,
     StoreError,
     StoreUnavailable,
 )
 from accessaudit.exceptions import AccessAuditError
-from accessaudit.store._errors import translated
+from accessaudit.store._errors import Seen, translated
 from accessaudit.store._rows import to_row
 from tests.strategies import make_event
 
@@ -24,8 +25,14 @@ if TYPE_CHECKING:
     from tests.conftest import Backend
 
 
-def _raised(backend: Backend, statement: str, **params: object) -> AccessAuditError:
-    with pytest.raises(AccessAuditError) as caught, translated("testing"):
+#: The store has worked with the database before: failures are not a wrong URL.
+WORKED_BEFORE = Seen(reached=True)
+
+
+def _raised(
+    backend: Backend, statement: str, seen: Seen = WORKED_BEFORE, **params: object
+) -> AccessAuditError:
+    with pytest.raises(AccessAuditError) as caught, translated("testing", seen):
         backend.sql(statement, **params)
     return caught.value
 
@@ -65,7 +72,15 @@ def test_trigger_refusal_is_append_only_violation(backend: Backend, store: SqlSt
 
 
 def test_missing_table_says_run_init(backend: Backend) -> None:
-    """A query on a database without the table points at `accessaudit init`."""
+    """A query on a database without the table points at `accessaudit init`.
+
+    Before the store ever worked with the database, that is a wrong URL (a usage error);
+    after, the log has gone from under it (unavailable).
+    """
+    error = _raised(backend, "SELECT count(*) FROM accessaudit_events", Seen())
+    assert type(error) is ConfigurationError
+    assert "holds no audit log" in str(error)
+    assert "`accessaudit init`" in str(error)
     error = _raised(backend, "SELECT count(*) FROM accessaudit_events")
     assert type(error) is StoreUnavailable
     assert "run `accessaudit init`" in str(error)

@@ -133,12 +133,12 @@ def test_missing_sqlite_file_is_a_configuration_error(tmp_path: Path) -> None:
 
 
 def test_uninitialised_database_says_to_run_init(tmp_path: Path, key: MacKey) -> None:
-    """A database without the table points at `accessaudit init`."""
+    """A database without the table points at `accessaudit init` (a wrong --db: usage)."""
     path = tmp_path / "empty.db"
     sqlite3.connect(path).close()
     with (
         SqlStore(f"sqlite:///{path}", key=key) as store,
-        pytest.raises(StoreUnavailable, match="run `accessaudit init`"),
+        pytest.raises(ConfigurationError, match=r"holds no audit log .* `accessaudit init`"),
     ):
         store.append([make_event()])
 

@@ -36,12 +36,12 @@ if TYPE_CHECKING:
 POLICY = Policy.load(EXAMPLE_POLICY)
 
 
-def _assert_fails_closed(desk: Desk) -> AuditUnavailable:
+def _assert_fails_closed(desk: Desk, cause: type[Exception] = StoreError) -> AuditUnavailable:
     with access_context(service()), pytest.raises(AuditUnavailable) as caught:
         desk.invoices("acme")
     assert desk.ran == []
     assert "the protected code did not run" in str(caught.value)
-    assert isinstance(caught.value.__cause__, StoreError)
+    assert isinstance(caught.value.__cause__, cause)
     return caught.value
 
 
@@ -55,10 +55,14 @@ def test_unreachable_postgres(key: MacKey, postgres_url: str) -> None:
 
 
 def test_unreachable_sqlite_file(tmp_path: Any, key: MacKey) -> None:
-    """A SQLite file that cannot be opened (its directory is gone) fails closed."""
+    """A SQLite file that cannot be opened (its directory is gone) fails closed.
+
+    Never opened before, that is a wrong URL (the cause says which directory is missing).
+    """
     url = f"sqlite:///{tmp_path / 'gone' / 'audit.db'}"
     with SqlStore(url, key=key, timeout=1, must_exist=False) as store:
-        _assert_fails_closed(Desk(Gate(store, POLICY)))
+        error = _assert_fails_closed(Desk(Gate(store, POLICY)), cause=ConfigurationError)
+    assert "does not exist: create it, or check --db" in str(error)
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from accessaudit.evidence import ENDING_EVENTS, Grant, LegalRequest
 from accessaudit.exceptions import (
     AccessDenied,
     AuditUnavailable,
+    ConfigurationError,
     MacKeyError,
     StoreError,
 )
@@ -432,5 +433,7 @@ def _recording(timeout: float, message: str) -> Iterator[None]:
     try:
         with operation_deadline(timeout):
             yield
-    except (StoreError, MacKeyError) as e:
+    except (StoreError, MacKeyError, ConfigurationError) as e:
+        # A store whose URL names no log (a ConfigurationError to a command line user) is,
+        # to a gated caller, one more store that cannot record: the same fail-closed error.
         raise AuditUnavailable(f"{message}: {e}") from e

@@ -75,13 +75,16 @@ def _is_duplicate_id(code: str, constraint: str, reason: str) -> bool:
 class Seen:
     """What the store knows that the driver's error does not.
 
-    ``reached``: the store has connected to this database before, so a database that does
-    not exist now has vanished (dropped, renamed) rather than being a typo in the URL.
+    ``reached``: an operation of the store has worked on this database before, so a database
+    that does not exist now, or is no log, has vanished or been damaged (dropped, renamed,
+    overwritten) rather than being a mistake in the URL, which is a usage error.
     ``sqlite_file``: the SQLite file a log that must exist is kept in.
     """
 
     reached: bool = False
     sqlite_file: Path | None = None
+    database_file: Path | None = None
+    """The SQLite file the URL names (a log that must exist or not)."""
 
 
 _NOTHING_SEEN = Seen()
@@ -113,6 +116,23 @@ def _vanished(code: str, reason: str, seen: Seen) -> str | None:
     return None
 
 
+def _not_a_log(code: str, reason: str, seen: Seen) -> str | None:
+    """Why the URL, before the store ever worked with it, cannot name an audit log."""
+    if seen.reached:
+        return None  # it was a log a moment ago: unavailable or damaged, not a usage error
+    file = seen.database_file
+    if code.startswith("SQLITE_NOTADB"):
+        return f"{file} is not an SQLite database: check --db ({reason})"
+    if code.startswith("SQLITE_CANTOPEN") and file is not None and not file.parent.is_dir():
+        return f"the directory {file.parent} does not exist: create it, or check --db"
+    if code == "42P01" or reason.startswith(f"no such table: {TABLE_NAME}"):
+        return (
+            f"the database holds no audit log (no table {TABLE_NAME}): check --db, or create "
+            "one with `accessaudit init`"
+        )
+    return None
+
+
 def classify(
     error: sa_exc.SQLAlchemyError, doing: str, seen: Seen = _NOTHING_SEEN
 ) -> AccessAuditError:
@@ -131,6 +151,9 @@ def classify(
             f"{doing}: an event_id of this batch is already recorded, but not this whole batch "
             "as given; nothing of it was stored. Give each event a new id (the default)."
         )
+    wrong_url = _not_a_log(code, reason, seen)
+    if wrong_url is not None:
+        return ConfigurationError(f"{doing}: {wrong_url}")
     if code == "42P01" or reason.startswith(f"no such table: {TABLE_NAME}"):
         return StoreUnavailable(
             f"{doing}: the audit table {TABLE_NAME} does not exist; run `accessaudit init`"

@@ -180,7 +180,10 @@ class SqlStore:
         self.key, self.chain_id, self.timeout = key, chain_id, timeout
         self._engine = make_engine(self._url, timeout, must_exist=must_exist)
         must_be_there = sqlite_path(self._url) if self.is_sqlite and must_exist else None
-        self._seen = Seen(sqlite_file=must_be_there)  # reached=True once a connection works
+        self._seen = Seen(  # reached=True once an operation has worked
+            sqlite_file=must_be_there,
+            database_file=sqlite_path(self._url) if self.is_sqlite else None,
+        )
         # In-process appends queue here and share transactions (instead of each spinning on
         # SQLite's busy handler or queueing for PostgreSQL's chain lock with its own commit).
         self._group = GroupCommit(
@@ -387,15 +390,15 @@ class SqlStore:
             translated(doing, self._seen),
             self._engine.connect() as conn,
         ):
-            if not self._seen.reached:  # from now on, a database not found has vanished
-                self._seen = replace(self._seen, reached=True)
             if write:
                 conn.execution_options(**{WRITE_OPTION: True})
             if self.is_sqlite or not bounded:  # SQLite waits are bounded by busy_timeout
                 yield conn
-                return
-            with self._socket_deadline(conn, remaining(self.timeout)):
-                yield conn
+            else:
+                with self._socket_deadline(conn, remaining(self.timeout)):
+                    yield conn
+            if not self._seen.reached:  # it worked: from now on, a missing log has vanished
+                self._seen = replace(self._seen, reached=True)
 
     def _socket_deadline(self, conn: Connection, seconds: float) -> AbstractContextManager[None]:
         """PostgreSQL: close the connection if the block takes longer than ``seconds``."""
