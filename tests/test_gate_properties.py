@@ -119,15 +119,21 @@ def test_no_body_runs_without_a_committed_decision(backend: Backend, key: MacKey
                     purpose="service_delivery",
                     request_id=request,
                 )
+                # Nothing can be recorded during an outage, not even a denial; otherwise
+                # only "app" may read for service_delivery.
+                expected = AuditUnavailable if outage else (None if role == "app" else AccessDenied)
                 blocker = _hold_write_lock(backend) if outage else None
+                raised: type[Exception] | None = None
                 try:
                     with access_context(ctx):
                         protected[shape]("acme")
-                except (AccessDenied, AuditUnavailable):
-                    assert request not in witness.ran
+                except (AccessDenied, AuditUnavailable) as e:
+                    raised = type(e)
                 finally:
                     if blocker is not None:
                         _release(blocker)
+                assert raised is expected
+                assert (request in witness.ran) is (expected is None)
                 if blocker is None and role == "app":
                     assert witness.ran[-1] == request
 
