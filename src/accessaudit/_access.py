@@ -34,7 +34,7 @@ from accessaudit.exceptions import (
 )
 from accessaudit.fields import ActorType, AttributeValue, Decision, EventType
 from accessaudit.policy import AccessRequest
-from accessaudit.purposes import cited_evidence_kind, parse_purpose
+from accessaudit.purposes import cited_evidence_kind
 from accessaudit.store import PreconditionFailed
 from accessaudit.store._deadline import operation_deadline
 
@@ -106,7 +106,7 @@ class Access:
         """The committed ``access.allowed`` (or ``access.denied``) record."""
         self._evidence: Evidence | None = None
         ctx = self.context
-        self._kind = cited_evidence_kind(parse_purpose(ctx.purpose)) if ctx else None
+        self._kind = cited_evidence_kind(ctx.known_purpose) if ctx else None
         """The kind of recorded evidence this access cites, if its purpose needs one."""
         self._relied_on: str | None = None
         """The reference of the recorded evidence an allowed decision rested on, if any."""

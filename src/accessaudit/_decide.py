@@ -10,9 +10,15 @@ from typing import TYPE_CHECKING
 
 from accessaudit._clock import to_iso
 from accessaudit.decisions import AccessDecision, ReasonCode
-from accessaudit.evidence import Grant, Incident, LegalRequest
+from accessaudit.evidence import EVIDENCE_TYPES, Grant, Incident, LegalRequest
 from accessaudit.fields import ActorType
-from accessaudit.purposes import EvidenceKind, Purpose
+from accessaudit.purposes import (
+    EVIDENCE_NEEDED,
+    EVIDENCE_NOUNS,
+    EvidenceKind,
+    Purpose,
+    cited_evidence_kind,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -49,25 +55,17 @@ def check_evidence(
     if ctx is None or customer is None:  # decide() answers these before asking
         msg = "check_evidence needs a context and a customer"
         raise ValueError(msg)
-    if purpose is Purpose.SERVICE_DELIVERY:
+    kind = cited_evidence_kind(purpose)
+    if kind is None:  # service delivery: who is asking is the evidence
         return _service(policy, ctx, customer)
     version = policy.version
     if ctx.evidence_ref is None:
         if purpose is Purpose.TECHNICAL_PROBLEM and ctx.break_glass:
             return _break_glass(policy, ctx, "no incident given")
-        kind = {
-            Purpose.TECHNICAL_PROBLEM: "an open incident",
-            Purpose.SUPPORT_REQUEST: "a live support grant from the customer",
-            Purpose.LEGAL_REQUIREMENT: "a registered legal request",
-        }[purpose]
-        return deny(version, ReasonCode.MISSING_EVIDENCE, f"{purpose.value} needs {kind}")
-    expected = {
-        Purpose.TECHNICAL_PROBLEM: Incident,
-        Purpose.SUPPORT_REQUEST: Grant,
-        Purpose.LEGAL_REQUIREMENT: LegalRequest,
-    }[purpose]
-    if evidence is None or not isinstance(evidence, expected):
-        what = {Incident: "incident", Grant: "grant", LegalRequest: "legal request"}[expected]
+        needed = EVIDENCE_NEEDED[kind]
+        return deny(version, ReasonCode.MISSING_EVIDENCE, f"{purpose.value} needs {needed}")
+    if evidence is None or not isinstance(evidence, EVIDENCE_TYPES[kind]):
+        what = EVIDENCE_NOUNS[kind]
         return deny(version, ReasonCode.EVIDENCE_NOT_FOUND, f"no {what} {ctx.evidence_ref!r}")
     if not evidence.intact:
         return deny(
@@ -102,13 +100,7 @@ def _service(policy: Policy, ctx: AccessContext, customer: str) -> AccessDecisio
                 f"may not read customer {customer}'s data",
             )
         return allow(version, f"customer {customer}'s own user {ctx.actor_id}")
-    wanted = " or ".join(
-        {
-            EvidenceKind.SERVICE_IDENTITY: "a service identity (actor_type=service)",
-            EvidenceKind.CUSTOMER_SELF: "the customer's own user (actor_customer_id)",
-        }[kind]
-        for kind in sorted(accepted)
-    )
+    wanted = " or ".join(EVIDENCE_NEEDED[kind] for kind in sorted(accepted))
     return deny(
         version,
         ReasonCode.MISSING_EVIDENCE,

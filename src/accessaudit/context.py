@@ -18,12 +18,13 @@ import contextvars
 import functools
 import inspect
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from accessaudit._validate import check_text, exact_text
 from accessaudit.exceptions import FieldProblem, InvalidEvent
 from accessaudit.fields import FIELDS_BY_NAME, MAX_IDENTIFIER_CHARS, ActorType
+from accessaudit.purposes import Purpose, parse_purpose
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -62,6 +63,12 @@ class AccessContext:
     request_id: str | None = None
     trace_id: str | None = None
     break_glass: bool = False
+    _purpose: Purpose | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def known_purpose(self) -> Purpose | None:
+        """``purpose`` as one of the four, or None (parsed once, when the context is made)."""
+        return self._purpose
 
     def __post_init__(self) -> None:
         problems: list[FieldProblem] = []
@@ -75,7 +82,7 @@ class AccessContext:
             problems.append(FieldProblem("break_glass", "must be True or False"))
         for spec in fields(self):
             value = getattr(self, spec.name)
-            if spec.name in {"actor_type", "break_glass"} or (
+            if spec.name in {"actor_type", "break_glass", "_purpose"} or (
                 value is None and spec.name != "actor_id"
             ):
                 continue
@@ -88,6 +95,7 @@ class AccessContext:
                 # An exact str from here on: a str subclass could override __eq__ and match
                 # another customer's grant or id wherever it is compared.
                 object.__setattr__(self, spec.name, exact_text(value))
+        object.__setattr__(self, "_purpose", parse_purpose(self.purpose))
         if self.justification is not None and not self.justification.strip():
             # Only blanks is not a reason anybody gave.
             object.__setattr__(self, "justification", None)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 from accessaudit._clock import from_iso, to_iso
 from accessaudit.events import AccessEvent
 from accessaudit.fields import ActorType, EventType
-from accessaudit.purposes import EvidenceKind, Purpose
+from accessaudit.purposes import EvidenceKind, citing_purpose
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -139,6 +139,12 @@ class LegalRequest:
 
 
 Evidence = Grant | Incident | LegalRequest
+#: The class that holds evidence of each recorded kind.
+EVIDENCE_TYPES: Final[dict[EvidenceKind, type[Evidence]]] = {
+    EvidenceKind.GRANT: Grant,
+    EvidenceKind.INCIDENT: Incident,
+    EvidenceKind.LEGAL_REQUEST: LegalRequest,
+}
 
 
 def _event(event_type: EventType, actor: Actor, **fields: Any) -> AccessEvent:
@@ -164,7 +170,7 @@ def grant_issued_event(grant: Grant, actor: Actor, *, note: str | None = None) -
         actor,
         occurred_at=grant.issued_at,
         on_behalf_of=grant.customer_id,
-        purpose=Purpose.SUPPORT_REQUEST,
+        purpose=citing_purpose(EvidenceKind.GRANT),
         evidence_ref=grant.grant_id,
         justification=note,
         customer_id=grant.customer_id,
@@ -182,7 +188,7 @@ def grant_revoked_event(
         actor,
         occurred_at=at,
         on_behalf_of=grant.customer_id,
-        purpose=Purpose.SUPPORT_REQUEST,
+        purpose=citing_purpose(EvidenceKind.GRANT),
         evidence_ref=grant.grant_id,
         justification=note,
         customer_id=grant.customer_id,
@@ -198,7 +204,7 @@ def incident_opened_event(
         EventType.INCIDENT_OPENED,
         actor,
         occurred_at=incident.opened_at,
-        purpose=Purpose.TECHNICAL_PROBLEM,
+        purpose=citing_purpose(EvidenceKind.INCIDENT),
         evidence_ref=incident.incident_id,
         justification=note,
         subject_ids=tuple(sorted(incident.customers)),
@@ -215,7 +221,7 @@ def incident_closed_event(
         EventType.INCIDENT_CLOSED,
         actor,
         occurred_at=at,
-        purpose=Purpose.TECHNICAL_PROBLEM,
+        purpose=citing_purpose(EvidenceKind.INCIDENT),
         evidence_ref=incident.incident_id,
         justification=note,
         customer_visible=False,
@@ -236,7 +242,7 @@ def legal_registered_event(
         EventType.LEGAL_REQUEST_REGISTERED,
         actor,
         occurred_at=request.registered_at,
-        purpose=Purpose.LEGAL_REQUIREMENT,
+        purpose=citing_purpose(EvidenceKind.LEGAL_REQUEST),
         evidence_ref=request.reference,
         justification=note,
         customer_id=request.customer_id,

@@ -28,7 +28,7 @@ from accessaudit._decide import check_evidence, deny
 from accessaudit._policy_schema import POLICY_SCHEMA
 from accessaudit.decisions import AccessDecision, ReasonCode
 from accessaudit.exceptions import FieldProblem, PolicyError
-from accessaudit.purposes import ACCEPTED_EVIDENCE, EvidenceKind, Purpose, parse_purpose
+from accessaudit.purposes import ACCEPTED_EVIDENCE, EvidenceKind, Purpose
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -348,7 +348,7 @@ class Policy:
         where = f"reading {request.resource}"
         if ctx is None:
             return deny(self.version, ReasonCode.NO_CONTEXT, f"{where} with no access context set")
-        purpose = parse_purpose(ctx.purpose)
+        purpose = ctx.known_purpose
         if purpose is None:
             given = "no purpose" if ctx.purpose is None else f"purpose {ctx.purpose!r}"
             return deny(

@@ -64,15 +64,39 @@ RECORDED_EVIDENCE: Final = frozenset(
 )
 
 
+# Everything below is derived from ACCEPTED_EVIDENCE, the one statement of the relation.
 _CITED: Final = {
     purpose: next((k for k in kinds if k in RECORDED_EVIDENCE), None)
     for purpose, kinds in ACCEPTED_EVIDENCE.items()
 }
+_CITING: Final = {kind: purpose for purpose, kind in _CITED.items() if kind is not None}
 
 
 def cited_evidence_kind(purpose: Purpose | None) -> EvidenceKind | None:
     """The kind of recorded evidence an access for ``purpose`` cites by reference, if any."""
     return None if purpose is None else _CITED[purpose]
+
+
+def citing_purpose(kind: EvidenceKind) -> Purpose:
+    """The purpose whose accesses cite recorded evidence of ``kind`` (KeyError for others)."""
+    return _CITING[kind]
+
+
+#: What each kind of evidence is called, and what an access resting on it needs, in words.
+EVIDENCE_NOUNS: Final = {
+    EvidenceKind.SERVICE_IDENTITY: "service identity",
+    EvidenceKind.CUSTOMER_SELF: "customer's own user",
+    EvidenceKind.GRANT: "grant",
+    EvidenceKind.INCIDENT: "incident",
+    EvidenceKind.LEGAL_REQUEST: "legal request",
+}
+EVIDENCE_NEEDED: Final = {
+    EvidenceKind.SERVICE_IDENTITY: "a service identity (actor_type=service)",
+    EvidenceKind.CUSTOMER_SELF: "the customer's own user (actor_customer_id)",
+    EvidenceKind.GRANT: "a live support grant from the customer",
+    EvidenceKind.INCIDENT: "an open incident",
+    EvidenceKind.LEGAL_REQUEST: "a registered legal request",
+}
 
 
 _VALUES: Final = frozenset(p.value for p in Purpose)

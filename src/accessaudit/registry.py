@@ -37,7 +37,7 @@ from accessaudit.evidence import (
 )
 from accessaudit.exceptions import ConfigurationError, EvidenceError
 from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
-from accessaudit.purposes import EvidenceKind
+from accessaudit.purposes import EVIDENCE_NOUNS, EvidenceKind
 from accessaudit.store._rows import MalformedRow, from_row
 
 if TYPE_CHECKING:
@@ -46,12 +46,6 @@ if TYPE_CHECKING:
 
     from accessaudit.events import AccessEvent, StoredEvent
     from accessaudit.store import SqlStore
-
-_WORDS = {
-    EvidenceKind.GRANT: "grant",
-    EvidenceKind.INCIDENT: "incident",
-    EvidenceKind.LEGAL_REQUEST: "legal request",
-}
 
 
 E = TypeVar("E", Grant, Incident, LegalRequest)
@@ -318,10 +312,12 @@ class EvidenceRegistry:
     def _existing(self, kind: EvidenceKind, ref: str, expected: type[E]) -> E:
         found = self.lookup(kind, ref)
         if not isinstance(found, expected):
-            raise EvidenceError(f"there is no {_WORDS[kind]} {ref!r}; list them to check the id")
+            raise EvidenceError(
+                f"there is no {EVIDENCE_NOUNS[kind]} {ref!r}; list them to check the id"
+            )
         if not found.intact:
             raise EvidenceError(
-                f"the records of {_WORDS[kind]} {ref} fail their integrity check; "
+                f"the records of {EVIDENCE_NOUNS[kind]} {ref} fail their integrity check; "
                 "run `accessaudit verify`"
             )
         return found
