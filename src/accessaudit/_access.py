@@ -36,7 +36,6 @@ from accessaudit.fields import ActorType, AttributeValue, Decision, EventType
 from accessaudit.policy import AccessRequest
 from accessaudit.purposes import cited_evidence_kind
 from accessaudit.store import PreconditionFailed
-from accessaudit.store._deadline import operation_deadline
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -357,7 +356,7 @@ class Access:
         timeout = self._setup.timeout
         resource = self.target.resource
         message = f"could not {doing} for {resource} within {timeout:g}s, so {consequence}"
-        return _recording(timeout, message)
+        return _recording(self._setup.store.budget(timeout), message)
 
     def _event(
         self,
@@ -428,10 +427,10 @@ class Access:
 
 
 @contextmanager
-def _recording(timeout: float, message: str) -> Iterator[None]:
-    """Bound the store work inside by ``timeout``; turn its failures into ``AuditUnavailable``."""
+def _recording(budget: AbstractContextManager[None], message: str) -> Iterator[None]:
+    """Bound the store work inside by ``budget``; turn its failures into ``AuditUnavailable``."""
     try:
-        with operation_deadline(timeout):
+        with budget:
             yield
     except (StoreError, MacKeyError, ConfigurationError) as e:
         # A store whose URL names no log (a ConfigurationError to a command line user) is,

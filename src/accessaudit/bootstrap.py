@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.keys import KEY_ENV, create_key_file, key_file_path, load_key
-from accessaudit.store import SqlStore
+from accessaudit.store import DEFAULT_TIMEOUT, SqlStore
 from accessaudit.store._schema import check_role_name
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ def init_store(
     *,
     key_file: Path | None = None,
     writer_role: str | None = None,
-    timeout: float = 5.0,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> list[str]:
     """Create whatever is missing; return one line per thing created or kept. Idempotent.
 

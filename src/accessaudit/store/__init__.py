@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from accessaudit.store._guarded import ChainView, EvidenceUse, Precondition, PreconditionFailed
-from accessaudit.store.sql import ChainHead, RowBatch, SqlStore
+from accessaudit.store.sql import DEFAULT_TIMEOUT, ChainHead, RowBatch, SqlStore
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Generator, Iterable, Iterator, Mapping
@@ -80,6 +80,7 @@ class AuditStore(Protocol):
 
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "AuditStore",
     "ChainHead",
     "ChainView",

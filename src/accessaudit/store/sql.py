@@ -213,6 +213,15 @@ class SqlStore:
         self._group.drain(self.timeout)
         self._engine.dispose()
 
+    def budget(self, seconds: float | None = None) -> AbstractContextManager[None]:
+        """One time budget (default: the store's timeout) for all store work inside.
+
+        Every operation inside spends from it, as from its own timeout: the gate uses it
+        so that looking evidence up and committing the decision share one wait. An
+        enclosing budget still applies.
+        """
+        return operation_deadline(self.timeout if seconds is None else seconds)
+
     # -- schema ---------------------------------------------------------------------------
 
     def create_schema(self) -> list[str]:
