@@ -45,8 +45,7 @@ from accessaudit.findings import ExpectedHead, VerifyReport
 from accessaudit.keys import MacKey, load_key
 from accessaudit.log import log_fields
 from accessaudit.report import ReportFilter, record_report
-from accessaudit.store import SqlStore
-from accessaudit.store._engine import DEFAULT_URL
+from accessaudit.store import DEFAULT_URL, SqlStore
 from accessaudit.tail import follow as tail_follow
 from accessaudit.tail import latest, one_line
 from accessaudit.verify import verify_store

@@ -36,8 +36,7 @@ from accessaudit.keys import load_key
 from accessaudit.policy import Policy
 from accessaudit.registry import EvidenceRegistry
 from accessaudit.report import ReportFilter, record_report
-from accessaudit.store import SqlStore
-from accessaudit.store._engine import DEFAULT_URL
+from accessaudit.store import DEFAULT_URL, SqlStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

@@ -23,9 +23,7 @@ from accessaudit._cli_common import (
 )
 from accessaudit.keys import load_key
 from accessaudit.recovery import recover_chain
-from accessaudit.store import SqlStore
-from accessaudit.store._engine import DEFAULT_URL
-from accessaudit.store.sql import DEFAULT_CHAIN
+from accessaudit.store import DEFAULT_CHAIN, DEFAULT_URL, SqlStore
 
 
 def recover(  # noqa: PLR0917 - a Typer command takes its options as parameters

@@ -32,8 +32,7 @@ from accessaudit.exceptions import ConfigurationError
 from accessaudit.keys import load_key
 from accessaudit.policy import Policy
 from accessaudit.report import ReportFilter, access_report, customer_known, record_report
-from accessaudit.store import SqlStore
-from accessaudit.store._engine import DEFAULT_URL
+from accessaudit.store import DEFAULT_URL, SqlStore
 from accessaudit.transparency import transparency_report
 
 

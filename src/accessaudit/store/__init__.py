@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from accessaudit.store._engine import DEFAULT_URL
 from accessaudit.store._guarded import ChainView, EvidenceUse, Precondition, PreconditionFailed
-from accessaudit.store.sql import DEFAULT_TIMEOUT, ChainHead, RowBatch, SqlStore
+from accessaudit.store.sql import DEFAULT_CHAIN, DEFAULT_TIMEOUT, ChainHead, RowBatch, SqlStore
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Generator, Iterable, Iterator, Mapping
@@ -80,7 +81,9 @@ class AuditStore(Protocol):
 
 
 __all__ = [
+    "DEFAULT_CHAIN",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_URL",
     "AuditStore",
     "ChainHead",
     "ChainView",
