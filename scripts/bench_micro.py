@@ -28,10 +28,10 @@ from bench_threads import CUSTOMER, SERVICE, read_contacts
 
 from accessaudit import EventType, Gate, MacKey, Policy, SqlStore, access_context
 from accessaudit._access import Access, Target
+from accessaudit._rows import to_row
 from accessaudit.integrity import GENESIS_HASH, seal_batch
 from accessaudit.log import emit_appended
 from accessaudit.policy import AccessRequest
-from accessaudit.store._rows import to_row
 
 if TYPE_CHECKING:
     from collections.abc import Callable

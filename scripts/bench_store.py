@@ -35,7 +35,7 @@ from bench_log import support_read
 from uuid6 import uuid7
 
 from accessaudit import AccessEvent, MacKey, SqlStore, verify_store
-from accessaudit.store._rows import to_row
+from accessaudit._rows import to_row
 from accessaudit.store._schema import events as events_table
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from accessaudit import (
     StoreError,
     StoreUnavailable,
 )
+from accessaudit._rows import to_row
 from accessaudit.exceptions import AccessAuditError
 from accessaudit.store._errors import Seen, translated
-from accessaudit.store._rows import to_row
 from tests.strategies import make_event
 
 if TYPE_CHECKING:

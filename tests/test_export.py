@@ -33,9 +33,9 @@ from accessaudit import (
 )
 from accessaudit._arrow import EXPORT_SCHEMA, schema_document, to_db_row
 from accessaudit._export_files import ROW_GROUP, TEMP_PREFIX
+from accessaudit._rows import from_row
 from accessaudit.cli import app
 from accessaudit.export import MANIFEST, export_log, verify_export
-from accessaudit.store._rows import from_row
 from tests import tampering
 from tests.strategies import events, make_event
 

@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 from accessaudit import FindingCode, MacKey, SqlStore
 from accessaudit._arrow import EXPORT_SCHEMA, to_db_row
 from accessaudit._export_files import TEMP_PREFIX, sha256_of
+from accessaudit._rows import from_row
 from accessaudit.cli import app
 from accessaudit.export import MANIFEST, ExportError, export_log, verify_export
 from accessaudit.integrity import leaf_hash, link_hash
-from accessaudit.store._rows import from_row
 from tests.strategies import make_event
 
 if TYPE_CHECKING:

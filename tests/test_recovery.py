@@ -31,6 +31,7 @@ from accessaudit import (
 )
 from accessaudit._chain import check_chain
 from accessaudit._recovery_record import RecoveryClaim, recovery_event
+from accessaudit._rows import to_row
 from accessaudit.cli import app as accessaudit_app
 from accessaudit.cli_recover import recover
 from accessaudit.events import StoredEvent
@@ -40,7 +41,6 @@ from accessaudit.findings import Finding, FindingCode
 from accessaudit.integrity import leaf_hash, link_hash
 from accessaudit.recovery import recover_chain
 from accessaudit.store._append import DamagedTail
-from accessaudit.store._rows import to_row
 from tests import tampering
 from tests.gatekit import Desk, agent
 from tests.strategies import make_event

@@ -19,10 +19,10 @@ from accessaudit import AccessEvent, EventType, MacKey
 from accessaudit import export as export_module
 from accessaudit._arrow import EXPORT_FORMAT
 from accessaudit._chain import check_chain
+from accessaudit._rows import to_row
 from accessaudit.encoding import encode
 from accessaudit.export import MANIFEST, verify_export
 from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash, seal_batch
-from accessaudit.store._rows import to_row
 from tests.strategies import FIXED_EVENT
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 One row of the export is one stored record. Columns carry analyst-friendly Arrow types
 (timestamps, lists, booleans); ``attributes`` stays the canonical JSON text the log stores,
 because its values are of mixed types. ``to_arrow_table`` and ``to_db_row`` convert between
-database rows (``store._rows`` form) and an export row, so the verifier can check an export
+database rows (``_rows`` form) and an export row, so the verifier can check an export
 with exactly the code that checks the database.
 """
 
@@ -17,9 +17,8 @@ import pyarrow as pa
 
 from accessaudit._clock import to_micros
 from accessaudit._row_encoding import plain_text_list
+from accessaudit._rows import canonical_json, column_name
 from accessaudit.fields import EVENT_FIELDS, Kind
-from accessaudit.store._rows import canonical_json
-from accessaudit.store._schema import column_name
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -73,7 +72,7 @@ def schema_document() -> dict[str, Any]:
 
 
 def to_arrow_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> pa.Table:
-    """Export rows from database rows that ``store._rows.from_row`` accepted.
+    """Export rows from database rows that ``_rows.from_row`` accepted.
 
     ``rows`` are tuples of the values of ``columns``; they are converted column by column.
     """

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from accessaudit._recovery_record import acknowledgement, claim_of
 from accessaudit._row_encoding import RowEncoder
+from accessaudit._rows import MalformedRow, from_row, is_key_id
 from accessaudit.findings import ChainSummary, ExpectedHead, Finding, FindingCode
 from accessaudit.integrity import (
     GENESIS_HASH,
@@ -39,7 +40,6 @@ from accessaudit.integrity import (
     link_digest,
     link_hash,
 )
-from accessaudit.store._rows import MalformedRow, from_row, is_key_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable

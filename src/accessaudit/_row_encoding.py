@@ -1,6 +1,6 @@
 """The canonical encoding of a record straight from its stored row: the verifier's fast path.
 
-``store._rows.from_row`` followed by ``encoding.encode`` is the careful way from a row to the
+``_rows.from_row`` followed by ``encoding.encode`` is the careful way from a row to the
 bytes its leaf hash covers: every column parsed, an ``AccessEvent`` validated, then encoded.
 Verify and export do that for every row of the log, and it is most of their time. A
 ``RowEncoder`` builds the same bytes from the row's values directly, field by field, and
@@ -25,11 +25,10 @@ import struct
 from typing import TYPE_CHECKING, Any, Final
 
 from accessaudit._clock import MAX_MICROS
+from accessaudit._rows import column_name, from_column
 from accessaudit._validate import normalise
 from accessaudit.encoding import _BY_KIND, _HEADER, _I64, _NULL_BYTES, _U32, _scalar
 from accessaudit.fields import EVENT_FIELDS, MAX_INT, MAX_LIST_ITEMS, RECORD_VERSION, Kind
-from accessaudit.store._rows import _from_column
-from accessaudit.store._schema import column_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -65,7 +64,7 @@ def careful_field(spec: FieldSpec) -> Encode:
 
     def encode(value: object) -> bytes:
         try:
-            parsed = _from_column(kind, column, value)
+            parsed = from_column(kind, column, value)
         except Exception as e:  # whatever it is, from_row would not pass it
             raise NotFast from e
         normalised, problem = normalise(spec, parsed)

@@ -20,6 +20,7 @@ from uuid6 import uuid7
 
 from accessaudit._allowance import ALLOWANCE_EVENTS, records_used
 from accessaudit._clock import EPOCH, now_utc, to_iso
+from accessaudit._rows import MalformedRow, from_row
 from accessaudit.evidence import (
     EVIDENCE_EVENTS,
     Actor,
@@ -38,7 +39,6 @@ from accessaudit.evidence import (
 from accessaudit.exceptions import ConfigurationError, EvidenceError
 from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
 from accessaudit.purposes import EVIDENCE_NOUNS, EvidenceKind
-from accessaudit.store._rows import MalformedRow, from_row
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import ColumnElement, Select, bindparam, literal_column, select, text
 
+from accessaudit._rows import MalformedRow, from_row
 from accessaudit.events import AccessEvent, StoredEvent
 from accessaudit.exceptions import (
     ChainHalted,
@@ -22,7 +23,6 @@ from accessaudit.fields import MAX_INT
 from accessaudit.findings import FindingCode
 from accessaudit.integrity import GENESIS_HASH, is_digest
 from accessaudit.store._deadline import remaining
-from accessaudit.store._rows import MalformedRow, from_row
 from accessaudit.store._schema import TABLE_NAME, events
 
 if TYPE_CHECKING:

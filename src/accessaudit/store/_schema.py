@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
 )
 
+from accessaudit._rows import column_name
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.fields import EVENT_FIELDS, Kind
 
@@ -42,11 +43,6 @@ _COLUMN_TYPES: Final[dict[Kind, TypeEngine[Any]]] = {
     Kind.ATTRIBUTES: Text(),
 }
 _ALWAYS_PRESENT: Final = {Kind.UUID, Kind.TIME, Kind.BOOL, Kind.TEXT_LIST, Kind.ATTRIBUTES}
-
-
-def column_name(field_name: str) -> str:
-    """The column holding a record field (timestamps are stored as integer microseconds)."""
-    return "occurred_at_us" if field_name == "occurred_at" else field_name
 
 
 events = Table(

@@ -28,6 +28,7 @@ from sqlalchemy import (
     text,
 )
 
+from accessaudit._rows import MalformedRow, from_row, to_row
 from accessaudit._validate import check_text
 from accessaudit.exceptions import (
     CommitOutcomeUnknown,
@@ -66,7 +67,6 @@ from accessaudit.store._guarded import (
     check_preconditions,
     evidence_uses,
 )
-from accessaudit.store._rows import MalformedRow, from_row, to_row
 from accessaudit.store._schema import (
     SQLITE_TRIGGERS,
     TABLE_NAME,

@@ -1,8 +1,14 @@
-"""Conversion between ``StoredEvent`` and table rows, strict in both directions.
+"""A record's row form: its column names, and conversion to and from ``StoredEvent``.
 
-Reading is strict on purpose: a row that an owner edited into a shape the writer could never
-have produced (text in an integer column, ``2`` in a boolean, broken JSON) is reported by the
-verifier as a malformed row instead of being silently coerced into something that hashes.
+The row is the record as the log keeps it, in portable values (text, integers, compact JSON
+text): the SQL store writes and reads it (``store._schema`` builds its table from
+``column_name``), and the verifier and the Parquet export check and convert it. It belongs
+with the record, not with any one store, so that all of them share one definition.
+
+Conversion is strict in both directions. Reading is strict on purpose: a row that an owner
+edited into a shape the writer could never have produced (text in an integer column, ``2`` in
+a boolean, broken JSON) is reported by the verifier as a malformed row instead of being
+silently coerced into something that hashes.
 """
 
 from __future__ import annotations
@@ -17,12 +23,28 @@ from accessaudit.events import AccessEvent, StoredEvent
 from accessaudit.exceptions import InvalidEvent
 from accessaudit.fields import EVENT_FIELDS, RECORD_VERSION, Kind
 from accessaudit.integrity import is_digest
-from accessaudit.store._schema import column_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+__all__ = [
+    "MalformedRow",
+    "canonical_json",
+    "column_name",
+    "from_column",
+    "from_row",
+    "is_key_id",
+    "to_row",
+]
+
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def column_name(field_name: str) -> str:
+    """The column holding a record field (timestamps are stored as integer microseconds)."""
+    return "occurred_at_us" if field_name == "occurred_at" else field_name
+
+
 _COLUMNS = tuple((spec.name, spec.kind, column_name(spec.name)) for spec in EVENT_FIELDS)
 
 
@@ -85,7 +107,8 @@ def _int(column: str, value: object) -> int:
     return value
 
 
-def _from_column(kind: Kind, column: str, value: object) -> object:
+def from_column(kind: Kind, column: str, value: object) -> object:
+    """A column's stored value as the record field of ``kind`` holds it, or ``MalformedRow``."""
     if value is None:
         return None
     if kind is Kind.UUID:
@@ -174,7 +197,7 @@ def from_row(row: Mapping[str, Any]) -> StoredEvent:
     chain_id = row["chain_id"]
     if not isinstance(chain_id, str):
         raise MalformedRow("chain_id is not text")
-    values = {name: _from_column(kind, column, row[column]) for name, kind, column in _COLUMNS}
+    values = {name: from_column(kind, column, row[column]) for name, kind, column in _COLUMNS}
     try:
         event = AccessEvent(**values)  # type: ignore[arg-type]  # checked by AccessEvent itself
     except InvalidEvent as e:
