@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from accessaudit.exceptions import ConfigurationError
 from accessaudit.keys import KEY_ENV, create_key_file, key_file_path, load_key
 from accessaudit.store import DEFAULT_TIMEOUT, SqlStore
-from accessaudit.store._schema import check_role_name
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -28,9 +26,7 @@ def init_store(
     """
     with SqlStore(url, timeout=timeout, must_exist=False) as store:
         if writer_role is not None:
-            if store.is_sqlite:
-                raise ConfigurationError("database roles exist only on PostgreSQL")
-            check_role_name(writer_role)
+            store.check_writer_role(writer_role)
         done: list[str] = []
         if key_file is None and os.environ.get(KEY_ENV):
             done.append(f"key: using ${KEY_ENV} (no key file written)")

@@ -29,7 +29,7 @@ from accessaudit._recovery_record import (
 )
 from accessaudit.exceptions import ConfigurationError, MacKeyError
 from accessaudit.findings import FindingCode
-from accessaudit.store._append import DamagedTail
+from accessaudit.store import DamagedTail
 
 if TYPE_CHECKING:
     from accessaudit.events import StoredEvent

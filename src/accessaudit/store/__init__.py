@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from accessaudit.store._append import DamagedTail
 from accessaudit.store._engine import DEFAULT_URL
 from accessaudit.store._guarded import ChainView, EvidenceUse, Precondition, PreconditionFailed
 from accessaudit.store.sql import DEFAULT_CHAIN, DEFAULT_TIMEOUT, ChainHead, RowBatch, SqlStore
@@ -87,6 +88,7 @@ __all__ = [
     "AuditStore",
     "ChainHead",
     "ChainView",
+    "DamagedTail",
     "EvidenceUse",
     "Precondition",
     "PreconditionFailed",

@@ -70,6 +70,7 @@ from accessaudit.store._guarded import (
 from accessaudit.store._schema import (
     SQLITE_TRIGGERS,
     TABLE_NAME,
+    check_role_name,
     events,
     metadata,
     postgres_trigger_ddl,
@@ -282,10 +283,19 @@ class SqlStore:
             )
         return {row[0] for row in conn.exec_driver_sql(query)}
 
-    def grant_writer_role(self, role: str) -> None:
-        """PostgreSQL: create ``role`` if absent and let it only SELECT and INSERT the log."""
+    def check_writer_role(self, role: str) -> None:
+        """Refuse, before anything is created, a writer role this database cannot have.
+
+        Roles exist only on PostgreSQL, and the name is spliced into DDL, so it must be a
+        plain identifier: ``ConfigurationError`` otherwise.
+        """
         if self.is_sqlite:
             raise ConfigurationError("database roles exist only on PostgreSQL")
+        check_role_name(role)
+
+    def grant_writer_role(self, role: str) -> None:
+        """PostgreSQL: create ``role`` if absent and let it only SELECT and INSERT the log."""
+        self.check_writer_role(role)
         with self._connection(f"granting the writer role {role}") as conn, conn.begin():
             schema = conn.execute(text("SELECT current_schema()")).scalar_one()
             for statement in writer_role_ddl(role, schema):
