@@ -32,14 +32,7 @@ from accessaudit._recovery_record import acknowledgement, claim_of
 from accessaudit._row_encoding import RowEncoder
 from accessaudit._rows import MalformedRow, from_row, is_key_id
 from accessaudit.findings import ChainSummary, ExpectedHead, Finding, FindingCode
-from accessaudit.integrity import (
-    GENESIS_HASH,
-    is_digest,
-    leaf_digest,
-    leaf_hash,
-    link_digest,
-    link_hash,
-)
+from accessaudit.integrity import GENESIS_HASH, check_seals, is_digest, leaf_digest, link_digest
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -272,19 +265,8 @@ class ChainChecker:
     def _score(self, parsed: StoredEvent | MalformedRow) -> tuple[bool, bool]:
         if isinstance(parsed, MalformedRow):
             return False, False
-        mac_ok = self.key is not None and (
-            parsed.mac_key_id == self.key.key_id
-            and hmac.compare_digest(self.key.seal(parsed.chain_hash), parsed.mac)
-        )
-        return mac_ok, self._links(parsed) and self._leaf_ok(parsed)
-
-    def _leaf_ok(self, stored: StoredEvent) -> bool:
-        return leaf_hash(stored.chain_id, stored.seq, stored.event) == stored.leaf_hash
-
-    def _links(self, stored: StoredEvent) -> bool:
-        return (
-            self.previous is None or link_hash(self.previous, stored.leaf_hash) == stored.chain_hash
-        )
+        seals = check_seals(parsed, self.previous, self.key)
+        return seals.mac is True, seals.link and seals.leaf
 
     def passes_fast(self, seq: int, row: RawRow) -> bool:
         """Check a row alone at its seq without parsing it; False if it needs ``_check``.
@@ -347,19 +329,18 @@ class ChainChecker:
             self.add(FindingCode.HEAD_MISMATCH, seq, "differs from the expected head", row)
 
     def _check_seals(self, seq: int, row: Row, parsed: StoredEvent) -> None:
-        if not self._leaf_ok(parsed):
+        seals = check_seals(parsed, self.previous, self.key)
+        if not seals.leaf:
             self.add(FindingCode.MODIFIED_RECORD, seq, "fields do not match the leaf hash", row)
-        if not self._links(parsed):
+        if not seals.link:
             self.add(FindingCode.BROKEN_LINK, seq, "chain hash does not follow seq - 1", row)
-        if self.key is None:
-            return
-        if parsed.mac_key_id != self.key.key_id:
+        if seals.key is False:
             detail = (
-                f"sealed by key {parsed.mac_key_id}, not by the key given ({self.key.key_id}): "
+                f"sealed by key {parsed.mac_key_id}, not by the key given ({self.key_id}): "
                 "a wrong key file, or the chain was resealed with another key"
             )
             self.add(FindingCode.UNKNOWN_KEY, seq, detail, row)
-        elif not hmac.compare_digest(self.key.seal(parsed.chain_hash), parsed.mac):
+        elif seals.mac is False:
             self.add(FindingCode.BAD_MAC, seq, "MAC does not match the chain hash", row)
 
     def finish(self) -> None:

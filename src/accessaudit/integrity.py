@@ -8,12 +8,16 @@ For record ``n`` of a chain::
 
 The leaf commits to the record and its position; the chain hash commits to everything
 before it; the MAC lets a key holder detect a chain recomputed by someone without the key.
+``check_seals`` is the one check of a stored record against all three, for the verifier and
+for the evidence registry alike.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from accessaudit.encoding import encode
@@ -54,6 +58,37 @@ def leaf_digest(encoded: bytes) -> bytes:
 def link_digest(previous: bytes, leaf: bytes) -> bytes:
     """``link_hash`` as raw bytes, from the raw previous chain hash and leaf hash."""
     return hashlib.sha256(_LINK_PREFIX + previous + leaf).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class SealCheck:
+    """Which seals of one stored record hold (see ``check_seals``)."""
+
+    leaf: bool  # its fields hash to its stored leaf hash
+    link: bool  # its chain hash follows the predecessor's (True if that is not known)
+    key: bool | None  # sealed by the key given (None: no key given)
+    mac: bool | None  # its MAC matches its chain hash (None: no key, or sealed by another)
+
+    @property
+    def intact(self) -> bool:
+        """Leaf, link and MAC all hold (never without a key)."""
+        return self.leaf and self.link and self.mac is True
+
+
+def check_seals(stored: StoredEvent, previous: str | None, key: MacKey | None) -> SealCheck:
+    """Check a record's leaf hash, its link from ``previous`` and, with ``key``, its MAC.
+
+    ``previous`` is the chain hash of the record before it (``GENESIS_HASH`` before seq 1);
+    None means it is not known (after a gap), and the link is not checked. The MAC is
+    checked only when the record names ``key`` as the key that sealed it.
+    """
+    leaf = leaf_hash(stored.chain_id, stored.seq, stored.event) == stored.leaf_hash
+    link = previous is None or link_hash(previous, stored.leaf_hash) == stored.chain_hash
+    if key is None:
+        return SealCheck(leaf, link, None, None)
+    if stored.mac_key_id != key.key_id:
+        return SealCheck(leaf, link, False, None)
+    return SealCheck(leaf, link, True, hmac.compare_digest(key.seal(stored.chain_hash), stored.mac))
 
 
 def seal_batch(

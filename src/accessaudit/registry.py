@@ -12,7 +12,6 @@ of which only the first counts, and no decision changes.
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,7 +36,7 @@ from accessaudit.evidence import (
     legal_registered_event,
 )
 from accessaudit.exceptions import ConfigurationError, EvidenceError
-from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
+from accessaudit.integrity import GENESIS_HASH, check_seals
 from accessaudit.purposes import EVIDENCE_NOUNS, EvidenceKind
 
 if TYPE_CHECKING:
@@ -177,15 +176,10 @@ class EvidenceRegistry:
 
     def _intact(self, stored: StoredEvent, before: str | None) -> bool:
         """Whether the record's leaf, its link from ``before`` and its MAC all hold."""
-        key = self.store.key
-        if key is None or stored.mac_key_id != key.key_id:
-            return False
-        if leaf_hash(stored.chain_id, stored.seq, stored.event) != stored.leaf_hash:
-            return False
         previous = GENESIS_HASH if stored.seq == 1 else before
-        if previous is None or link_hash(previous, stored.leaf_hash) != stored.chain_hash:
+        if previous is None:  # no record before it: the link cannot hold
             return False
-        return hmac.compare_digest(stored.mac, key.seal(stored.chain_hash))
+        return check_seals(stored, previous, self.store.key).intact
 
     # -- recording --------------------------------------------------------------------------
 
