@@ -16,6 +16,12 @@ import typer
 from accessaudit import demo as demo_workload
 from accessaudit._cli_common import (
     EXIT_FINDINGS,
+    command_group,
+    progress_bar,
+    reported_errors,
+    show_line,
+)
+from accessaudit._cli_options import (
     LOG_EVENTS_HELP,
     ByOption,
     DbOption,
@@ -25,12 +31,8 @@ from accessaudit._cli_common import (
     NewKeyFileOption,
     OutputFormat,
     TimeoutOption,
-    command_group,
     configure_events,
     login_name,
-    progress_bar,
-    reported_errors,
-    show_line,
 )
 from accessaudit._terminal import terminal_safe
 from accessaudit.bootstrap import init_store

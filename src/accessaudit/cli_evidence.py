@@ -16,6 +16,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from accessaudit._cli_common import (
+    command_group,
+    reported_errors,
+    show_line,
+    time_option,
+)
+from accessaudit._cli_options import (
     ByOption,
     DbOption,
     FormatOption,
@@ -23,11 +29,7 @@ from accessaudit._cli_common import (
     LogEventsOption,
     OutputFormat,
     TimeoutOption,
-    command_group,
     login_name,
-    reported_errors,
-    show_line,
-    time_option,
 )
 from accessaudit._clock import now_utc
 from accessaudit._terminal import terminal_safe

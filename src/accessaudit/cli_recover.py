@@ -12,14 +12,16 @@ from typing import Annotated
 import typer
 
 from accessaudit._cli_common import (
+    reported_errors,
+    show_line,
+)
+from accessaudit._cli_options import (
     ByOption,
     DbOption,
     KeyFileOption,
     LogEventsOption,
     TimeoutOption,
     login_name,
-    reported_errors,
-    show_line,
 )
 from accessaudit.keys import load_key
 from accessaudit.recovery import recover_chain

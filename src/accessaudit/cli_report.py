@@ -16,15 +16,17 @@ from rich.table import Table
 from rich.text import Text
 
 from accessaudit._cli_common import (
+    reported_errors,
+    show_line,
+    time_option,
+)
+from accessaudit._cli_options import (
     ByOption,
     DbOption,
     KeyFileOption,
     LogEventsOption,
     TimeoutOption,
     login_name,
-    reported_errors,
-    show_line,
-    time_option,
 )
 from accessaudit._clock import now_utc
 from accessaudit._terminal import spreadsheet_safe, terminal_safe
