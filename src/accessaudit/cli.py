@@ -23,16 +23,12 @@ from accessaudit._cli_common import (
 )
 from accessaudit._cli_options import (
     LOG_EVENTS_HELP,
-    ByOption,
-    DbOption,
     FormatOption,
-    KeyFileOption,
-    LogEventsOption,
-    NewKeyFileOption,
+    LogOptions,
+    NewLogOptions,
     OutputFormat,
-    TimeoutOption,
     configure_events,
-    login_name,
+    shared_options,
 )
 from accessaudit._terminal import terminal_safe
 from accessaudit.bootstrap import init_store
@@ -44,10 +40,10 @@ from accessaudit.exceptions import ConfigurationError, MacKeyError, StoreError
 from accessaudit.export import MANIFEST, export_log, verify_export
 from accessaudit.fields import AttributeValue
 from accessaudit.findings import ExpectedHead, VerifyReport
-from accessaudit.keys import MacKey, load_key
+from accessaudit.keys import MacKey
 from accessaudit.log import log_fields
 from accessaudit.report import ReportFilter, record_report
-from accessaudit.store import DEFAULT_URL, SqlStore
+from accessaudit.store import SqlStore
 from accessaudit.tail import follow as tail_follow
 from accessaudit.tail import latest, one_line
 from accessaudit.verify import verify_store
@@ -71,22 +67,54 @@ def _main(
     configure_events(log_events)
 
 
+WriterRoleOption = Annotated[
+    str | None,
+    typer.Option(help="PostgreSQL: create this role with SELECT and INSERT rights only."),
+]
+
+
 @app.command()
-def init(
-    db: DbOption = DEFAULT_URL,
-    key_file: NewKeyFileOption = None,
-    writer_role: Annotated[
-        str | None,
-        typer.Option(help="PostgreSQL: create this role with SELECT and INSERT rights only."),
-    ] = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
-) -> None:
+@shared_options
+def init(log: NewLogOptions, writer_role: WriterRoleOption = None) -> None:
     """Create the HMAC key file, the events table and its append-only triggers (idempotent)."""
     with reported_errors():
-        lines = init_store(db, key_file=key_file, writer_role=writer_role, timeout=timeout)
+        lines = init_store(
+            log.db, key_file=log.key_file, writer_role=writer_role, timeout=log.timeout
+        )
     for line in lines:
         show_line(line)
+
+
+# -- verify ---------------------------------------------------------------------------------
+
+ChainOption = Annotated[str | None, typer.Option(help="Verify only this chain.")]
+SkipMacOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-mac",
+        help="Check hashes and links only (no key needed; without a key the run is not "
+        "recorded, as recording needs one).",
+    ),
+]
+ExpectHeadOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--expect-head",
+        metavar="CHAIN:SEQ:HASH",
+        help="A head printed by an earlier verify and kept outside the database; "
+        "catches deleted newest records and rollback. Repeatable: --expect-head H1 "
+        "--expect-head H2.",
+    ),
+]
+ExportDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--export",
+        metavar="DIR",
+        help="Check an exported dataset instead of the database (offline; reads no log, "
+        "so nothing is recorded).",
+    ),
+]
 
 
 def _print_report(report: VerifyReport, output: OutputFormat) -> None:
@@ -119,10 +147,10 @@ def _print_report(report: VerifyReport, output: OutputFormat) -> None:
         typer.echo("intact")
 
 
-def _key_if_any(key_file: Path | None) -> tuple[MacKey | None, str | None]:
+def _key_if_any(log: LogOptions) -> tuple[MacKey | None, str | None]:
     """The key, or None and why there is none (for ``verify --skip-mac``, which needs none)."""
     try:
-        return load_key(key_file), None
+        return log.key(), None
     except MacKeyError as e:
         return None, str(e)
 
@@ -150,66 +178,52 @@ def _record_verify(
     return None
 
 
+def _verify_log(
+    log: LogOptions, chain: str | None, heads: list[ExpectedHead], *, skip_mac: bool
+) -> tuple[VerifyReport, str | None]:
+    """Verify the log, then record that; the report and why it was not recorded, or None."""
+    # The URL and the SQLite file are checked (exit 2) before the key is looked for.
+    with log.open_unsealed() as reader:
+        key, no_key = _key_if_any(log) if skip_mac else (log.key(), None)
+        report = verify_store(
+            reader, None if skip_mac else key, chain_id=chain, expected_heads=heads
+        )
+    # Recorded before anything is shown, like every read of the log.
+    if key is None:
+        return report, f"this verify is not recorded in the log: {no_key}"
+    with log.open(key=key) as store:
+        return report, _record_verify(store, log.actor, report, chain, skip_mac=skip_mac)
+
+
+def _verify_export(
+    export: Path, log: LogOptions, *, narrowed: bool, skip_mac: bool
+) -> VerifyReport:
+    """Check an exported dataset offline, against its own manifest (``narrowed``: refused)."""
+    if narrowed:
+        msg = "--export checks the dataset's own manifest; drop --chain/--expect-head"
+        raise ConfigurationError(msg)
+    return verify_export(export, None if skip_mac else log.key())
+
+
 @app.command()
+@shared_options
 def verify(
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    chain: Annotated[str | None, typer.Option(help="Verify only this chain.")] = None,
-    skip_mac: Annotated[
-        bool,
-        typer.Option(
-            "--skip-mac",
-            help="Check hashes and links only (no key needed; without a key the run is not "
-            "recorded, as recording needs one).",
-        ),
-    ] = False,
-    expect_head: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--expect-head",
-            metavar="CHAIN:SEQ:HASH",
-            help="A head printed by an earlier verify and kept outside the database; "
-            "catches deleted newest records and rollback. Repeatable: --expect-head H1 "
-            "--expect-head H2.",
-        ),
-    ] = None,
-    export: Annotated[
-        Path | None,
-        typer.Option(
-            "--export",
-            metavar="DIR",
-            help="Check an exported dataset instead of the database (offline; reads no log, "
-            "so nothing is recorded).",
-        ),
-    ] = None,
+    log: LogOptions,
+    chain: ChainOption = None,
+    skip_mac: SkipMacOption = False,
+    expect_head: ExpectHeadOption = None,
+    export: ExportDirOption = None,
     output: FormatOption = OutputFormat.TABLE,
-    by: ByOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
 ) -> None:
     """Recompute every hash, link and MAC; report every finding. Exit 1 if any. Recorded."""
     not_recorded = None
     with reported_errors(as_json=output is OutputFormat.JSON):
         heads = [ExpectedHead.parse(text) for text in expect_head or []]
-        if export is not None:
-            if heads or chain:
-                msg = "--export checks the dataset's own manifest; drop --chain/--expect-head"
-                raise ConfigurationError(msg)
-            report = verify_export(export, None if skip_mac else load_key(key_file))
+        if export is None:
+            report, not_recorded = _verify_log(log, chain, heads, skip_mac=skip_mac)
         else:
-            # The URL and the SQLite file are checked (exit 2) before the key is looked for.
-            with SqlStore(db, timeout=timeout) as reader:
-                key, no_key = _key_if_any(key_file) if skip_mac else (load_key(key_file), None)
-                report = verify_store(
-                    reader, None if skip_mac else key, chain_id=chain, expected_heads=heads
-                )
-            # Recorded before anything is shown, like every read of the log.
-            if key is None:
-                not_recorded = f"this verify is not recorded in the log: {no_key}"
-            else:
-                with SqlStore(db, key=key, timeout=timeout) as store:
-                    actor = by or login_name()
-                    not_recorded = _record_verify(store, actor, report, chain, skip_mac=skip_mac)
+            narrowed = bool(heads or chain)
+            report = _verify_export(export, log, narrowed=narrowed, skip_mac=skip_mac)
     if not_recorded is not None:
         typer.echo(f"warning: {terminal_safe(not_recorded)}", err=True)
     _print_report(report, output)
@@ -217,21 +231,21 @@ def verify(
         raise typer.Exit(EXIT_FINDINGS)
 
 
+# -- demo, export, tail ---------------------------------------------------------------------
+
+EventsOption = Annotated[int, typer.Option(min=1, max=10_000_000, help="How many events.")]
+SeedOption = Annotated[int, typer.Option(help="Seed for a repeatable workload.")]
+
+
 @app.command()
-def demo(
-    db: DbOption = DEFAULT_URL,
-    key_file: NewKeyFileOption = None,
-    events: Annotated[int, typer.Option(min=1, max=10_000_000, help="How many events.")] = 2000,
-    seed: Annotated[int, typer.Option(help="Seed for a repeatable workload.")] = 7,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
-) -> None:
+@shared_options
+def demo(log: NewLogOptions, events: EventsOption = 2000, seed: SeedOption = 7) -> None:
     """Set up a log if needed, run a simulated support desk through the gate, verify."""
     with reported_errors():
-        for line in init_store(db, key_file=key_file, timeout=timeout):
+        for line in init_store(log.db, key_file=log.key_file, timeout=log.timeout):
             show_line(line)
-        key = load_key(key_file)
-        with SqlStore(db, key=key, timeout=timeout) as store:
+        key = log.key()
+        with log.open(key=key) as store:
             tally = demo_workload.run(store, events, seed=seed)
             report = verify_store(store, key)
     show_line(f"recorded {sum(tally.values())} events in {store.url}:")
@@ -242,20 +256,17 @@ def demo(
         raise typer.Exit(EXIT_FINDINGS)
 
 
+OutOption = Annotated[Path, typer.Option("--out", help="The dataset directory.")]
+
+
 @app.command()
-def export(
-    out: Annotated[Path, typer.Option("--out", help="The dataset directory.")],
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    by: ByOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
-) -> None:
+@shared_options
+def export(out: OutOption, log: LogOptions) -> None:
     """Append what is new to a Parquet dataset (checked, atomic, incremental)."""
     with reported_errors():
-        key = load_key(key_file)
-        with SqlStore(db, key=key, timeout=timeout) as store, progress_bar("exporting") as step:
-            result = export_log(store, out, key, actor=by or login_name(), progress=step)
+        key = log.key()
+        with log.open(key=key) as store, progress_bar("exporting") as step:
+            result = export_log(store, out, key, actor=log.actor, progress=step)
     for name in result.removed:
         show_line(f"removed {name} (left by an interrupted export; its range is exported again)")
     if not result.files:
@@ -269,47 +280,45 @@ def export(
     )
 
 
+LinesOption = Annotated[int, typer.Option("-n", "--lines", min=1, help="How many records.")]
+FollowOption = Annotated[
+    bool, typer.Option("--follow", "-f", help="Keep printing new records (Ctrl-C stops).")
+]
+IntervalOption = Annotated[
+    float,
+    typer.Option(min=0.1, max=3600.0, help="--follow: seconds between checks for new records."),
+]
+
+
+def _show_record(stored: StoredEvent, output: OutputFormat) -> None:
+    """One record as one line: escaped text, or a JSON object."""
+    if output is OutputFormat.JSON:
+        typer.echo(json.dumps({"event_type": stored.event.event_type.value, **log_fields(stored)}))
+    else:
+        typer.echo(one_line(stored))
+
+
 @app.command()
+@shared_options
 def tail(
-    lines: Annotated[int, typer.Option("-n", "--lines", min=1, help="How many records.")] = 20,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new records (Ctrl-C stops).")
-    ] = False,
-    interval: Annotated[
-        float,
-        typer.Option(min=0.1, max=3600.0, help="--follow: seconds between checks for new records."),
-    ] = 1.0,
+    log: LogOptions,
+    lines: LinesOption = 20,
+    follow: FollowOption = False,
+    interval: IntervalOption = 1.0,
     output: FormatOption = OutputFormat.TABLE,
-    by: ByOption = None,
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
 ) -> None:
     """The newest records, one per line (--format json: one JSON object per line)."""
-
-    def show(stored: StoredEvent) -> None:
-        if output is OutputFormat.JSON:
-            typer.echo(
-                json.dumps({"event_type": stored.event.event_type.value, **log_fields(stored)})
-            )
-        else:
-            typer.echo(one_line(stored))
-
-    with (
-        reported_errors(as_json=output is OutputFormat.JSON),
-        SqlStore(db, key=load_key(key_file), timeout=timeout) as store,
-    ):
+    with reported_errors(as_json=output is OutputFormat.JSON), log.open() as store:
         shown = latest(store, lines)
         kind = "tail --follow" if follow else "tail"
-        record_report(store, by or login_name(), kind, ReportFilter(), len(shown))
+        record_report(store, log.actor, kind, ReportFilter(), len(shown))
         for stored in shown:
-            show(stored)
+            _show_record(stored, output)
         if follow:  # everything after what was shown, our own audit.report included
             after = shown[-1].seq if shown else 0
             with contextlib.suppress(KeyboardInterrupt):
                 for stored in tail_follow(store, after, interval=interval):
-                    show(stored)
+                    _show_record(stored, output)
 
 
 def main() -> None:

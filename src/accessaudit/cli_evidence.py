@@ -15,30 +15,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from accessaudit._cli_common import (
-    command_group,
-    reported_errors,
-    show_line,
-    time_option,
-)
-from accessaudit._cli_options import (
-    ByOption,
-    DbOption,
-    FormatOption,
-    KeyFileOption,
-    LogEventsOption,
-    OutputFormat,
-    TimeoutOption,
-    login_name,
-)
+from accessaudit._cli_common import command_group, reported_errors, show_line, time_option
+from accessaudit._cli_options import FormatOption, LogOptions, OutputFormat, shared_options
 from accessaudit._clock import now_utc
 from accessaudit._terminal import terminal_safe
 from accessaudit.evidence import Evidence, evidence_dict
-from accessaudit.keys import load_key
 from accessaudit.policy import Policy
 from accessaudit.registry import EvidenceRegistry
 from accessaudit.report import ReportFilter, record_report
-from accessaudit.store import DEFAULT_URL, SqlStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -56,17 +40,17 @@ CustomerFilter = Annotated[str | None, typer.Option("--customer", help="Only thi
 
 
 @contextmanager
-def _registry(db: str, key_file: Path | None, timeout: float) -> Iterator[EvidenceRegistry]:
-    with SqlStore(db, key=load_key(key_file), timeout=timeout) as store:
+def _registry(log: LogOptions) -> Iterator[EvidenceRegistry]:
+    with log.open() as store:
         yield EvidenceRegistry(store)
 
 
 def _record_list(
-    registry: EvidenceRegistry, by: str | None, kind: str, customer: str | None, rows: int
+    registry: EvidenceRegistry, log: LogOptions, kind: str, customer: str | None, rows: int
 ) -> None:
     """Record the listing as an ``audit.report`` (before it is shown: no record, no list)."""
     flt = ReportFilter(customer_id=customer)
-    record_report(registry.store, by or login_name(), kind, flt, rows)
+    record_report(registry.store, log.actor, kind, flt, rows)
 
 
 def _print(evidence: Sequence[Evidence], output: OutputFormat, columns: Sequence[str]) -> None:
@@ -99,10 +83,10 @@ def _cell(value: object) -> str:
 
 
 @policy_app.command("check")
+@shared_options
 def policy_check(
     file: Annotated[Path, typer.Argument(help="The policy TOML file.")],
     output: FormatOption = OutputFormat.TABLE,
-    log_events: LogEventsOption = False,
 ) -> None:
     """Validate a policy file; print its version, or every problem with its key path."""
     with reported_errors(as_json=output is OutputFormat.JSON):
@@ -120,7 +104,9 @@ def policy_check(
 
 
 @grant_app.command("issue")
+@shared_options
 def grant_issue(
+    log: LogOptions,
     customer: Annotated[str, typer.Option("--customer", help="The customer giving access.")],
     case: Annotated[str, typer.Option("--case", help="The support case it is for.")],
     category: Annotated[
@@ -137,60 +123,49 @@ def grant_issue(
         int | None,
         typer.Option("--max-records", min=1, max=2**63 - 1, help="At most this many records."),
     ] = None,
-    by: ByOption = None,
     note: NoteOption = None,
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
 ) -> None:
     """Record a grant the customer gave for a support case; print its id."""
-    with reported_errors(), _registry(db, key_file, timeout) as registry:
+    with reported_errors(), _registry(log) as registry:
         grant = registry.issue_grant(
             customer_id=customer,
             case_id=case,
             data_categories=category,
             expires_at=time_option(expires, "--expires"),
             max_records=max_records,
-            issued_by=by or login_name(),
+            issued_by=log.actor,
             note=note,
         )
     show_line(grant.grant_id)
 
 
 @grant_app.command("revoke")
+@shared_options
 def grant_revoke(
+    log: LogOptions,
     grant_id: Annotated[str, typer.Argument(help="The grant's id.")],
-    by: ByOption = None,
     note: NoteOption = None,
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
 ) -> None:
     """Withdraw a grant: support access under it is refused from now on."""
-    with reported_errors(), _registry(db, key_file, timeout) as registry:
-        grant = registry.revoke_grant(grant_id, revoked_by=by or login_name(), note=note)
+    with reported_errors(), _registry(log) as registry:
+        grant = registry.revoke_grant(grant_id, revoked_by=log.actor, note=note)
     show_line(f"{grant.grant_id} revoked")
 
 
 @grant_app.command("list")
+@shared_options
 def grant_list(
+    log: LogOptions,
     customer: CustomerFilter = None,
     output: FormatOption = OutputFormat.TABLE,
-    by: ByOption = None,
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
 ) -> None:
     """Every grant with its status (live, expired, revoked, tampered). Recorded."""
     with (
         reported_errors(as_json=output is OutputFormat.JSON),
-        _registry(db, key_file, timeout) as registry,
+        _registry(log) as registry,
     ):
         grants = registry.grants(customer)
-        _record_list(registry, by, "grant list", customer, len(grants))
+        _record_list(registry, log, "grant list", customer, len(grants))
     _print(
         grants,
         output,
@@ -202,7 +177,9 @@ def grant_list(
 
 
 @incident_app.command("open")
+@shared_options
 def incident_open(
+    log: LogOptions,
     incident_id: Annotated[str, typer.Argument(help="The incident's id, e.g. INC-1042.")],
     customer: Annotated[
         list[str] | None,
@@ -214,57 +191,46 @@ def incident_open(
     all_customers: Annotated[
         bool, typer.Option("--all-customers", help="Every customer is affected.")
     ] = False,
-    by: ByOption = None,
     note: NoteOption = None,
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
 ) -> None:
     """Record an open incident; engineers may then read affected customers' data."""
-    with reported_errors(), _registry(db, key_file, timeout) as registry:
+    with reported_errors(), _registry(log) as registry:
         incident = registry.open_incident(
             incident_id,
             customers=customer or (),
             all_customers=all_customers,
-            opened_by=by or login_name(),
+            opened_by=log.actor,
             note=note,
         )
     show_line(f"{incident.incident_id} open")
 
 
 @incident_app.command("close")
+@shared_options
 def incident_close(
+    log: LogOptions,
     incident_id: Annotated[str, typer.Argument(help="The incident's id.")],
-    by: ByOption = None,
     note: NoteOption = None,
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
 ) -> None:
     """Close an incident: technical_problem access under it is refused from now on."""
-    with reported_errors(), _registry(db, key_file, timeout) as registry:
-        incident = registry.close_incident(incident_id, closed_by=by or login_name(), note=note)
+    with reported_errors(), _registry(log) as registry:
+        incident = registry.close_incident(incident_id, closed_by=log.actor, note=note)
     show_line(f"{incident.incident_id} closed")
 
 
 @incident_app.command("list")
+@shared_options
 def incident_list(
+    log: LogOptions,
     output: FormatOption = OutputFormat.TABLE,
-    by: ByOption = None,
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
 ) -> None:
     """Every incident with its status (open, closed, tampered). Recorded."""
     with (
         reported_errors(as_json=output is OutputFormat.JSON),
-        _registry(db, key_file, timeout) as registry,
+        _registry(log) as registry,
     ):
         incidents = registry.incidents()
-        _record_list(registry, by, "incident list", None, len(incidents))
+        _record_list(registry, log, "incident list", None, len(incidents))
     _print(incidents, output, ["incident_id", "customers", "all_customers", "opened_at"])
 
 
@@ -272,7 +238,9 @@ def incident_list(
 
 
 @legal_app.command("register")
+@shared_options
 def legal_register(
+    log: LogOptions,
     reference: Annotated[str, typer.Argument(help="The request's reference, e.g. SUB-2026-17.")],
     authority: Annotated[str, typer.Option("--authority", help="Who issued it.")],
     customer: Annotated[str, typer.Option("--customer", help="The customer it names.")],
@@ -283,15 +251,10 @@ def legal_register(
         str | None,
         typer.Option("--no-notify-until", help="Do not tell the customer before this time."),
     ] = None,
-    by: ByOption = None,
     note: NoteOption = None,
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
 ) -> None:
     """Record a legal request naming a customer; legal staff may then read that data."""
-    with reported_errors(), _registry(db, key_file, timeout) as registry:
+    with reported_errors(), _registry(log) as registry:
         request = registry.register_legal_request(
             reference,
             authority=authority,
@@ -300,29 +263,26 @@ def legal_register(
             notify_after=None
             if no_notify_until is None
             else time_option(no_notify_until, "--no-notify-until"),
-            registered_by=by or login_name(),
+            registered_by=log.actor,
             note=note,
         )
     show_line(f"{request.reference} registered")
 
 
 @legal_app.command("list")
+@shared_options
 def legal_list(
+    log: LogOptions,
     customer: CustomerFilter = None,
     output: FormatOption = OutputFormat.TABLE,
-    by: ByOption = None,
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
 ) -> None:
     """Every legal request with its status (in_force, expired, tampered). Recorded."""
     with (
         reported_errors(as_json=output is OutputFormat.JSON),
-        _registry(db, key_file, timeout) as registry,
+        _registry(log) as registry,
     ):
         requests = registry.legal_requests(customer)
-        _record_list(registry, by, "legal list", customer, len(requests))
+        _record_list(registry, log, "legal list", customer, len(requests))
     _print(
         requests, output, ["reference", "authority", "customer_id", "expires_at", "notify_after"]
     )

@@ -7,54 +7,47 @@ prints what it acknowledged and the chain's new head.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from accessaudit._cli_common import (
-    reported_errors,
-    show_line,
-)
-from accessaudit._cli_options import (
-    ByOption,
-    DbOption,
-    KeyFileOption,
-    LogEventsOption,
-    TimeoutOption,
-    login_name,
-)
-from accessaudit.keys import load_key
+from accessaudit._cli_common import reported_errors, show_line
+from accessaudit._cli_options import LogOptions, shared_options
 from accessaudit.recovery import recover_chain
-from accessaudit.store import DEFAULT_CHAIN, DEFAULT_URL, SqlStore
+from accessaudit.store import DEFAULT_CHAIN
+
+if TYPE_CHECKING:
+    from accessaudit.recovery import Recovery
+
+SeqOption = Annotated[
+    int,
+    typer.Option(
+        "--seq",
+        min=1,
+        help="The newest record's seq, as the append error and `accessaudit verify` name it.",
+    ),
+]
+ReasonOption = Annotated[
+    str,
+    typer.Option(
+        "--reason", help="Why, for the record: what was found, and what was done about it."
+    ),
+]
+ChainOption = Annotated[str, typer.Option("--chain", help="The halted chain.")]
 
 
-def recover(  # noqa: PLR0917 - a Typer command takes its options as parameters
-    seq: Annotated[
-        int,
-        typer.Option(
-            "--seq",
-            min=1,
-            help="The newest record's seq, as the append error and `accessaudit verify` name it.",
-        ),
-    ],
-    reason: Annotated[
-        str,
-        typer.Option(
-            "--reason", help="Why, for the record: what was found, and what was done about it."
-        ),
-    ],
-    chain: Annotated[str, typer.Option("--chain", help="The halted chain.")] = DEFAULT_CHAIN,
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    by: ByOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
+@shared_options
+def recover(
+    log: LogOptions, seq: SeqOption, reason: ReasonOption, chain: ChainOption = DEFAULT_CHAIN
 ) -> None:
     """Acknowledge a chain's damaged newest records (kept as evidence) so appends go on."""
-    with reported_errors():
-        key = load_key(key_file)
-        with SqlStore(db, key=key, chain_id=chain, timeout=timeout) as store:
-            done = recover_chain(store, halted_seq=seq, actor=by or login_name(), reason=reason)
+    with reported_errors(), log.open(chain_id=chain) as store:
+        done = recover_chain(store, halted_seq=seq, actor=log.actor, reason=reason)
+    _print_recovery(chain, done)
+
+
+def _print_recovery(chain: str, done: Recovery) -> None:
+    """What the recovery acknowledged, and the chain's new head."""
     record = done.record
     show_line(f"chain {chain}: recovery recorded as seq {record.seq} by {record.event.actor_id}")
     for finding in done.acknowledged:

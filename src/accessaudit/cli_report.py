@@ -20,21 +20,12 @@ from accessaudit._cli_common import (
     show_line,
     time_option,
 )
-from accessaudit._cli_options import (
-    ByOption,
-    DbOption,
-    KeyFileOption,
-    LogEventsOption,
-    TimeoutOption,
-    login_name,
-)
+from accessaudit._cli_options import LogOptions, shared_options
 from accessaudit._clock import now_utc
 from accessaudit._terminal import spreadsheet_safe, terminal_safe
 from accessaudit.exceptions import ConfigurationError
-from accessaudit.keys import load_key
 from accessaudit.policy import Policy
 from accessaudit.report import ReportFilter, access_report, customer_known, record_report
-from accessaudit.store import DEFAULT_URL, SqlStore
 from accessaudit.transparency import transparency_report
 
 
@@ -130,7 +121,9 @@ def _print_csv(sections: dict[str, list[dict[str, Any]]]) -> None:
             writer.writerow({"section": name, **{k: _csv_cell(v) for k, v in row.items()}})
 
 
+@shared_options
 def report(
+    log: LogOptions,
     since: Annotated[
         str | None, typer.Option(help="Start: 7d (ago) or an ISO time with zone [default: all].")
     ] = None,
@@ -168,11 +161,6 @@ def report(
             "return gets a leading ' so that spreadsheets never run it as a formula.",
         ),
     ] = ReportFormat.TABLE,
-    by: ByOption = None,
-    db: DbOption = DEFAULT_URL,
-    key_file: KeyFileOption = None,
-    timeout: TimeoutOption = 5.0,
-    log_events: LogEventsOption = False,
 ) -> None:
     """Accesses by purpose, actor, customer, day; denials; what stands out. Recorded."""
     with reported_errors(as_json=output is ReportFormat.JSON):
@@ -189,7 +177,7 @@ def report(
         if transparency and customer is None:
             raise ConfigurationError("--transparency is a report for one customer: add --customer")
         disclose = Policy.load(policy).disclose_withheld if policy else False
-        with SqlStore(db, key=load_key(key_file), timeout=timeout) as store:
+        with log.open() as store:
             # A customer with no accesses gets an empty transparency report; a reviewer's
             # report about a customer the log has never seen is more likely a typo.
             if not transparency and customer is not None and not customer_known(store, customer):
@@ -212,7 +200,7 @@ def report(
             # Recorded before anything is shown: no record, no report.
             kind = "transparency" if transparency else "access"
             extra = {"show_actors": show_actors} if transparency else {}
-            record_report(store, by or login_name(), kind, flt, rows, **extra)
+            record_report(store, log.actor, kind, flt, rows, **extra)
     if output is ReportFormat.JSON:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     elif output is ReportFormat.CSV:
