@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.cells import cell_len
@@ -15,18 +16,25 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from accessaudit._cli_common import (
-    reported_errors,
-    show_line,
-    time_option,
-)
-from accessaudit._cli_options import LogOptions, shared_options
+from accessaudit._cli_common import reported_errors, show_line, time_option
+from accessaudit._cli_options import LogOptions, OptionSet, shared_options
 from accessaudit._clock import now_utc
 from accessaudit._terminal import spreadsheet_safe, terminal_safe
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.policy import Policy
-from accessaudit.report import ReportFilter, access_report, customer_known, record_report
-from accessaudit.transparency import transparency_report
+from accessaudit.report import (
+    AccessReport,
+    ReportFilter,
+    access_report,
+    customer_known,
+    record_report,
+)
+from accessaudit.transparency import TransparencyReport, transparency_report
+
+if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
+    from accessaudit.store import SqlStore
 
 
 class ReportFormat(StrEnum):
@@ -121,97 +129,170 @@ def _print_csv(sections: dict[str, list[dict[str, Any]]]) -> None:
             writer.writerow({"section": name, **{k: _csv_cell(v) for k, v in row.items()}})
 
 
+# -- what to report on, and for whom -------------------------------------------------------
+
+SinceOption = Annotated[
+    str | None, typer.Option(help="Start: 7d (ago) or an ISO time with zone [default: all].")
+]
+UntilOption = Annotated[
+    str | None, typer.Option(help="End (exclusive): as --since [default: no end].")
+]
+CustomerOption = Annotated[str | None, typer.Option(help="Only this customer.")]
+ActorOption = Annotated[str | None, typer.Option(help="Only this actor id.")]
+PurposeOption = Annotated[str | None, typer.Option(help="Only this purpose.")]
+ResourceOption = Annotated[str | None, typer.Option(help="Only this resource.")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selection(OptionSet):
+    """Which access decisions a report covers: a period and optional equality filters."""
+
+    since: SinceOption = None
+    until: UntilOption = None
+    customer: CustomerOption = None
+    actor: ActorOption = None
+    purpose: PurposeOption = None
+    resource: ResourceOption = None
+
+    def report_filter(self) -> ReportFilter:
+        """The library's filter; a time that cannot be read is a usage error naming its option."""
+        return ReportFilter(
+            since=None if self.since is None else time_option(self.since, "--since", ago=True),
+            until=None if self.until is None else time_option(self.until, "--until", ago=True),
+            customer_id=self.customer,
+            actor_id=self.actor,
+            purpose=self.purpose,
+            resource=self.resource,
+        )
+
+
+TransparencyFlag = Annotated[
+    bool,
+    typer.Option("--transparency", help="The customer's transparency report (needs --customer)."),
+]
+ShowActorsFlag = Annotated[
+    bool, typer.Option("--show-actors", help="Transparency: name actors, not only roles.")
+]
+SummariseFlag = Annotated[
+    bool, typer.Option("--summarise", help="Transparency: one line per day and purpose.")
+]
+PolicyOption = Annotated[
+    Path | None, typer.Option(help="Policy file (its [transparency] settings apply).")
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransparencyOptions(OptionSet):
+    """The customer's transparency report instead of the reviewers' report, and its settings."""
+
+    transparency: TransparencyFlag = False
+    show_actors: ShowActorsFlag = False
+    summarise: SummariseFlag = False
+    policy: PolicyOption = None
+
+    def disclose_withheld(self) -> bool:
+        """Whether the report may say that entries are withheld (the policy decides)."""
+        return Policy.load(self.policy).disclose_withheld if self.policy is not None else False
+
+
+ExpiringWithinOption = Annotated[
+    str, typer.Option(help="Evidence expiring within this is listed (e.g. 7d).")
+]
+ReportFormatOption = Annotated[
+    ReportFormat,
+    typer.Option(
+        "--format",
+        help="Output format. csv: a text cell starting with = + - @, tab or carriage "
+        "return gets a leading ' so that spreadsheets never run it as a formula.",
+    ),
+]
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def _make(
+    store: SqlStore,
+    flt: ReportFilter,
+    view: TransparencyOptions,
+    *,
+    now: datetime,
+    window: timedelta,
+    disclose: bool,
+) -> AccessReport | TransparencyReport:
+    """The report asked for, made from ``store``."""
+    if view.transparency:
+        return transparency_report(
+            store,
+            flt,
+            now=now,
+            show_actors=view.show_actors,
+            disclose_withheld=disclose,
+            summarise=view.summarise,
+        )
+    # A customer with no accesses gets an empty transparency report; a reviewer's report
+    # about a customer the log has never seen is more likely a typo.
+    if flt.customer_id is not None and not customer_known(store, flt.customer_id):
+        raise ConfigurationError(f"no record in the log concerns customer {flt.customer_id!r}")
+    return access_report(store, flt, now=now, expiring_within=window)
+
+
+def _record(
+    store: SqlStore,
+    actor: str,
+    flt: ReportFilter,
+    made: AccessReport | TransparencyReport,
+    *,
+    show_actors: bool,
+) -> None:
+    """Record the report as an ``audit.report``: before it is shown, so no record, no report."""
+    if isinstance(made, TransparencyReport):
+        rows = len(made.entries)
+        record_report(store, actor, "transparency", flt, rows, show_actors=show_actors)
+    else:
+        rows = sum(len(section) for section in made.sections.values())
+        record_report(store, actor, "access", flt, rows)
+
+
+def _print_report(made: AccessReport | TransparencyReport, output: ReportFormat) -> None:
+    if output is ReportFormat.JSON:
+        typer.echo(json.dumps(made.to_dict(), indent=2))
+        return
+    if isinstance(made, TransparencyReport):
+        sections = {"accesses": made.table_rows()}
+    else:
+        sections = made.sections
+    if output is ReportFormat.CSV:
+        _print_csv(sections)
+        return
+    # A terminal gets its own width; a pipe or file gets room for whole values.
+    console = Console() if sys.stdout.isatty() else Console(width=220)
+    if isinstance(made, TransparencyReport):
+        for line in made.heading():
+            show_line(line)
+    for name, rows in sections.items():
+        _print_table(name, rows, console)
+    if isinstance(made, TransparencyReport) and made.withheld_note is not None:
+        typer.echo(made.withheld_note)
+
+
 @shared_options
 def report(
+    selection: Selection,
+    view: TransparencyOptions,
     log: LogOptions,
-    since: Annotated[
-        str | None, typer.Option(help="Start: 7d (ago) or an ISO time with zone [default: all].")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="End (exclusive): as --since [default: no end].")
-    ] = None,
-    customer: Annotated[str | None, typer.Option(help="Only this customer.")] = None,
-    actor: Annotated[str | None, typer.Option(help="Only this actor id.")] = None,
-    purpose: Annotated[str | None, typer.Option(help="Only this purpose.")] = None,
-    resource: Annotated[str | None, typer.Option(help="Only this resource.")] = None,
-    transparency: Annotated[
-        bool,
-        typer.Option(
-            "--transparency", help="The customer's transparency report (needs --customer)."
-        ),
-    ] = False,
-    show_actors: Annotated[
-        bool, typer.Option("--show-actors", help="Transparency: name actors, not only roles.")
-    ] = False,
-    summarise: Annotated[
-        bool, typer.Option("--summarise", help="Transparency: one line per day and purpose.")
-    ] = False,
-    policy: Annotated[
-        Path | None,
-        typer.Option(help="Policy file (its [transparency] settings apply)."),
-    ] = None,
-    expiring_within: Annotated[
-        str, typer.Option(help="Evidence expiring within this is listed (e.g. 7d).")
-    ] = "7d",
-    output: Annotated[
-        ReportFormat,
-        typer.Option(
-            "--format",
-            help="Output format. csv: a text cell starting with = + - @, tab or carriage "
-            "return gets a leading ' so that spreadsheets never run it as a formula.",
-        ),
-    ] = ReportFormat.TABLE,
+    expiring_within: ExpiringWithinOption = "7d",
+    output: ReportFormatOption = ReportFormat.TABLE,
 ) -> None:
     """Accesses by purpose, actor, customer, day; denials; what stands out. Recorded."""
     with reported_errors(as_json=output is ReportFormat.JSON):
         now = now_utc()
-        flt = ReportFilter(
-            since=None if since is None else time_option(since, "--since", ago=True),
-            until=None if until is None else time_option(until, "--until", ago=True),
-            customer_id=customer,
-            actor_id=actor,
-            purpose=purpose,
-            resource=resource,
-        )
+        flt = selection.report_filter()
         window = time_option(expiring_within, "--expiring-within") - now
-        if transparency and customer is None:
+        if view.transparency and flt.customer_id is None:
             raise ConfigurationError("--transparency is a report for one customer: add --customer")
-        disclose = Policy.load(policy).disclose_withheld if policy else False
+        disclose = view.disclose_withheld()
         with log.open() as store:
-            # A customer with no accesses gets an empty transparency report; a reviewer's
-            # report about a customer the log has never seen is more likely a typo.
-            if not transparency and customer is not None and not customer_known(store, customer):
-                raise ConfigurationError(f"no record in the log concerns customer {customer!r}")
-            if transparency:
-                result: Any = transparency_report(
-                    store,
-                    flt,
-                    now=now,
-                    show_actors=show_actors,
-                    disclose_withheld=disclose,
-                    summarise=summarise,
-                )
-                sections = {"accesses": result.table_rows()}
-                rows = len(result.entries)
-            else:
-                result = access_report(store, flt, now=now, expiring_within=window)
-                sections = result.sections
-                rows = sum(len(r) for r in sections.values())
-            # Recorded before anything is shown: no record, no report.
-            kind = "transparency" if transparency else "access"
-            extra = {"show_actors": show_actors} if transparency else {}
-            record_report(store, log.actor, kind, flt, rows, **extra)
-    if output is ReportFormat.JSON:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
-    elif output is ReportFormat.CSV:
-        _print_csv(sections)
-    else:
-        # A terminal gets its own width; a pipe or file gets room for whole values.
-        console = Console() if sys.stdout.isatty() else Console(width=220)
-        if transparency:
-            for line in result.heading():
-                show_line(line)
-        for name, section_rows in sections.items():
-            _print_table(name, section_rows, console)
-        if transparency and result.withheld_note is not None:
-            typer.echo(result.withheld_note)
+            made = _make(store, flt, view, now=now, window=window, disclose=disclose)
+            _record(store, log.actor, flt, made, show_actors=view.show_actors)
+    _print_report(made, output)
