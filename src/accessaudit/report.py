@@ -1,9 +1,10 @@
 """Reports on the log for reviewers: what was accessed, by whom, why, and what stands out.
 
 Counts are SQL aggregates computed in the database (``GROUP BY``), never by loading every
-record into Python; only small results (per actor per day, a customer's grants) are combined
-here. Producing a report is itself recorded (``audit.report``) before it is returned: if that
-record cannot be written, there is no report.
+record into Python: the store answers them by name (``SqlStore.decision_counts`` and its
+siblings), given a ``ReportFilter``. Only small results (per actor per day, a customer's
+grants) are combined here. Producing a report is itself recorded (``audit.report``) before
+it is returned: if that record cannot be written, there is no report.
 """
 
 from __future__ import annotations
@@ -13,25 +14,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
-
-from accessaudit._clock import EPOCH, from_micros, to_iso, to_micros
+from accessaudit._clock import EPOCH, from_micros, to_iso
 from accessaudit._self_audit import record_log_read
+from accessaudit.decisions import ReasonCode
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.fields import MAX_INT, AttributeValue, EventType
-from accessaudit.purposes import EvidenceKind, cited_evidence_kind, parse_purpose
+from accessaudit.purposes import EvidenceKind, Purpose, cited_evidence_kind, parse_purpose
 from accessaudit.registry import EvidenceRegistry
-from accessaudit.store._schema import events
 
 if TYPE_CHECKING:
     from accessaudit.events import StoredEvent
+    from accessaudit.evidence import Grant
     from accessaudit.store import SqlStore
 
-_DAY_US: Final = 86_400_000_000
-_DECISIONS: Final = (EventType.ACCESS_ALLOWED.value, EventType.ACCESS_DENIED.value)
 #: An actor's day is unusual at this many times their median day (and at least this many).
 UNUSUAL_FACTOR: Final = 3
 UNUSUAL_MINIMUM: Final = 20
+_SUPPORT: Final = Purpose.SUPPORT_REQUEST.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +54,6 @@ class ReportFilter:
                 f"the period ends ({to_iso(self.until)}) before it starts "
                 f"({to_iso(self.since)}); swap --since and --until"
             )
-
-    def conditions(self, chain_id: str) -> list[ColumnElement[bool]]:
-        """SQL conditions selecting the access decisions this filter covers."""
-        where = [events.c.chain_id == chain_id, events.c.event_type.in_(_DECISIONS)]
-        if self.since is not None:
-            where.append(events.c.occurred_at_us >= to_micros(self.since))
-        if self.until is not None:
-            where.append(events.c.occurred_at_us < to_micros(self.until))
-        for name in ("customer_id", "actor_id", "purpose", "resource"):
-            value = getattr(self, name)
-            if value is not None:
-                where.append(events.c[name] == value)
-        return where
 
     def to_dict(self) -> dict[str, str | None]:
         """The filter as text, for the report and its ``audit.report`` record."""
@@ -98,32 +84,6 @@ class AccessReport:
         }
 
 
-def _denied() -> ColumnElement[int]:
-    return func.sum(case((events.c.event_type == EventType.ACCESS_DENIED.value, 1), else_=0))
-
-
-def _grouped(
-    store: SqlStore, where: list[ColumnElement[bool]], *columns: Any
-) -> list[dict[str, Any]]:
-    query: Select[Any] = (
-        select(
-            *columns,
-            func.count().label("accesses"),
-            (func.count() - _denied()).label("allowed"),
-            _denied().label("denied"),
-        )
-        .where(*where)
-        .group_by(*columns)
-        .order_by(func.count().desc(), *columns)
-    )
-    return [dict(row._mapping) for row in store.fetch(query)]
-
-
-def _day(column: Any) -> Any:
-    # Integer division of integer microseconds: the UTC day number, in SQLite and PostgreSQL.
-    return (column // _DAY_US).label("day_number")
-
-
 def _date(day_number: int) -> str:
     return (EPOCH + timedelta(days=int(day_number))).strftime("%Y-%m-%d")
 
@@ -132,69 +92,36 @@ def access_report(
     store: SqlStore, flt: ReportFilter, *, now: datetime, expiring_within: timedelta
 ) -> AccessReport:
     """Every section of ``accessaudit report`` for the accesses ``flt`` selects."""
-    where = flt.conditions(store.chain_id)
     report = AccessReport(flt, now)
     sections = report.sections
-    sections["by_purpose"] = _grouped(store, where, events.c.purpose)
-    sections["by_actor"] = _grouped(store, where, events.c.role, events.c.actor_id)
-    sections["by_customer"] = _grouped(store, where, events.c.customer_id, events.c.resource)
-    per_day = _grouped(store, where, _day(events.c.occurred_at_us))
+    sections["by_purpose"] = store.decision_counts(flt, by=("purpose",))
+    sections["by_actor"] = store.decision_counts(flt, by=("role", "actor_id"))
+    sections["by_customer"] = store.decision_counts(flt, by=("customer_id", "resource"))
+    per_day = store.decision_counts(flt, by=("day_number",))
     sections["per_day"] = sorted(
         ({"day": _date(r.pop("day_number")), **r} for r in per_day), key=lambda r: r["day"]
     )
-    denials = select(events.c.reason_code, events.c.purpose, func.count().label("denied"))
-    denials = (
-        denials.where(*where, events.c.event_type == EventType.ACCESS_DENIED.value)
-        .group_by(events.c.reason_code, events.c.purpose)
-        .order_by(func.count().desc(), events.c.reason_code)
-    )
-    sections["denials"] = [dict(r._mapping) for r in store.fetch(denials)]
-    sections["break_glass"] = _break_glass(store, where)
-    sections["support_outside_grant"] = _support_outside_grant(store, where)
-    sections["unusual_volume"] = _unusual_volume(store, where)
+    sections["denials"] = store.denial_counts(flt)
+    sections["break_glass"] = _break_glass(store, flt)
+    sections["support_outside_grant"] = _support_outside_grant(store, flt)
+    sections["unusual_volume"] = _unusual_volume(store, flt)
     sections["expiring_evidence"] = _expiring(store, now, expiring_within, flt)
     return report
 
 
-def _break_glass(store: SqlStore, where: list[ColumnElement[bool]]) -> list[dict[str, Any]]:
-    query = (
-        select(
-            events.c.seq,
-            events.c.occurred_at_us,
-            events.c.actor_id,
-            events.c.role,
-            events.c.customer_id,
-            events.c.resource,
-            events.c.justification,
-        )
-        .where(*where, events.c.reason_code == "break_glass")
-        .where(events.c.event_type == EventType.ACCESS_ALLOWED.value)
-        .order_by(events.c.seq)
-    )
+def _break_glass(store: SqlStore, flt: ReportFilter) -> list[dict[str, Any]]:
     rows = []
-    for row in store.fetch(query):
-        item = dict(row._mapping)
+    for item in store.allowed_with_reason(flt, ReasonCode.BREAK_GLASS.value):
         item["occurred_at"] = to_iso(from_micros(item.pop("occurred_at_us")))
         rows.append(item)
     return rows
 
 
-def _support_outside_grant(
-    store: SqlStore, where: list[ColumnElement[bool]]
-) -> list[dict[str, Any]]:
+def _support_outside_grant(store: SqlStore, flt: ReportFilter) -> list[dict[str, Any]]:
     """Allowed support accesses that no live grant of that customer covered (expected: none)."""
-    support = [
-        *where,
-        events.c.event_type == EventType.ACCESS_ALLOWED.value,
-        events.c.purpose == "support_request",
-    ]
-    per_grant = select(
-        events.c.evidence_ref, events.c.customer_id, func.count().label("accesses")
-    ).where(*support)
-    per_grant = per_grant.group_by(events.c.evidence_ref, events.c.customer_id)
-    grants = {g.grant_id: g for g in EvidenceRegistry(store).grants()}
+    grants: dict[str | None, Grant] = {g.grant_id: g for g in EvidenceRegistry(store).grants()}
     found = []
-    for row in store.fetch(per_grant):
+    for row in store.evidence_counts(flt, purpose=_SUPPORT):
         grant = grants.get(row.evidence_ref)
         if grant is None or not grant.intact or grant.customer_id != row.customer_id:
             outside = row.accesses
@@ -204,16 +131,13 @@ def _support_outside_grant(
             # Issue and revocation count by their place in the chain, as the gate sees them
             # (a clock ahead on the revoking host cannot make a read before it look late);
             # expiry by the time the access states, as the gate decides it.
-            outside_query = select(func.count()).where(
-                *support,
-                events.c.evidence_ref == row.evidence_ref,
-                or_(
-                    events.c.seq < (grant.issued_seq or 0),
-                    events.c.seq > (grant.revoked_seq or MAX_INT),
-                    events.c.occurred_at_us >= to_micros(grant.expires_at),
-                ),
+            outside = store.count_allowed_outside(
+                flt,
+                purpose=_SUPPORT,
+                evidence_ref=grant.grant_id,
+                seqs=(grant.issued_seq or 0, grant.revoked_seq or MAX_INT),
+                until=grant.expires_at,
             )
-            outside = int(store.fetch(outside_query)[0][0])
             why = "outside the grant's validity"
         if outside:
             found.append(
@@ -227,9 +151,9 @@ def _support_outside_grant(
     return found
 
 
-def _unusual_volume(store: SqlStore, where: list[ColumnElement[bool]]) -> list[dict[str, Any]]:
+def _unusual_volume(store: SqlStore, flt: ReportFilter) -> list[dict[str, Any]]:
     """Days on which an actor read far more than on their usual (median) day."""
-    rows = _grouped(store, where, events.c.actor_id, _day(events.c.occurred_at_us))
+    rows = store.decision_counts(flt, by=("actor_id", "day_number"))
     by_actor: dict[str, list[tuple[int, int]]] = {}
     for row in rows:
         by_actor.setdefault(row["actor_id"], []).append((row["day_number"], row["accesses"]))
@@ -312,7 +236,4 @@ def record_report(
 
 def customer_known(store: SqlStore, customer_id: str) -> bool:
     """Whether any record of the log concerns this customer."""
-    query = select(func.count()).where(
-        and_(events.c.chain_id == store.chain_id, events.c.customer_id == customer_id)
-    )
-    return int(store.fetch(query)[0][0]) > 0
+    return store.customer_known(customer_id)

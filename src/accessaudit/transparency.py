@@ -27,21 +27,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import select
-
 from accessaudit._clock import from_iso, from_micros, to_iso
 from accessaudit.decisions import ReasonCode
 from accessaudit.evidence import Grant, Incident, LegalRequest
 from accessaudit.purposes import PURPOSE_DESCRIPTIONS, cited_evidence_kind, parse_purpose
 from accessaudit.registry import EvidenceRegistry
-from accessaudit.store._schema import events
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from accessaudit.evidence import Evidence
     from accessaudit.report import ReportFilter
-    from accessaudit.store import SqlStore
+    from accessaudit.store import SqlStore, VisibleDecision
 
 #: Shown in place of an evidence reference or actor that is not the customer's to see.
 WITHHELD: Final = "(withheld)"
@@ -161,23 +158,6 @@ def transparency_report(
     if customer is None:
         msg = "a transparency report is for one customer: give customer_id"
         raise ValueError(msg)
-    columns = [
-        events.c.occurred_at_us,
-        events.c.purpose,
-        events.c.evidence_ref,
-        events.c.resource,
-        events.c.data_categories,
-        events.c.role,
-        events.c.actor_id,
-        events.c.decision,
-        events.c.reason_code,
-        events.c.attributes,
-    ]
-    query = (
-        select(*columns)
-        .where(*flt.conditions(store.chain_id), events.c.customer_visible == 1)
-        .order_by(events.c.seq)
-    )
     report = TransparencyReport(
         customer,
         now,
@@ -195,7 +175,7 @@ def transparency_report(
         for r in registry.legal_requests(customer)
     )
     owned = _OwnEvidence(registry, customer)
-    for row in store.fetch(query):
+    for row in store.visible_decisions(flt):
         attributes = json.loads(row.attributes or "{}")
         hold = attributes.get("notify_after")
         held = isinstance(hold, str) and from_iso(hold) > now
@@ -237,7 +217,7 @@ class _OwnEvidence:
 
 
 def _entry(
-    row: Any, attributes: dict[str, Any], owned: _OwnEvidence, *, show_actors: bool
+    row: VisibleDecision, attributes: dict[str, Any], owned: _OwnEvidence, *, show_actors: bool
 ) -> dict[str, Any]:
     """One access as the customer sees it."""
     purpose = parse_purpose(row.purpose)
@@ -263,7 +243,7 @@ def _entry(
         "data_categories": json.loads(row.data_categories),
         "role": row.role,
         "decision": row.decision,
-        "outcome": "allowed" if allowed else CUSTOMER_DENIAL.get(row.reason_code, _REFUSED),
+        "outcome": "allowed" if allowed else CUSTOMER_DENIAL.get(row.reason_code or "", _REFUSED),
     }
     if emergency:
         # The engineer's own words stay internal (they may name other customers or systems);

@@ -7,18 +7,25 @@ from typing import TYPE_CHECKING, Any, Protocol
 from accessaudit.store._append import DamagedTail
 from accessaudit.store._engine import DEFAULT_URL
 from accessaudit.store._guarded import ChainView, EvidenceUse, Precondition, PreconditionFailed
+from accessaudit.store._review import DecisionFilter, Dimension, EvidenceCount, VisibleDecision
 from accessaudit.store.sql import DEFAULT_CHAIN, DEFAULT_TIMEOUT, ChainHead, RowBatch, SqlStore
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Generator, Iterable, Iterator, Mapping
+    from collections.abc import Collection, Generator, Iterable, Iterator, Mapping, Sequence
+    from datetime import datetime
 
     from accessaudit.events import AccessEvent, StoredEvent
+    from accessaudit.keys import MacKey
 
 
 class AuditStore(Protocol):
     """What an audit store offers. There is deliberately no way to update or delete."""
 
     chain_id: str
+
+    @property
+    def key(self) -> MacKey | None:
+        """The HMAC key the store seals with (None: it can only be read)."""
 
     def append(
         self, batch: Iterable[AccessEvent], *, precondition: Precondition | None = None
@@ -80,6 +87,48 @@ class AuditStore(Protocol):
         """Records citing this evidence with these types, in chain order."""
         ...
 
+    # The questions reports ask (see ``_review``), answered in the database.
+
+    def decision_counts(
+        self, selection: DecisionFilter, by: Sequence[Dimension]
+    ) -> list[dict[str, Any]]:
+        """Access decisions per value of ``by``: accesses, allowed, denied; most first."""
+        ...
+
+    def denial_counts(self, selection: DecisionFilter) -> list[dict[str, Any]]:
+        """Denials per reason code and purpose, most first."""
+        ...
+
+    def allowed_with_reason(
+        self, selection: DecisionFilter, reason_code: str
+    ) -> list[dict[str, Any]]:
+        """Allowed accesses with ``reason_code``, in chain order."""
+        ...
+
+    def evidence_counts(self, selection: DecisionFilter, *, purpose: str) -> list[EvidenceCount]:
+        """Allowed accesses for ``purpose`` per cited evidence and customer."""
+        ...
+
+    def count_allowed_outside(
+        self,
+        selection: DecisionFilter,
+        *,
+        purpose: str,
+        evidence_ref: str,
+        seqs: tuple[int, int],
+        until: datetime,
+    ) -> int:
+        """Allowed accesses for ``purpose`` citing ``evidence_ref`` outside seqs and ``until``."""
+        ...
+
+    def visible_decisions(self, selection: DecisionFilter) -> list[VisibleDecision]:
+        """The customer-visible access decisions ``selection`` covers, in chain order."""
+        ...
+
+    def customer_known(self, customer_id: str) -> bool:
+        """Whether any record of the chain concerns ``customer_id``."""
+        ...
+
 
 __all__ = [
     "DEFAULT_CHAIN",
@@ -89,9 +138,13 @@ __all__ = [
     "ChainHead",
     "ChainView",
     "DamagedTail",
+    "DecisionFilter",
+    "Dimension",
+    "EvidenceCount",
     "EvidenceUse",
     "Precondition",
     "PreconditionFailed",
     "RowBatch",
     "SqlStore",
+    "VisibleDecision",
 ]

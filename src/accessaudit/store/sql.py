@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, Self
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Row,
     Select,
     func,
     inspect,
@@ -41,6 +40,7 @@ from accessaudit.exceptions import (
 from accessaudit.fields import MAX_IDENTIFIER_CHARS
 from accessaudit.integrity import seal_batch
 from accessaudit.log import emit_appended
+from accessaudit.store import _review
 from accessaudit.store._append import (
     DamagedTail,
     checked_batch,
@@ -87,15 +87,23 @@ if TYPE_CHECKING:
         Mapping,
         Sequence,
     )
+    from datetime import datetime
 
     from accessaudit.events import AccessEvent, StoredEvent
     from accessaudit.keys import MacKey
+    from accessaudit.store._review import (
+        DecisionFilter,
+        Dimension,
+        EvidenceCount,
+        VisibleDecision,
+    )
 
 DEFAULT_CHAIN: Final = "main"
 MAX_CHAIN_CHARS: Final = 64  # the chain_id column's width
 DEFAULT_TIMEOUT: Final = 5.0
 DEFAULT_BATCH_MAX_RECORDS: Final = 500
 READ_BATCH: Final = 2000
+_FOR_A_REPORT: Final = "reading the audit log for a report"
 _ORDER = (events.c.seq, events.c.event_id)
 # Built once: constructing the self-join costs more than running it on SQLite.
 _BEFORE = events.alias("before")
@@ -439,11 +447,6 @@ class SqlStore:
             row = conn.execute(newest(chain, events.c.seq, events.c.chain_hash)).first()
         return None if row is None else ChainHead(chain, int(row.seq), str(row.chain_hash))
 
-    def fetch(self, query: Select[Any]) -> list[Row[Any]]:
-        """Run one read-only query on the log (reports aggregate in the database)."""
-        with self._connection("reading the audit log for a report") as conn:
-            return list(conn.execute(query))
-
     def count(self, chain_id: str | None = None) -> int:
         """How many records the chain holds."""
         chain = self._chain(chain_id)
@@ -582,6 +585,63 @@ class SqlStore:
         _checked("evidence_ref", evidence_ref, MAX_IDENTIFIER_CHARS)
         with self._connection("reading the uses of evidence") as conn:
             return evidence_uses(conn, self.chain_id, evidence_ref, event_types)
+
+    # -- questions reports ask (see _review) ----------------------------------------------
+
+    def decision_counts(
+        self, selection: DecisionFilter, by: Sequence[Dimension]
+    ) -> list[dict[str, Any]]:
+        """Access decisions of the chain per value of ``by``: accesses, allowed, denied."""
+        with self._connection(_FOR_A_REPORT) as conn:
+            return _review.decision_counts(conn, self.chain_id, selection, by)
+
+    def denial_counts(self, selection: DecisionFilter) -> list[dict[str, Any]]:
+        """Denials in the chain per reason code and purpose, most first."""
+        with self._connection(_FOR_A_REPORT) as conn:
+            return _review.denial_counts(conn, self.chain_id, selection)
+
+    def allowed_with_reason(
+        self, selection: DecisionFilter, reason_code: str
+    ) -> list[dict[str, Any]]:
+        """Allowed accesses with ``reason_code`` (e.g. break-glass), in chain order."""
+        with self._connection(_FOR_A_REPORT) as conn:
+            return _review.allowed_with_reason(conn, self.chain_id, selection, reason_code)
+
+    def evidence_counts(self, selection: DecisionFilter, *, purpose: str) -> list[EvidenceCount]:
+        """Allowed accesses for ``purpose`` per cited evidence and customer."""
+        with self._connection(_FOR_A_REPORT) as conn:
+            return _review.evidence_counts(conn, self.chain_id, selection, purpose)
+
+    def count_allowed_outside(
+        self,
+        selection: DecisionFilter,
+        *,
+        purpose: str,
+        evidence_ref: str,
+        seqs: tuple[int, int],
+        until: datetime,
+    ) -> int:
+        """Allowed accesses for ``purpose`` citing ``evidence_ref`` outside seqs and ``until``."""
+        with self._connection(_FOR_A_REPORT) as conn:
+            return _review.count_allowed_outside(
+                conn,
+                self.chain_id,
+                selection,
+                purpose=purpose,
+                evidence_ref=evidence_ref,
+                seqs=seqs,
+                until=until,
+            )
+
+    def visible_decisions(self, selection: DecisionFilter) -> list[VisibleDecision]:
+        """The customer-visible access decisions ``selection`` covers, in chain order."""
+        with self._connection(_FOR_A_REPORT) as conn:
+            return _review.visible_decisions(conn, self.chain_id, selection)
+
+    def customer_known(self, customer_id: str) -> bool:
+        """Whether any record of this chain concerns ``customer_id``."""
+        with self._connection(_FOR_A_REPORT) as conn:
+            return _review.customer_known(conn, self.chain_id, customer_id)
 
     def _stream(self, query: Select[Any]) -> Generator[RowBatch, None, None]:
         # A full read may take longer than any timeout, so the deadline is per round trip:
