@@ -244,11 +244,13 @@ def shared_options(command: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(command)
     def parsed(*args: Any, **values: Any) -> R:
         values.pop("log_events", None)
+        given = signature.bind_partial(*args).arguments.keys() | values.keys()
         for name, option_set in option_sets.items():
-            if name not in values:
+            if name not in given:
                 values[name] = option_set.taken_from(values)
         return command(*args, **values)
 
+    # inspect.signature (and so Typer) reads __signature__; typeshed has no such attribute.
     parsed.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     parsed.__annotations__ = {p.name: p.annotation for p in parameters}
     parsed.__annotations__["return"] = signature.return_annotation
