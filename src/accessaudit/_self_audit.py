@@ -11,11 +11,11 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from accessaudit.events import StoredEvent
-    from accessaudit.store import SqlStore
+    from accessaudit.store import AuditStore
 
 
 def record_log_read(
-    store: SqlStore,
+    store: AuditStore,
     event_type: EventType,
     *,
     actor: str,

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from accessaudit.keys import MacKey
-    from accessaudit.store import SqlStore
+    from accessaudit.store import AuditStore
 
 MANIFEST: Final = "_manifest.json"  # "_": dataset readers skip it
 #: The lock file of earlier versions, still found in datasets they wrote; not ours to delete.
@@ -314,7 +314,7 @@ def _write_manifest(out: Path, manifest: dict[str, Any], key: MacKey) -> None:
 # -- writing -----------------------------------------------------------------------------------
 
 
-def _record_export(store: SqlStore, actor: str, ranges: dict[str, tuple[int, int]]) -> None:
+def _record_export(store: AuditStore, actor: str, ranges: dict[str, tuple[int, int]]) -> None:
     """The ``audit.export`` event: reading the log is itself recorded, before it happens."""
     first = min((r[0] for r in ranges.values()), default=0)
     last = max((r[1] for r in ranges.values()), default=0)
@@ -327,7 +327,7 @@ def _record_export(store: SqlStore, actor: str, ranges: dict[str, tuple[int, int
     )
 
 
-def _new_ranges(store: SqlStore, done: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+def _new_ranges(store: AuditStore, done: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
     """Per chain, the seq range not exported yet; refuses a log shorter than its export."""
     ranges: dict[str, tuple[int, int]] = {}
     for chain in sorted(set(store.chains()) | set(done)):
@@ -358,7 +358,7 @@ class _Counter:
 
 
 def _write_range(
-    store: SqlStore,
+    store: AuditStore,
     out: Path,
     key: MacKey,
     chain: str,
@@ -426,7 +426,7 @@ def _publish(out: Path, pending: list[Pending]) -> list[ExportedFile]:
 
 
 def export_log(
-    store: SqlStore,
+    store: AuditStore,
     out: Path,
     key: MacKey,
     *,

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from accessaudit.events import AccessEvent, StoredEvent
-    from accessaudit.store import SqlStore
+    from accessaudit.store import AuditStore
 
 
 E = TypeVar("E", Grant, Incident, LegalRequest)
@@ -106,7 +106,7 @@ class EvidenceRegistry:
     both appending and checking evidence records use.
     """
 
-    def __init__(self, store: SqlStore, *, clock: Callable[[], datetime] = now_utc) -> None:
+    def __init__(self, store: AuditStore, *, clock: Callable[[], datetime] = now_utc) -> None:
         if store.key is None:
             msg = "the evidence registry needs a store opened with its HMAC key (key=load_key())"
             raise ConfigurationError(msg)

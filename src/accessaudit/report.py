@@ -1,7 +1,7 @@
 """Reports on the log for reviewers: what was accessed, by whom, why, and what stands out.
 
 Counts are SQL aggregates computed in the database (``GROUP BY``), never by loading every
-record into Python: the store answers them by name (``SqlStore.decision_counts`` and its
+record into Python: the store answers them by name (``AuditStore.decision_counts`` and its
 siblings), given a ``ReportFilter``. Only small results (per actor per day, a customer's
 grants) are combined here. Producing a report is itself recorded (``audit.report``) before
 it is returned: if that record cannot be written, there is no report.
@@ -25,7 +25,7 @@ from accessaudit.registry import EvidenceRegistry
 if TYPE_CHECKING:
     from accessaudit.events import StoredEvent
     from accessaudit.evidence import Grant
-    from accessaudit.store import SqlStore
+    from accessaudit.store import AuditStore
 
 #: An actor's day is unusual at this many times their median day (and at least this many).
 UNUSUAL_FACTOR: Final = 3
@@ -89,7 +89,7 @@ def _date(day_number: int) -> str:
 
 
 def access_report(
-    store: SqlStore, flt: ReportFilter, *, now: datetime, expiring_within: timedelta
+    store: AuditStore, flt: ReportFilter, *, now: datetime, expiring_within: timedelta
 ) -> AccessReport:
     """Every section of ``accessaudit report`` for the accesses ``flt`` selects."""
     report = AccessReport(flt, now)
@@ -109,7 +109,7 @@ def access_report(
     return report
 
 
-def _break_glass(store: SqlStore, flt: ReportFilter) -> list[dict[str, Any]]:
+def _break_glass(store: AuditStore, flt: ReportFilter) -> list[dict[str, Any]]:
     rows = []
     for item in store.allowed_with_reason(flt, ReasonCode.BREAK_GLASS.value):
         item["occurred_at"] = to_iso(from_micros(item.pop("occurred_at_us")))
@@ -117,7 +117,7 @@ def _break_glass(store: SqlStore, flt: ReportFilter) -> list[dict[str, Any]]:
     return rows
 
 
-def _support_outside_grant(store: SqlStore, flt: ReportFilter) -> list[dict[str, Any]]:
+def _support_outside_grant(store: AuditStore, flt: ReportFilter) -> list[dict[str, Any]]:
     """Allowed support accesses that no live grant of that customer covered (expected: none)."""
     grants: dict[str | None, Grant] = {g.grant_id: g for g in EvidenceRegistry(store).grants()}
     found = []
@@ -151,7 +151,7 @@ def _support_outside_grant(store: SqlStore, flt: ReportFilter) -> list[dict[str,
     return found
 
 
-def _unusual_volume(store: SqlStore, flt: ReportFilter) -> list[dict[str, Any]]:
+def _unusual_volume(store: AuditStore, flt: ReportFilter) -> list[dict[str, Any]]:
     """Days on which an actor read far more than on their usual (median) day."""
     rows = store.decision_counts(flt, by=("actor_id", "day_number"))
     by_actor: dict[str, list[tuple[int, int]]] = {}
@@ -174,7 +174,7 @@ def _unusual_volume(store: SqlStore, flt: ReportFilter) -> list[dict[str, Any]]:
 
 
 def _expiring(
-    store: SqlStore, now: datetime, within: timedelta, flt: ReportFilter
+    store: AuditStore, now: datetime, within: timedelta, flt: ReportFilter
 ) -> list[dict[str, Any]]:
     """Live evidence ending within ``within``, of the filter's customer and purpose."""
     if flt.purpose is not None:
@@ -211,7 +211,7 @@ def _expiring(
 
 
 def record_report(
-    store: SqlStore,
+    store: AuditStore,
     actor: str,
     kind: str,
     flt: ReportFilter,
@@ -234,6 +234,6 @@ def record_report(
     )
 
 
-def customer_known(store: SqlStore, customer_id: str) -> bool:
+def customer_known(store: AuditStore, customer_id: str) -> bool:
     """Whether any record of the log concerns this customer."""
     return store.customer_known(customer_id)

@@ -12,10 +12,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from accessaudit.events import StoredEvent
-    from accessaudit.store import SqlStore
+    from accessaudit.store import AuditStore
 
 
-def latest(store: SqlStore, count: int) -> list[StoredEvent]:
+def latest(store: AuditStore, count: int) -> list[StoredEvent]:
     """The last ``count`` records of the store's chain, oldest first."""
     head = store.head()
     if head is None or count < 1:
@@ -24,7 +24,7 @@ def latest(store: SqlStore, count: int) -> list[StoredEvent]:
 
 
 def follow(
-    store: SqlStore,
+    store: AuditStore,
     after_seq: int,
     *,
     interval: float = 1.0,

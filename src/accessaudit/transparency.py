@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from accessaudit.evidence import Evidence
     from accessaudit.report import ReportFilter
-    from accessaudit.store import SqlStore, VisibleDecision
+    from accessaudit.store import AuditStore, VisibleDecision
 
 #: Shown in place of an evidence reference or actor that is not the customer's to see.
 WITHHELD: Final = "(withheld)"
@@ -142,7 +142,7 @@ class TransparencyReport:
 
 
 def transparency_report(
-    store: SqlStore,
+    store: AuditStore,
     flt: ReportFilter,
     *,
     now: datetime,
