@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import uuid
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -12,7 +13,9 @@ from hypothesis import HealthCheck, given, settings
 
 from accessaudit import (
     AccessEvent,
+    Decision,
     DuplicateEvent,
+    EventType,
     InvalidEvent,
     MacKey,
     MacKeyError,
@@ -21,6 +24,7 @@ from accessaudit import (
     verify_store,
 )
 from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
+from accessaudit.report import ReportFilter
 from tests.strategies import events, make_event
 
 if TYPE_CHECKING:
@@ -213,3 +217,39 @@ def test_tail_sealed_by_another_key_is_not_extended(backend: Backend, store: Sql
     ):
         other.append([make_event()])
     assert store.count() == 1
+
+
+def test_report_questions_count_this_chains_decisions(backend: Backend, store: SqlStore) -> None:
+    """The store's report queries count access decisions of its own chain, nothing else."""
+    when = datetime(2026, 3, 4, 23, 59, tzinfo=UTC)
+    denied = {"event_type": EventType.ACCESS_DENIED, "decision": Decision.DENIED}
+    store.append(
+        [
+            make_event(occurred_at=when),
+            make_event(occurred_at=when, customer_visible=False),
+            make_event(
+                occurred_at=when, customer_id="globex", reason_code="missing_evidence", **denied
+            ),
+            make_event(
+                occurred_at=when, event_type=EventType.ACCESS_COMPLETED, customer_id="hooli"
+            ),
+        ]
+    )
+    with SqlStore(backend.url, key=store.key, chain_id="eu-1") as other:
+        other.append([make_event(customer_id="initech")])
+    everything = ReportFilter()
+    assert store.decision_counts(everything, by=("customer_id",)) == [
+        {"customer_id": "acme", "accesses": 2, "allowed": 2, "denied": 0},
+        {"customer_id": "globex", "accesses": 1, "allowed": 0, "denied": 1},
+    ]
+    day = (when.date() - date(1970, 1, 1)).days
+    assert store.decision_counts(everything, by=("day_number",)) == [
+        {"day_number": day, "accesses": 3, "allowed": 2, "denied": 1}
+    ]
+    assert store.denial_counts(everything) == [
+        {"reason_code": "missing_evidence", "purpose": "support_request", "denied": 1}
+    ]
+    (visible,) = store.visible_decisions(ReportFilter(customer_id="acme"))
+    assert (visible.decision, visible.data_categories) == ("allowed", '["contact"]')
+    assert store.customer_known("hooli")
+    assert not store.customer_known("initech")
