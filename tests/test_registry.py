@@ -10,14 +10,16 @@ import pytest
 from accessaudit import (
     AccessEvent,
     ActorType,
-    ConfigurationError,
     EventType,
     EvidenceError,
     EvidenceKind,
     EvidenceRegistry,
     Grant,
+    MacKeyError,
     SqlStore,
 )
+from tests import tampering
+from tests.strategies import make_event
 
 if TYPE_CHECKING:
     from tests.conftest import Backend
@@ -142,9 +144,19 @@ def test_evidence_sealed_under_another_key_is_not_trusted(
 
 
 def test_a_registry_needs_the_key(backend: Backend, store: SqlStore) -> None:
-    """Without the HMAC key evidence can be neither recorded nor checked."""
-    with (
-        SqlStore(backend.url) as keyless,
-        pytest.raises(ConfigurationError, match="HMAC key"),
-    ):
+    """Without the HMAC key evidence can be neither recorded nor checked (MacKeyError)."""
+    with SqlStore(backend.url) as keyless, pytest.raises(MacKeyError, match="HMAC key"):
         EvidenceRegistry(keyless)
+
+
+def test_a_predecessor_whose_hash_is_no_digest_makes_the_evidence_untrusted(
+    backend: Backend, registry: EvidenceRegistry, store: SqlStore, clock: FakeClock
+) -> None:
+    """The owner writes junk into the chain hash before a grant: tampered, not a crash."""
+    store.append([make_event()])
+    grant = _grant(registry, clock)  # seq 2: its link is checked from seq 1's chain hash
+    backend.drop_guards()
+    tampering.set_column(backend, 1, "chain_hash", "not-hex")
+    found = registry.lookup(EvidenceKind.GRANT, grant.grant_id)
+    assert found is not None
+    assert found.intact is False

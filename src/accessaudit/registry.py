@@ -35,7 +35,7 @@ from accessaudit.evidence import (
     incident_opened_event,
     legal_registered_event,
 )
-from accessaudit.exceptions import ConfigurationError, EvidenceError
+from accessaudit.exceptions import EvidenceError, MacKeyError
 from accessaudit.integrity import GENESIS_HASH, check_seals
 from accessaudit.purposes import EVIDENCE_NOUNS, EvidenceKind
 
@@ -109,7 +109,7 @@ class EvidenceRegistry:
     def __init__(self, store: AuditStore, *, clock: Callable[[], datetime] = now_utc) -> None:
         if store.key is None:
             msg = "the evidence registry needs a store opened with its HMAC key (key=load_key())"
-            raise ConfigurationError(msg)
+            raise MacKeyError(msg)
         self.store, self.clock = store, clock
 
     # -- looking up -------------------------------------------------------------------------
