@@ -8,11 +8,22 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from accessaudit import MacKey, MacKeyError, create_key_file, load_key
+from accessaudit import (
+    MacKey,
+    MacKeyError,
+    SqlStore,
+    create_key_file,
+    export_log,
+    load_key,
+    verify_store,
+)
 from accessaudit.keys import KEY_ENV, KEY_FILE_ENV
+from tests.strategies import make_event
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from tests.conftest import Backend
 
 
 def test_key_file_is_created_private_and_not_overwritten(tmp_path: Path) -> None:
@@ -86,3 +97,20 @@ def test_seal_depends_on_key_and_link() -> None:
     link = "ab" * 32
     assert MacKey(b"\x01" * 32).seal(link) != MacKey(b"\x02" * 32).seal(link)
     assert MacKey(b"\x01" * 32).seal(link) != MacKey(b"\x01" * 32).seal("cd" * 32)
+
+
+def test_the_key_is_given_once_to_the_store(
+    backend: Backend, store: SqlStore, tmp_path: Path
+) -> None:
+    """verify_store and export_log use the store's key; without one, MacKeyError says so."""
+    store.append([make_event() for _ in range(3)])
+    assert verify_store(store).mac_checked
+    assert verify_store(store).intact
+    assert not verify_store(store, None).mac_checked  # asked for: hashes and links only
+    assert export_log(store, tmp_path / "out", actor="auditor").rows == 3
+    with SqlStore(backend.url) as keyless:
+        with pytest.raises(MacKeyError, match="verifying the MACs needs the HMAC key"):
+            verify_store(keyless)
+        with pytest.raises(MacKeyError, match="exporting needs the HMAC key"):
+            export_log(keyless, tmp_path / "other", actor="auditor")
+    assert not (tmp_path / "other").exists()

@@ -185,13 +185,14 @@ def _verify_log(
     # The URL and the SQLite file are checked (exit 2) before the key is looked for.
     with log.open_unsealed() as reader:
         key, no_key = _key_if_any(log) if skip_mac else (log.key(), None)
-        report = verify_store(
-            reader, None if skip_mac else key, chain_id=chain, expected_heads=heads
-        )
+        if skip_mac:
+            report = verify_store(reader, None, chain_id=chain, expected_heads=heads)
     # Recorded before anything is shown, like every read of the log.
     if key is None:
         return report, f"this verify is not recorded in the log: {no_key}"
     with log.open(key=key) as store:
+        if not skip_mac:  # checked with the key the store holds: the key is given once
+            report = verify_store(store, chain_id=chain, expected_heads=heads)
         return report, _record_verify(store, log.actor, report, chain, skip_mac=skip_mac)
 
 
@@ -244,10 +245,9 @@ def demo(log: NewLogOptions, events: EventsOption = 2000, seed: SeedOption = 7) 
     with reported_errors():
         for line in init_store(log.db, key_file=log.key_file, timeout=log.timeout):
             show_line(line)
-        key = log.key()
-        with log.open(key=key) as store:
+        with log.open() as store:
             tally = demo_workload.run(store, events, seed=seed)
-            report = verify_store(store, key)
+            report = verify_store(store)
     show_line(f"recorded {sum(tally.values())} events in {store.url}:")
     for label, count in sorted(tally.items()):
         typer.echo(f"  {count:>7}  {label}")
@@ -263,10 +263,8 @@ OutOption = Annotated[Path, typer.Option("--out", help="The dataset directory.")
 @shared_options
 def export(out: OutOption, log: LogOptions) -> None:
     """Append what is new to a Parquet dataset (checked, atomic, incremental)."""
-    with reported_errors():
-        key = log.key()
-        with log.open(key=key) as store, progress_bar("exporting") as step:
-            result = export_log(store, out, key, actor=log.actor, progress=step)
+    with reported_errors(), log.open() as store, progress_bar("exporting") as step:
+        result = export_log(store, out, actor=log.actor, progress=step)
     for name in result.removed:
         show_line(f"removed {name} (left by an interrupted export; its range is exported again)")
     if not result.files:

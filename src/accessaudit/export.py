@@ -53,10 +53,11 @@ from accessaudit._export_files import (
     sha256_of,
 )
 from accessaudit._self_audit import record_log_read
-from accessaudit.exceptions import ConfigurationError, IntegrityError
+from accessaudit.exceptions import ConfigurationError, IntegrityError, MacKeyError
 from accessaudit.fields import EventType
 from accessaudit.findings import ExpectedHead, Finding, FindingCode, VerifyReport
 from accessaudit.integrity import GENESIS_HASH
+from accessaudit.keys import FROM_STORE, KeyChoice, key_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -428,20 +429,26 @@ def _publish(out: Path, pending: list[Pending]) -> list[ExportedFile]:
 def export_log(
     store: AuditStore,
     out: Path,
-    key: MacKey,
+    key: KeyChoice = FROM_STORE,
     *,
     actor: str,
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
     """Export every record not yet in ``out``; see the module docstring for the guarantees.
 
+    Every record is checked, and the manifest sealed, with the store's key (given once, to
+    the store); ``MacKeyError`` if it has none.
+
     Raises ``ExportError`` for an unusable directory or manifest, and ``IntegrityError``
     when the log or the dataset fails its checks (nothing of the range is published; run
     ``accessaudit verify``); either way the directory is left exactly as it was.
     ``progress`` is called with the number of rows read so far.
     """
+    mac_key = key_for(store.key, key, "exporting")
+    if mac_key is None:
+        raise MacKeyError("exporting needs the HMAC key: every record is checked with it")
     with _exclusive(out):
-        manifest, leftovers = _prepare(out, key)
+        manifest, leftovers = _prepare(out, mac_key)
         done: dict[str, Any] = {} if manifest is None else manifest["chains"]
         ranges = _new_ranges(store, done)
         if ranges:
@@ -452,7 +459,7 @@ def export_log(
             for chain, (first, last) in ranges.items():
                 previous = done.get(chain, {}).get("last_chain_hash", GENESIS_HASH)
                 span = (first, last, previous)
-                pending += _write_range(store, out, key, chain, span=span, counter=counter)
+                pending += _write_range(store, out, mac_key, chain, span=span, counter=counter)
             if progress is not None and ranges:
                 progress(counter.rows)
             # Every check has passed: only from here on does the directory change.
@@ -462,7 +469,7 @@ def export_log(
                 # files a manifest does not list (and the next run may remove), never files
                 # without one.
                 manifest = {"format": EXPORT_FORMAT, "chains": {}, "files": []}
-                _write_manifest(out, manifest, key)
+                _write_manifest(out, manifest, mac_key)
             result.files = _publish(out, pending)
         finally:
             discard(pending)  # renamed ones are gone already; the rest must not linger
@@ -473,7 +480,7 @@ def export_log(
                     "last_seq": file.last_seq,
                     "last_chain_hash": file.end_chain_hash,
                 }
-            _write_manifest(out, manifest, key)
+            _write_manifest(out, manifest, mac_key)
     return result
 
 

@@ -13,8 +13,9 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal, Union
 
 from accessaudit.exceptions import MacKeyError
 
@@ -90,6 +91,28 @@ class MacKey:
                 f"{source} does not hold a key of at least {KEY_BYTES * 2} hex characters; "
                 "create one with `accessaudit init`"
             ) from e
+
+
+class _FromStore(Enum):
+    KEY = "the store's own key"
+
+
+#: The default of ``key=`` where a function works on a store: the key is given once, to the
+#: store (``SqlStore(url, key=load_key())``); passing one here checks with that one instead.
+FROM_STORE: Final = _FromStore.KEY
+KeyChoice = Union["MacKey", None, Literal[_FromStore.KEY]]
+
+
+def key_for(store_key: MacKey | None, key: KeyChoice, doing: str) -> MacKey | None:
+    """The key to use: ``key`` if given (None: none), else the store's, which must exist."""
+    if key is not FROM_STORE:
+        return key
+    if store_key is None:
+        raise MacKeyError(
+            f"{doing} needs the HMAC key: open the store with it (key=load_key()); the CLI "
+            "finds it with --key-file, $ACCESSAUDIT_HMAC_KEY or ./accessaudit.key"
+        )
+    return store_key
 
 
 def key_file_path(path: Path | None = None) -> Path:

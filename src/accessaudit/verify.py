@@ -20,6 +20,7 @@ from accessaudit._chain import ChainChecker, check_chain, stored_rows
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.findings import ExpectedHead, Finding, FindingCode, VerifyReport
 from accessaudit.integrity import is_digest
+from accessaudit.keys import FROM_STORE, KeyChoice, key_for
 from accessaudit.store import SqlStore
 
 if TYPE_CHECKING:
@@ -34,13 +35,17 @@ __all__ = ["PARALLEL_MIN_ROWS", "check_chain", "stored_rows", "verify_store"]
 
 def verify_store(
     store: AuditStore,
-    key: MacKey | None,
+    key: KeyChoice = FROM_STORE,
     *,
     chain_id: str | None = None,
     expected_heads: Iterable[ExpectedHead] = (),
     workers: int | None = None,
 ) -> VerifyReport:
-    """Verify one chain, or every chain of ``store``; ``key=None`` skips the MAC checks.
+    """Verify one chain, or every chain of ``store``, MACs checked with the store's key.
+
+    ``key=None`` skips the MAC checks (hashes and links only); a key given here checks with
+    that key instead of the store's. A store without a key and no ``key=None`` is a
+    ``MacKeyError``: an unchecked MAC must be asked for, never the silent default.
 
     ``expected_heads`` are heads recorded earlier outside the database; a chain that no
     longer reaches one (or reaches it with another hash) is reported, as is a named chain
@@ -51,6 +56,7 @@ def verify_store(
     a ``SqlStore``) in a second process at the same time; ``1`` never does; None (the
     default) does when the machine has a second core. The report is the same either way.
     """
+    key = key_for(store.key, key, "verifying the MACs")
     heads = list(expected_heads)
     present = store.chains()
     if chain_id is not None:
