@@ -20,6 +20,7 @@ from accessaudit import (
     ConfigurationError,
     Gate,
     MacKey,
+    MacKeyError,
     Policy,
     SqlStore,
     StoreError,
@@ -240,9 +241,9 @@ def test_a_failure_that_cannot_be_recorded_keeps_the_original_error(
 
 
 def test_a_gate_needs_the_key_up_front(backend: Backend) -> None:
-    """Without the HMAC key a gate could never record: refused when it is built."""
+    """Without the HMAC key a gate could never record: refused when it is built (MacKeyError)."""
     with (
         SqlStore(backend.url, must_exist=False) as store,
-        pytest.raises(ConfigurationError, match="HMAC key"),
+        pytest.raises(MacKeyError, match="HMAC key"),
     ):
         Gate(store, POLICY)
