@@ -43,7 +43,7 @@ def _accessaudit(db: Path, out: Path, key_hex: str) -> int:
     from bench_threads import log_like_the_cli_to_devnull  # noqa: PLC0415
 
     from accessaudit import MacKey, SqlStore  # noqa: PLC0415 - see above
-    from accessaudit.export import export_log  # noqa: PLC0415
+    from accessaudit.review.export import export_log  # noqa: PLC0415
 
     log_like_the_cli_to_devnull()
     key = MacKey(bytes.fromhex(key_hex))

@@ -27,11 +27,11 @@ from bench_gated import POLICY, TIMEOUT_S
 from bench_threads import CUSTOMER, SERVICE, read_contacts
 
 from accessaudit import EventType, Gate, MacKey, Policy, SqlStore, access_context
-from accessaudit._access import Access, Target
-from accessaudit._rows import to_row
-from accessaudit.integrity import GENESIS_HASH, seal_batch
-from accessaudit.log import emit_appended
-from accessaudit.policy import AccessRequest
+from accessaudit.gate._access import Access, Target
+from accessaudit.gate.policy import AccessRequest
+from accessaudit.record._rows import to_row
+from accessaudit.record.integrity import GENESIS_HASH, seal_batch
+from accessaudit.record.log import emit_appended
 
 if TYPE_CHECKING:
     from collections.abc import Callable

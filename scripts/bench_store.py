@@ -35,7 +35,7 @@ from bench_log import support_read
 from uuid6 import uuid7
 
 from accessaudit import AccessEvent, MacKey, SqlStore, verify_store
-from accessaudit._rows import to_row
+from accessaudit.record._rows import to_row
 from accessaudit.store._schema import events as events_table
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def bench_store(url: str, key: MacKey, singles: int, batched: int) -> dict[str, 
 
 def _rows(count: int) -> list[dict[str, Any]]:
     """Realistic rows (as the store would write them) for the raw baselines."""
-    from accessaudit.integrity import seal_batch  # noqa: PLC0415 - only the baselines need it
+    from accessaudit.record.integrity import seal_batch  # noqa: PLC0415 - only the baselines need it
 
     key = MacKey(os.urandom(32))
     sealed = seal_batch("bench", 0, "00" * 32, [_event(i) for i in range(count)], key)

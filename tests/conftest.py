@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from accessaudit import Gate, MacKey, Policy, SqlStore
-from accessaudit import context as context_module
+from accessaudit.gate import context as context_module
 from tests.gatekit import EXAMPLE_POLICY, FakeClock
 
 if TYPE_CHECKING:

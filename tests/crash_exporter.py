@@ -13,7 +13,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from accessaudit import _export_files, cli, export
+from accessaudit import cli
+from accessaudit.review import _export_files, export
 
 if TYPE_CHECKING:
     from pathlib import Path

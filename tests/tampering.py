@@ -7,8 +7,8 @@ import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from accessaudit._rows import to_row
-from accessaudit.integrity import leaf_hash, link_hash
+from accessaudit.record._rows import to_row
+from accessaudit.record.integrity import leaf_hash, link_hash
 from accessaudit.store._schema import events
 
 if TYPE_CHECKING:

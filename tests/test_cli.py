@@ -23,7 +23,7 @@ from accessaudit import (
     load_key,
     verify_store,
 )
-from accessaudit.cli import app
+from accessaudit.cli.app import app
 from tests import tampering
 from tests.gatekit import EXAMPLE_POLICY, service
 from tests.strategies import make_event
@@ -31,7 +31,7 @@ from tests.strategies import make_event
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from accessaudit.events import StoredEvent
+    from accessaudit.record.events import StoredEvent
     from tests.conftest import Backend
 
 runner = CliRunner()

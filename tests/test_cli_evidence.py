@@ -16,11 +16,11 @@ from accessaudit import (
     EvidenceRegistry,
     SqlStore,
     StoreUnavailable,
-    cli_evidence,
     load_key,
     verify_store,
 )
-from accessaudit.cli import app
+from accessaudit.cli import evidence as cli_evidence
+from accessaudit.cli.app import app
 from tests.gatekit import EXAMPLE_POLICY
 
 if TYPE_CHECKING:

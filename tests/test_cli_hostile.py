@@ -26,9 +26,9 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from accessaudit import EvidenceRegistry, SqlStore, load_key
-from accessaudit._clock import parse_when
-from accessaudit.cli import app
-from accessaudit.cli_report import _print_csv, _print_table
+from accessaudit.cli.app import app
+from accessaudit.cli.report import _print_csv, _print_table
+from accessaudit.record._clock import parse_when
 from tests.strategies import make_event
 
 if TYPE_CHECKING:

@@ -11,8 +11,8 @@ import typer
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from accessaudit._cli_options import LogOptions, NewLogOptions, OptionSet, shared_options
-from accessaudit.cli import app
+from accessaudit.cli._options import LogOptions, NewLogOptions, OptionSet, shared_options
+from accessaudit.cli.app import app
 
 runner = CliRunner()
 

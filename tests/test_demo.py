@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from accessaudit import EventType, MacKey, SqlStore, verify_store
-from accessaudit import demo as demo_desk
+from accessaudit.cli import demo as demo_desk
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -16,8 +16,8 @@ from accessaudit import (
     StoreError,
     StoreUnavailable,
 )
-from accessaudit._rows import to_row
 from accessaudit.exceptions import AccessAuditError
+from accessaudit.record._rows import to_row
 from accessaudit.store._errors import Seen, translated
 from tests.strategies import make_event
 

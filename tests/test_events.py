@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from accessaudit import AccessEvent, InvalidEvent
-from accessaudit.encoding import decode, encode
-from accessaudit.fields import EVENT_FIELDS, MAX_IDENTIFIER_CHARS, MAX_LIST_ITEMS
+from accessaudit.record.encoding import decode, encode
+from accessaudit.record.fields import EVENT_FIELDS, MAX_IDENTIFIER_CHARS, MAX_LIST_ITEMS
 from tests.strategies import FIXED_EVENT, events, make_event
 from tests.test_vectors import GOLDEN_EVENT
 

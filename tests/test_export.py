@@ -31,11 +31,11 @@ from accessaudit import (
     load_key,
     verify_store,
 )
-from accessaudit._arrow import EXPORT_SCHEMA, schema_document, to_db_row
-from accessaudit._export_files import ROW_GROUP, TEMP_PREFIX
-from accessaudit._rows import from_row
-from accessaudit.cli import app
-from accessaudit.export import MANIFEST, export_log, verify_export
+from accessaudit.cli.app import app
+from accessaudit.record._rows import from_row
+from accessaudit.review._arrow import EXPORT_SCHEMA, schema_document, to_db_row
+from accessaudit.review._export_files import ROW_GROUP, TEMP_PREFIX
+from accessaudit.review.export import MANIFEST, export_log, verify_export
 from tests import tampering
 from tests.strategies import events, make_event
 

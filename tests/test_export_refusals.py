@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from accessaudit import IntegrityError, MacKey, SqlStore
-from accessaudit._export_files import TEMP_PREFIX
-from accessaudit.export import MANIFEST, ExportError, export_log
+from accessaudit.review._export_files import TEMP_PREFIX
+from accessaudit.review.export import MANIFEST, ExportError, export_log
 from tests import tampering
 from tests.strategies import make_event
 

@@ -19,18 +19,18 @@ import pytest
 from typer.testing import CliRunner
 
 from accessaudit import FindingCode, MacKey, SqlStore
-from accessaudit._arrow import EXPORT_SCHEMA, to_db_row
-from accessaudit._export_files import TEMP_PREFIX, sha256_of
-from accessaudit._rows import from_row
-from accessaudit.cli import app
-from accessaudit.export import MANIFEST, ExportError, export_log, verify_export
-from accessaudit.integrity import leaf_hash, link_hash
+from accessaudit.cli.app import app
+from accessaudit.record._rows import from_row
+from accessaudit.record.integrity import leaf_hash, link_hash
+from accessaudit.review._arrow import EXPORT_SCHEMA, to_db_row
+from accessaudit.review._export_files import TEMP_PREFIX, sha256_of
+from accessaudit.review.export import MANIFEST, ExportError, export_log, verify_export
 from tests.strategies import make_event
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from accessaudit.findings import VerifyReport
+    from accessaudit.record.findings import VerifyReport
     from tests.conftest import Backend
 
 F = FindingCode

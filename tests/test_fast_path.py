@@ -10,12 +10,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from accessaudit import AccessEvent, MacKey
-from accessaudit._row_encoding import RowEncoder, plain_text_list
-from accessaudit._rows import MalformedRow, canonical_json, from_row, to_row
-from accessaudit.encoding import encode
-from accessaudit.findings import ExpectedHead
-from accessaudit.integrity import GENESIS_HASH, is_digest, seal_batch
-from accessaudit.verify import check_chain
+from accessaudit.record._row_encoding import RowEncoder, plain_text_list
+from accessaudit.record._rows import MalformedRow, canonical_json, from_row, to_row
+from accessaudit.record.encoding import encode
+from accessaudit.record.findings import ExpectedHead
+from accessaudit.record.integrity import GENESIS_HASH, is_digest, seal_batch
+from accessaudit.review.verify import check_chain
 from tests import tampering
 from tests.strategies import events, make_event
 

@@ -32,8 +32,8 @@ from accessaudit import (
     access_context,
     verify_store,
 )
-from accessaudit.purposes import EvidenceKind
-from accessaudit.registry import EvidenceRegistry
+from accessaudit.gate.purposes import EvidenceKind
+from accessaudit.gate.registry import EvidenceRegistry
 from accessaudit.store._append import lock_chain
 from tests.gatekit import EXAMPLE_POLICY, Desk, service
 from tests.strategies import make_event

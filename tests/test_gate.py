@@ -20,8 +20,8 @@ from accessaudit import (
     access_context,
     verify_store,
 )
-from accessaudit._access import NO_CONTEXT_ACTOR
-from accessaudit._allowance import ALLOWANCE_EVENTS, records_used
+from accessaudit.gate._access import NO_CONTEXT_ACTOR
+from accessaudit.gate._allowance import ALLOWANCE_EVENTS, records_used
 from tests.gatekit import CANARY, Desk, FakeClock, accesses, agent, kinds, service
 
 if TYPE_CHECKING:

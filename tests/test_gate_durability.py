@@ -22,8 +22,8 @@ from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
 from accessaudit import AccessContext, ActorType, MacKey, access_context, current_context
-from accessaudit._rows import to_row
-from accessaudit.integrity import GENESIS_HASH, seal_batch
+from accessaudit.record._rows import to_row
+from accessaudit.record.integrity import GENESIS_HASH, seal_batch
 from accessaudit.store._schema import events
 from tests.strategies import make_event
 

@@ -18,15 +18,15 @@ from accessaudit import (
     access_context,
     carry_context,
 )
-from accessaudit._allowance import ALLOWANCE_EVENTS, RESERVED, records_used
-from accessaudit.fields import MAX_LIST_ITEMS
-from accessaudit.purposes import EvidenceKind
-from accessaudit.registry import EvidenceRegistry
+from accessaudit.gate._allowance import ALLOWANCE_EVENTS, RESERVED, records_used
+from accessaudit.gate.purposes import EvidenceKind
+from accessaudit.gate.registry import EvidenceRegistry
+from accessaudit.record.fields import MAX_LIST_ITEMS
 from tests.gatekit import Desk, accesses, agent, kinds
 
 if TYPE_CHECKING:
     from accessaudit import Gate, SqlStore
-    from accessaudit.evidence import Evidence
+    from accessaudit.gate.evidence import Evidence
 
 
 def _grant(gate: Gate, customer: str = "acme", **changes: Any) -> str:

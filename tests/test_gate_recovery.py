@@ -29,7 +29,7 @@ from accessaudit import (
     access_context,
 )
 from accessaudit import verify_store as verify
-from accessaudit.recovery import recover_chain
+from accessaudit.review.recovery import recover_chain
 from accessaudit.store._append import lock_chain
 from tests import tampering
 from tests.gatekit import EXAMPLE_POLICY, Desk, service

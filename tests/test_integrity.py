@@ -6,7 +6,7 @@ import dataclasses
 import uuid
 
 from accessaudit import AccessEvent, ActorType, EventType, MacKey, StoredEvent
-from accessaudit.integrity import GENESIS_HASH, SealCheck, check_seals, seal_batch
+from accessaudit.record.integrity import GENESIS_HASH, SealCheck, check_seals, seal_batch
 from tests.strategies import FIXED_EVENT
 
 KEY = MacKey(b"\x07" * 32)

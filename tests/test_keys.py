@@ -17,7 +17,7 @@ from accessaudit import (
     load_key,
     verify_store,
 )
-from accessaudit.keys import KEY_ENV, KEY_FILE_ENV
+from accessaudit.record.keys import KEY_ENV, KEY_FILE_ENV
 from tests.strategies import make_event
 
 if TYPE_CHECKING:

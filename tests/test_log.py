@@ -9,7 +9,7 @@ import structlog
 from structlog.testing import LogCapture, capture_logs
 
 from accessaudit import DuplicateEvent, EventType, SqlStore
-from accessaudit.log import log_fields
+from accessaudit.record.log import log_fields
 from tests.strategies import make_event
 
 

@@ -28,7 +28,7 @@ from accessaudit import (
     ReasonCode,
     ResourceRule,
 )
-from accessaudit._policy_schema import POLICY_SCHEMA
+from accessaudit.gate._policy_schema import POLICY_SCHEMA
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "policy.toml"

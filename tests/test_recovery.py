@@ -29,17 +29,17 @@ from accessaudit import (
     verify_export,
     verify_store,
 )
-from accessaudit._chain import check_chain
-from accessaudit._recovery_record import RecoveryClaim, recovery_event
-from accessaudit._rows import to_row
-from accessaudit.cli import app as accessaudit_app
-from accessaudit.cli_recover import recover
-from accessaudit.events import StoredEvent
+from accessaudit.cli.app import app as accessaudit_app
+from accessaudit.cli.recover import recover
 from accessaudit.exceptions import ChainHalted
-from accessaudit.fields import EventType
-from accessaudit.findings import Finding, FindingCode
-from accessaudit.integrity import leaf_hash, link_hash
-from accessaudit.recovery import recover_chain
+from accessaudit.record._chain import check_chain
+from accessaudit.record._recovery_record import RecoveryClaim, recovery_event
+from accessaudit.record._rows import to_row
+from accessaudit.record.events import StoredEvent
+from accessaudit.record.fields import EventType
+from accessaudit.record.findings import Finding, FindingCode
+from accessaudit.record.integrity import leaf_hash, link_hash
+from accessaudit.review.recovery import recover_chain
 from accessaudit.store._append import DamagedTail
 from tests import tampering
 from tests.gatekit import Desk, agent
@@ -400,7 +400,7 @@ def test_two_process_verify_honours_a_recovery_at_its_split(
     backend: Backend, store: SqlStore, key: MacKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Damage ending at the split point, recovery just after it: same report as serial."""
-    monkeypatch.setattr("accessaudit.verify.PARALLEL_MIN_ROWS", 2)  # even a short chain
+    monkeypatch.setattr("accessaudit.review.verify.PARALLEL_MIN_ROWS", 2)  # even a short chain
     store.append([make_event() for _ in range(4)])
     _forge_tail(backend, store)  # seq 5
     recover_chain(store, halted_seq=5, actor="alice", reason="r")  # seq 6

@@ -22,10 +22,10 @@ from accessaudit import (
     access_context,
     load_key,
 )
-from accessaudit.cli import app
+from accessaudit.cli.app import app
 from accessaudit.exceptions import ConfigurationError
-from accessaudit.report import ReportFilter, access_report, record_report
-from accessaudit.transparency import transparency_report
+from accessaudit.review.report import ReportFilter, access_report, record_report
+from accessaudit.review.transparency import transparency_report
 from tests.gatekit import Desk, FakeClock, agent, service
 from tests.strategies import make_event
 

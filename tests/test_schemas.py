@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 
 from accessaudit import AccessEvent, InvalidEvent
-from accessaudit.fields import (
+from accessaudit.record.fields import (
     EVENT_FIELDS,
     MAX_ATTRIBUTES,
     MAX_INT,

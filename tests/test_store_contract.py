@@ -23,8 +23,8 @@ from accessaudit import (
     StoreError,
     verify_store,
 )
-from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash
-from accessaudit.report import ReportFilter
+from accessaudit.record.integrity import GENESIS_HASH, leaf_hash, link_hash
+from accessaudit.review.report import ReportFilter
 from tests.strategies import events, make_event
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from accessaudit import EventType, MacKey, SqlStore
-from accessaudit.cli import app
-from accessaudit.tail import follow, latest, one_line
+from accessaudit.cli.app import app
+from accessaudit.review.tail import follow, latest, one_line
 from tests.strategies import make_event
 
 if TYPE_CHECKING:

@@ -10,12 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from accessaudit import AccessContext, AccessDenied, ActorType, Gate, SqlStore, access_context
-from accessaudit import demo as demo_workload
-from accessaudit.cli import app
-from accessaudit.registry import EvidenceRegistry
-from accessaudit.report import ReportFilter
-from accessaudit.transparency import CUSTOMER_DENIAL, EMERGENCY_ACCESS, WITHHELD
-from accessaudit.transparency import transparency_report as report_of
+from accessaudit.cli import demo as demo_workload
+from accessaudit.cli.app import app
+from accessaudit.gate.registry import EvidenceRegistry
+from accessaudit.review.report import ReportFilter
+from accessaudit.review.transparency import CUSTOMER_DENIAL, EMERGENCY_ACCESS, WITHHELD
+from accessaudit.review.transparency import transparency_report as report_of
 from tests.gatekit import Desk, FakeClock, agent
 
 if TYPE_CHECKING:

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from accessaudit import AccessEvent, EventType, MacKey
-from accessaudit import export as export_module
-from accessaudit._arrow import EXPORT_FORMAT
-from accessaudit._chain import check_chain
-from accessaudit._rows import to_row
-from accessaudit.encoding import encode
-from accessaudit.export import MANIFEST, verify_export
-from accessaudit.integrity import GENESIS_HASH, leaf_hash, link_hash, seal_batch
+from accessaudit.record._chain import check_chain
+from accessaudit.record._rows import to_row
+from accessaudit.record.encoding import encode
+from accessaudit.record.integrity import GENESIS_HASH, leaf_hash, link_hash, seal_batch
+from accessaudit.review import export as export_module
+from accessaudit.review._arrow import EXPORT_FORMAT
+from accessaudit.review.export import MANIFEST, verify_export
 from tests.strategies import FIXED_EVENT
 
 if TYPE_CHECKING:

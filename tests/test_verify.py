@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accessaudit import ConfigurationError, FindingCode, MacKey, SqlStore, verify_store
-from accessaudit import verify as verify_module
-from accessaudit.findings import ExpectedHead, VerifyReport
+from accessaudit.record.findings import ExpectedHead, VerifyReport
+from accessaudit.review import verify as verify_module
 from accessaudit.store._schema import events
 from tests import tampering
 from tests.strategies import make_event

@@ -34,8 +34,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from accessaudit.decisions import AccessDecision
-    from accessaudit.events import StoredEvent
+    from accessaudit.gate.decisions import AccessDecision
+    from accessaudit.record.events import StoredEvent
+
+__all__ = [
+    "AccessAuditError",
+    "AccessDenied",
+    "AppendOnlyViolation",
+    "AuditUnavailable",
+    "ChainHalted",
+    "CommitOutcomeUnknown",
+    "ConfigurationError",
+    "DuplicateEvent",
+    "EvidenceError",
+    "FieldProblem",
+    "IntegrityError",
+    "InvalidEvent",
+    "MacKeyError",
+    "PolicyError",
+    "StoreError",
+    "StoreUnavailable",
+]
 
 
 class AccessAuditError(Exception):

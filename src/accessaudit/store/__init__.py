@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Generator, Iterable, Iterator, Mapping, Sequence
     from datetime import datetime
 
-    from accessaudit.events import AccessEvent, StoredEvent
-    from accessaudit.keys import MacKey
+    from accessaudit.record.events import AccessEvent, StoredEvent
+    from accessaudit.record.keys import MacKey
 
 
 class AuditStore(Protocol):

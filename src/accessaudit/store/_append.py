@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import ColumnElement, Select, bindparam, literal_column, select, text
 
-from accessaudit._rows import MalformedRow, from_row
-from accessaudit.events import AccessEvent, StoredEvent
 from accessaudit.exceptions import (
     ChainHalted,
     ConfigurationError,
@@ -19,16 +17,19 @@ from accessaudit.exceptions import (
     InvalidEvent,
     StoreError,
 )
-from accessaudit.fields import MAX_INT
-from accessaudit.findings import FindingCode
-from accessaudit.integrity import GENESIS_HASH, is_digest
+from accessaudit.record._chain import tail_findings
+from accessaudit.record._rows import MalformedRow, from_row
+from accessaudit.record.events import AccessEvent, StoredEvent
+from accessaudit.record.fields import MAX_INT
+from accessaudit.record.findings import FindingCode
+from accessaudit.record.integrity import GENESIS_HASH, is_digest
 from accessaudit.store._deadline import remaining
 from accessaudit.store._schema import TABLE_NAME, events
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from accessaudit.keys import MacKey
+    from accessaudit.record.keys import MacKey
 
 
 def checked_batch(events_in: Iterable[AccessEvent]) -> list[AccessEvent]:
@@ -162,8 +163,6 @@ _RECOVERY_HELP: Final = (
 
 def _halted(conn: Connection, chain_id: str, key: MacKey) -> ChainHalted:
     """The error for a tail that fails its checks, naming what verify will find there."""
-    from accessaudit._chain import tail_findings  # noqa: PLC0415 - the checker imports the store
-
     newest_two: Select[Any] = (
         select(literal_column("*"))
         .select_from(events)

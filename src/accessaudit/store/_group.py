@@ -37,7 +37,7 @@ from accessaudit.store._deadline import operation_deadline
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from accessaudit.events import AccessEvent, StoredEvent
+    from accessaudit.record.events import AccessEvent, StoredEvent
 
 #: A member whose transaction is under way waits this long past its own deadline for the
 #: outcome (the transaction itself is bounded by that deadline; this covers the hand-back).

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import Connection
 
-    from accessaudit.events import AccessEvent
+    from accessaudit.record.events import AccessEvent
 
 
 class PreconditionFailed(AccessAuditError):

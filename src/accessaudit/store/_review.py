@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol
 
 from sqlalchemy import ColumnElement, Select, case, func, or_, select
 
-from accessaudit._clock import to_micros
-from accessaudit.fields import EventType
+from accessaudit.record._clock import to_micros
+from accessaudit.record.fields import EventType
 from accessaudit.store._schema import events
 
 if TYPE_CHECKING:

@@ -23,9 +23,9 @@ from sqlalchemy import (
     Text,
 )
 
-from accessaudit._rows import column_name
 from accessaudit.exceptions import ConfigurationError
-from accessaudit.fields import EVENT_FIELDS, Kind
+from accessaudit.record._rows import column_name
+from accessaudit.record.fields import EVENT_FIELDS, Kind
 
 if TYPE_CHECKING:
     from sqlalchemy.types import TypeEngine

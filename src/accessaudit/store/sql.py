@@ -27,8 +27,6 @@ from sqlalchemy import (
     text,
 )
 
-from accessaudit._rows import MalformedRow, from_row, to_row
-from accessaudit._validate import check_text
 from accessaudit.exceptions import (
     CommitOutcomeUnknown,
     ConfigurationError,
@@ -37,9 +35,11 @@ from accessaudit.exceptions import (
     MacKeyError,
     StoreError,
 )
-from accessaudit.fields import MAX_IDENTIFIER_CHARS
-from accessaudit.integrity import seal_batch
-from accessaudit.log import emit_appended
+from accessaudit.record._rows import MalformedRow, from_row, to_row
+from accessaudit.record._validate import check_text
+from accessaudit.record.fields import MAX_IDENTIFIER_CHARS
+from accessaudit.record.integrity import seal_batch
+from accessaudit.record.log import emit_appended
 from accessaudit.store import _review
 from accessaudit.store._append import (
     DamagedTail,
@@ -89,14 +89,25 @@ if TYPE_CHECKING:
     )
     from datetime import datetime
 
-    from accessaudit.events import AccessEvent, StoredEvent
-    from accessaudit.keys import MacKey
+    from accessaudit.record.events import AccessEvent, StoredEvent
+    from accessaudit.record.keys import MacKey
     from accessaudit.store._review import (
         DecisionFilter,
         Dimension,
         EvidenceCount,
         VisibleDecision,
     )
+
+__all__ = [
+    "DEFAULT_BATCH_MAX_RECORDS",
+    "DEFAULT_CHAIN",
+    "DEFAULT_TIMEOUT",
+    "MAX_CHAIN_CHARS",
+    "READ_BATCH",
+    "ChainHead",
+    "RowBatch",
+    "SqlStore",
+]
 
 DEFAULT_CHAIN: Final = "main"
 MAX_CHAIN_CHARS: Final = 64  # the chain_id column's width

@@ -1,0 +1,62 @@
+"""structlog output of the audit trail.
+
+Each committed record is emitted once, after its commit, as an event named by its type
+(``access.allowed``, ``grant.issued``, ...) with flat keys: identifiers, names and categories
+only, as in the record itself. The library only *uses* structlog; configuring it (renderers,
+sinks, levels) is the application's call, so nothing here calls ``structlog.configure()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from accessaudit.record._validate import to_json_value
+from accessaudit.record.fields import EVENT_FIELDS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from accessaudit.record.events import StoredEvent
+
+__all__ = ["emit_appended", "log_fields"]
+
+_logger = structlog.get_logger("accessaudit.audit")
+
+
+_LOGGED = tuple(spec for spec in EVENT_FIELDS if spec.name != "event_type")
+
+
+def log_fields(stored: StoredEvent) -> dict[str, Any]:
+    """The flat, JSON-ready key/value form of one record, without empty fields."""
+    fields: dict[str, Any] = {"chain_id": stored.chain_id, "seq": stored.seq}
+    event = stored.event
+    for spec in _LOGGED:
+        value = getattr(event, spec.name)
+        if value is not None and value != ():
+            fields[spec.name] = to_json_value(spec, value)
+    if not fields["attributes"]:
+        del fields["attributes"]
+    return fields
+
+
+def emit_appended(records: Sequence[StoredEvent]) -> None:
+    """Emit one structlog event per committed record."""
+    # Skip building the fields when the application's configuration would drop them anyway
+    # (structlog >= 25.1 loggers answer is_enabled_for; others are always asked).
+    enabled = getattr(_logger, "is_enabled_for", None)
+    if enabled is not None and not enabled(logging.INFO):
+        return
+    for stored in records:
+        try:
+            _logger.info(stored.event.event_type.value, **log_fields(stored))
+        except Exception:
+            # The records are committed; a failing log processor must not make the caller
+            # believe otherwise (and retry into a duplicate). Report it where it can be seen.
+            logging.getLogger("accessaudit").exception(
+                "structlog could not emit audit event seq %s of chain %s",
+                stored.seq,
+                stored.chain_id,
+            )
