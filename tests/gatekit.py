@@ -121,3 +121,15 @@ def accesses(store: SqlStore) -> list[StoredEvent]:
 def kinds(store: SqlStore) -> list[str]:
     """Event type and reason code of each access record."""
     return [f"{r.event.event_type.value}:{r.event.reason_code}" for r in accesses(store)]
+
+
+def grant(gate: Gate, customer: str = "acme", **changes: Any) -> str:
+    """Issue a live support grant (contact data, two days) through the gate's registry."""
+    values: dict[str, Any] = {
+        "customer_id": customer,
+        "case_id": "CASE-1",
+        "data_categories": ["contact"],
+        "expires_at": gate.setup.clock() + timedelta(days=2),
+        "issued_by": "agent-7",
+    }
+    return gate.registry.issue_grant(**{**values, **changes}).grant_id

@@ -23,6 +23,7 @@ from accessaudit import (
 from accessaudit.gate._access import NO_CONTEXT_ACTOR
 from accessaudit.gate._allowance import ALLOWANCE_EVENTS, records_used
 from tests.gatekit import CANARY, Desk, FakeClock, accesses, agent, kinds, service
+from tests.gatekit import grant as _grant
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,17 +36,6 @@ if TYPE_CHECKING:
 def desk(gate: Gate) -> Desk:
     """Protected functions over the test's gate."""
     return Desk(gate)
-
-
-def _grant(gate: Gate, customer: str = "acme", **changes: Any) -> str:
-    values: dict[str, Any] = {
-        "customer_id": customer,
-        "case_id": "CASE-1",
-        "data_categories": ["contact"],
-        "expires_at": gate.setup.clock() + timedelta(days=2),
-        "issued_by": "agent-7",
-    }
-    return gate.registry.issue_grant(**{**values, **changes}).grant_id
 
 
 def _all_text(store: SqlStore) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,21 +23,11 @@ from accessaudit.gate.purposes import EvidenceKind
 from accessaudit.gate.registry import EvidenceRegistry
 from accessaudit.record.fields import MAX_LIST_ITEMS
 from tests.gatekit import Desk, accesses, agent, kinds
+from tests.gatekit import grant as _grant
 
 if TYPE_CHECKING:
     from accessaudit import Gate, SqlStore
     from accessaudit.gate.evidence import Evidence
-
-
-def _grant(gate: Gate, customer: str = "acme", **changes: Any) -> str:
-    values: dict[str, Any] = {
-        "customer_id": customer,
-        "case_id": "CASE-1",
-        "data_categories": ["contact"],
-        "expires_at": gate.setup.clock() + timedelta(days=2),
-        "issued_by": "agent-7",
-    }
-    return gate.registry.issue_grant(**{**values, **changes}).grant_id
 
 
 class _Sly(str):
