@@ -107,7 +107,7 @@ def _adbc(db: Path, out: Path, _key_hex: str) -> int:
 TASKS = {"accessaudit": _accessaudit, "verify": _verify, "naive": _naive, "adbc": _adbc}
 #: Imported before the clock starts: interpreter start-up is not the task's speed.
 IMPORTS = {
-    "accessaudit": ("accessaudit.export", "bench_threads"),
+    "accessaudit": ("accessaudit.review.export", "bench_threads"),
     "verify": ("accessaudit",),
     "naive": ("sqlite3", "pyarrow.parquet"),
     "adbc": ("adbc_driver_sqlite.dbapi", "pyarrow.parquet"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import re
 import sys
 import warnings
@@ -88,9 +89,17 @@ def test_every_public_module_says_what_it_offers() -> None:
 def test_a_moved_module_still_imports_from_its_old_path(old: str, new: str) -> None:
     """The old path warns, naming the new one, and gives the very same module object."""
     sys.modules.pop(old, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert importlib.util.find_spec(old) is not None  # looking for it does not warn
     with pytest.warns(DeprecationWarning, match=rf"{re.escape(old)} moved to {re.escape(new)}"):
         module = importlib.import_module(old)
     assert module is importlib.import_module(new)
+    spec = module.__spec__
+    assert spec is not None
+    assert spec.name == new  # still the module's own spec: reload and tools see the real one
+    assert spec.origin is not None
+    assert spec.origin.endswith(new.replace(".", "/") + ".py")
 
 
 def test_the_new_paths_import_without_warnings() -> None:

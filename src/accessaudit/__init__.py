@@ -24,6 +24,7 @@ from accessaudit.exceptions import (
     ConfigurationError,
     DuplicateEvent,
     EvidenceError,
+    ExportError,
     FieldProblem,
     IntegrityError,
     InvalidEvent,
@@ -49,13 +50,7 @@ from accessaudit.record.events import AccessEvent, StoredEvent
 from accessaudit.record.fields import RECORD_VERSION, ActorType, Decision, EventType
 from accessaudit.record.findings import ExpectedHead, Finding, FindingCode, VerifyReport
 from accessaudit.record.keys import MacKey, create_key_file, load_key
-from accessaudit.review.export import (
-    ExportedFile,
-    ExportError,
-    ExportResult,
-    export_log,
-    verify_export,
-)
+from accessaudit.review.export import ExportedFile, ExportResult, export_log, verify_export
 from accessaudit.review.recovery import Recovery, recover_chain
 from accessaudit.review.verify import verify_store
 from accessaudit.store import AuditStore, ChainHead, SqlStore

@@ -53,18 +53,36 @@ MOVED: Final = {
 
 
 class _MovedLoader(importlib.abc.Loader):
-    def __init__(self, new: str) -> None:
-        self.new = new
+    def __init__(self, old: str, new: str) -> None:
+        self.old, self.new = old, new
+        self.real_spec: importlib.machinery.ModuleSpec | None = None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        return importlib.import_module(self.new)
+        module = importlib.import_module(self.new)
+        self.real_spec = module.__spec__
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        """Nothing to run: the module was imported under its new name."""
+        """Nothing to run (it ran under its new name); warn, and undo the import's relabel.
+
+        The import machinery sets ``__spec__`` on the module it is handed, which is the
+        module at the new path: put its own spec back, so that ``importlib.reload`` and
+        anything else reading it see the real module.
+        """
+        module.__spec__ = self.real_spec
+        warnings.warn(
+            f"{self.old} moved to {self.new}; import it from there (the old path goes away "
+            "in a later release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
 
 
 class MovedFinder(importlib.abc.MetaPathFinder):
-    """Finds an old module path and hands back the module at its new one, with a warning."""
+    """Finds an old module path and hands back the module at its new one, with a warning.
+
+    Only importing warns: looking for the module (``importlib.util.find_spec``) does not.
+    """
 
     def find_spec(
         self,
@@ -75,13 +93,7 @@ class MovedFinder(importlib.abc.MetaPathFinder):
         new = MOVED.get(fullname)
         if new is None:
             return None
-        warnings.warn(
-            f"{fullname} moved to {new}; import it from there (the old path goes away in a "
-            "later release)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return importlib.machinery.ModuleSpec(fullname, _MovedLoader(new))
+        return importlib.machinery.ModuleSpec(fullname, _MovedLoader(fullname, new))
 
 
 def install() -> None:

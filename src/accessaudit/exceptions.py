@@ -5,6 +5,7 @@
     AccessAuditError
     ├── InvalidEvent            (also ValueError) an event field is missing or wrong
     ├── ConfigurationError      (also ValueError) a URL, option or setting is unusable
+    │   └── ExportError         an export directory or manifest cannot be used as asked
     ├── PolicyError             (also ValueError) a policy file or object is invalid
     ├── EvidenceError           (also ValueError) a grant, incident or legal request
     │                           cannot be issued, closed or revoked as asked
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigurationError",
     "DuplicateEvent",
     "EvidenceError",
+    "ExportError",
     "FieldProblem",
     "IntegrityError",
     "InvalidEvent",
@@ -85,6 +87,10 @@ class InvalidEvent(AccessAuditError, ValueError):
 
 class ConfigurationError(AccessAuditError, ValueError):
     """A database URL, option or setting cannot be used as given."""
+
+
+class ExportError(ConfigurationError):
+    """The export cannot be written as asked: an unusable directory or manifest."""
 
 
 class PolicyError(AccessAuditError, ValueError):

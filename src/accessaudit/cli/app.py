@@ -1,6 +1,6 @@
 """The ``accessaudit`` command: a thin shell over the library.
 
-Exit codes (see ``_cli_common``): 0 success (log intact), 1 verification findings, 2 bad
+Exit codes (see ``cli._common``): 0 success (log intact), 1 verification findings, 2 bad
 usage or input, 3 could not do the work (store unreachable, key missing or unusable).
 """
 

@@ -1,6 +1,6 @@
 """``accessaudit recover``: let a chain halted by a forged or damaged newest record go on.
 
-A thin shell over ``accessaudit.recovery.recover_chain``: it records, as the person running
+A thin shell over ``accessaudit.recover_chain``: it records, as the person running
 it, a recovery record that acknowledges the damaged records (which stay in the log) and
 prints what it acknowledged and the chain's new head.
 """

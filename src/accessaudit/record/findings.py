@@ -37,7 +37,7 @@ class Finding:
     """One problem, at one position (or the run ``seq..last_seq``) of one chain.
 
     ``acknowledged_by`` is the seq of the recovery record that acknowledges it (see
-    ``accessaudit.recovery``): still reported, no longer making the log fail verification.
+    ``accessaudit.review.recovery``): still reported, no longer making the log fail verification.
     """
 
     code: FindingCode

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pyarrow.parquet as pq
 from jsonschema import Draft202012Validator
 
-from accessaudit.exceptions import ConfigurationError, IntegrityError, MacKeyError
+from accessaudit.exceptions import ExportError, IntegrityError, MacKeyError
 from accessaudit.record._chain import check_chain
 from accessaudit.record._clock import now_utc, to_iso
 from accessaudit.record.fields import EventType
@@ -103,10 +103,6 @@ class ExportResult:
     def rows(self) -> int:
         """Records written by this run."""
         return sum(f.rows for f in self.files)
-
-
-class ExportError(ConfigurationError):
-    """The export cannot be written as asked: an unusable directory or manifest."""
 
 
 # -- the directory and its manifest ------------------------------------------------------------
