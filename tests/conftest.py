@@ -180,6 +180,15 @@ def _no_access_context() -> Iterator[None]:
 
 
 @pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty directory with no key or database in the environment."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("ACCESSAUDIT_DB", "ACCESSAUDIT_HMAC_KEY", "ACCESSAUDIT_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     """A settable clock for the gate and its evidence (no sleeping in tests)."""
     return FakeClock()

@@ -37,15 +37,6 @@ if TYPE_CHECKING:
 runner = CliRunner()
 
 
-@pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in an empty directory with no key or database in the environment."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("ACCESSAUDIT_DB", "ACCESSAUDIT_HMAC_KEY", "ACCESSAUDIT_KEY_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
 def _invoke(*args: str) -> tuple[int, str, str]:
     result = runner.invoke(app, list(args))
     return result.exit_code, result.stdout, result.stderr

@@ -16,7 +16,7 @@ from accessaudit.gate.registry import EvidenceRegistry
 from accessaudit.review.report import ReportFilter
 from accessaudit.review.transparency import CUSTOMER_DENIAL, EMERGENCY_ACCESS, WITHHELD
 from accessaudit.review.transparency import transparency_report as report_of
-from tests.gatekit import Desk, FakeClock, agent
+from tests.gatekit import Desk, FakeClock, agent, grant
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -44,26 +44,14 @@ def test_another_customers_grant_is_never_shown(
 ) -> None:
     """An agent citing globex's grant for acme: acme sees a refusal, not globex's grant id."""
     desk = Desk(gate)
-    theirs = gate.registry.issue_grant(
-        customer_id="globex",
-        case_id="CASE-G",
-        data_categories=["contact"],
-        expires_at=clock.now + timedelta(days=1),
-        issued_by="globex-admin",
-    )
-    ours = gate.registry.issue_grant(
-        customer_id="acme",
-        case_id="CASE-A",
-        data_categories=["contact"],
-        expires_at=clock.now + timedelta(days=1),
-        issued_by="acme-admin",
-    )
-    with access_context(agent(theirs.grant_id)), pytest.raises(AccessDenied):
+    theirs = grant(gate, "globex", case_id="CASE-G")
+    ours = grant(gate, "acme")
+    with access_context(agent(theirs)), pytest.raises(AccessDenied):
         desk.contacts("acme", ["c-1"])
-    with access_context(agent(ours.grant_id)):
+    with access_context(agent(ours)):
         desk.contacts("acme", ["c-1"])
     shown = _text(store, "acme", clock, show_actors=True)
-    assert theirs.grant_id not in shown
+    assert theirs not in shown
     assert "globex" not in shown
     entries = report_of(store, ReportFilter(customer_id="acme"), now=clock.now).entries
     refused, allowed = entries
@@ -71,7 +59,7 @@ def test_another_customers_grant_is_never_shown(
         WITHHELD,
         CUSTOMER_DENIAL["evidence_customer_mismatch"],
     )
-    assert (allowed["evidence_ref"], allowed["basis"]) == (ours.grant_id, "your support grant")
+    assert (allowed["evidence_ref"], allowed["basis"]) == (ours, "your support grant")
 
 
 def test_another_customers_incident_and_made_up_references_are_withheld(
@@ -139,15 +127,9 @@ def test_summarise_gives_one_line_per_day_and_purpose(
 ) -> None:
     """Counts per day and purpose add up to the full report's entries."""
     desk = Desk(gate)
-    grant = gate.registry.issue_grant(
-        customer_id="acme",
-        case_id="CASE-A",
-        data_categories=["contact"],
-        expires_at=clock.now + timedelta(days=5),
-        issued_by="acme-admin",
-    )
+    acme_grant = grant(gate, "acme", expires_at=clock.now + timedelta(days=5))
     for _ in range(2):
-        with access_context(agent(grant.grant_id)):
+        with access_context(agent(acme_grant)):
             desk.contacts("acme", [])
             desk.contacts("acme", [])
         with access_context(agent(None)), pytest.raises(AccessDenied):
@@ -187,12 +169,9 @@ def test_every_demo_customer_sees_only_their_own_identifiers(store: SqlStore) ->
 
 
 def test_cli_report_of_a_customer_with_no_accesses_is_empty(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    in_tmp: Path,
 ) -> None:
     """Exit 0 and an empty report (JSON and table), with customer, period and generation time."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("ACCESSAUDIT_DB", "ACCESSAUDIT_HMAC_KEY", "ACCESSAUDIT_KEY_FILE"):
-        monkeypatch.delenv(name, raising=False)
     assert runner.invoke(app, ["init"]).exit_code == 0
     args = ["report", "--customer", "newco", "--transparency", "--since", "30d"]
     as_json = runner.invoke(app, [*args, "--format", "json"])
@@ -209,13 +188,8 @@ def test_cli_report_of_a_customer_with_no_accesses_is_empty(
     assert "Generated: " in table.stdout
 
 
-def test_cli_table_shows_categories_in_words(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cli_table_shows_categories_in_words(in_tmp: Path) -> None:
     """Data categories read as words, not Python list syntax; denials in the customer's words."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("ACCESSAUDIT_DB", "ACCESSAUDIT_HMAC_KEY", "ACCESSAUDIT_KEY_FILE"):
-        monkeypatch.delenv(name, raising=False)
     assert runner.invoke(app, ["demo", "--events", "600"]).exit_code == 0
     table = runner.invoke(app, ["report", "--customer", "acme", "--transparency"])
     assert table.exit_code == 0, table.stderr
@@ -225,13 +199,8 @@ def test_cli_table_shows_categories_in_words(
     assert "evidence_customer_mismatch" not in table.stdout
 
 
-def test_cli_heading_escapes_what_the_customer_id_holds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cli_heading_escapes_what_the_customer_id_holds(in_tmp: Path) -> None:
     """A customer id with a terminal escape is shown escaped in the heading, not obeyed."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("ACCESSAUDIT_DB", "ACCESSAUDIT_HMAC_KEY", "ACCESSAUDIT_KEY_FILE"):
-        monkeypatch.delenv(name, raising=False)
     assert runner.invoke(app, ["init"]).exit_code == 0
     table = runner.invoke(app, ["report", "--customer", "ac\x1b[2Jme", "--transparency"])
     assert table.exit_code == 0, table.stderr
