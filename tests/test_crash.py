@@ -70,9 +70,11 @@ def test_killed_gated_application_loses_no_acknowledged_access(
 ) -> None:
     """Killed mid-flight, again and again: every read that ran has its committed record once.
 
-    A body runs only after its ``access.allowed`` is committed, and a call returns only after
-    its ``access.completed`` is: so every "allowed" ack must have its record, every "done" ack
-    its completion, each exactly once; the chain stays contiguous and verifies, and the next
+    A body runs only after its ``access.allowed`` is committed (and fsynced), and a call
+    returns only after its ``access.completed`` is committed: by default without waiting
+    for the fsync (the gate's lazily synced outcomes), which a SIGKILL must not lose either.
+    So every "allowed" ack must have its record, every "done" ack its completion, each
+    exactly once; the chain stays contiguous and verifies, and the next
     process carries on from where the killed one stopped.
     """
     rng = random.Random(2026_11_29)

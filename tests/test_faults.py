@@ -34,7 +34,9 @@ from accessaudit import (
 )
 from accessaudit.gate.purposes import EvidenceKind
 from accessaudit.gate.registry import EvidenceRegistry
+from accessaudit.store import _writer
 from accessaudit.store._append import lock_chain
+from tests import writerkit
 from tests.gatekit import EXAMPLE_POLICY, Desk, service
 from tests.strategies import make_event
 
@@ -200,12 +202,15 @@ def _backend_pid(store: SqlStore) -> int:
 
 
 @pytest.mark.postgres
-def test_stopped_pooled_backend_is_replaced(pg_backend: Backend, key: MacKey) -> None:
-    """A pooled connection whose server process stopped answering is swapped for a new one."""
+def test_stopped_idle_writer_backend_is_replaced(
+    pg_backend: Backend, key: MacKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writing connection, idle, whose server process stopped answering is replaced."""
+    monkeypatch.setattr(_writer, "IDLE_PING_S", 0.0)  # every append counts as after a pause
     with SqlStore(pg_backend.url, key=key, timeout=2, must_exist=False) as store:
         store.create_schema()
         store.append([make_event()])
-        pid = _backend_pid(store)
+        pid = writerkit.writer_backend_pid(store)
         os.kill(pid, signal.SIGSTOP)
         try:
             assert [r.seq for r in store.append([make_event()])] == [2]
@@ -218,28 +223,39 @@ def test_stopped_pooled_backend_is_replaced(pg_backend: Backend, key: MacKey) ->
 def test_server_hanging_mid_append_is_unavailable_and_stores_nothing(
     pg_backend: Backend, key: MacKey
 ) -> None:
-    """A server hanging mid-INSERT gives StoreUnavailable, not a hang, and keeps nothing."""
+    """A server hanging mid-INSERT: CommitOutcomeUnknown in time, not a hang; retry is safe.
+
+    INSERT and COMMIT go in one round trip, so a server that stops answering then leaves
+    the outcome unknown to the client (a StoreUnavailable that says so). Here the server
+    does commit once it runs again (the statements were already in its socket buffer), and
+    retrying the same batch finds that record instead of storing a second one.
+    """
     with SqlStore(pg_backend.url, key=key, timeout=1, must_exist=False) as store:
         store.create_schema()
         store.append([make_event()])
         stopped: list[int] = []
+        batch = [make_event()]
 
-        def stop_before_insert(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        def stop_before_insert(statement: str, driver: Any) -> None:
             if statement.startswith("INSERT") and not stopped:
-                stopped.append(conn.connection.driver_connection.info.backend_pid)
+                stopped.append(driver.info.backend_pid)
                 os.kill(stopped[0], signal.SIGSTOP)
 
-        event.listen(store._engine, "before_cursor_execute", stop_before_insert)
         try:
-            with pytest.raises(StoreUnavailable, match="did not answer within"):
-                store.append([make_event()])
+            with (
+                writerkit.on_statement(store, stop_before_insert),
+                pytest.raises(
+                    CommitOutcomeUnknown, match=r"did not answer within .* during COMMIT"
+                ),
+            ):
+                store.append(batch)
         finally:
             for pid in stopped:
                 os.kill(pid, signal.SIGCONT)
-            event.remove(store._engine, "before_cursor_execute", stop_before_insert)
         assert stopped
-        assert store.count() == 1
-        assert [r.seq for r in store.append([make_event()])] == [2]
+        assert [r.seq for r in store.append(batch)] == [2]  # the retry: stored once
+        assert store.count() == 2
+        assert [r.seq for r in store.append([make_event()])] == [3]
 
 
 def test_silent_server_is_unavailable_not_a_hang(key: MacKey) -> None:
@@ -344,18 +360,17 @@ def test_connection_lost_at_commit_is_outcome_unknown_and_retry_is_safe(
         store.append([make_event()])
         killed: list[int] = []
 
-        def kill_before_commit(conn: Any) -> None:
-            if not killed:
-                killed.append(conn.connection.driver_connection.info.backend_pid)
+        def kill_before_commit(statement: str, driver: Any) -> None:
+            if statement == "COMMIT" and not killed:
+                killed.append(driver.info.backend_pid)
                 pg_backend.sql("SELECT pg_terminate_backend(:pid)", pid=killed[0])
 
-        event.listen(store._engine, "commit", kill_before_commit)
         batch = [make_event(), make_event()]
-        try:
-            with pytest.raises(CommitOutcomeUnknown, match="append the same batch again"):
-                store.append(batch)
-        finally:
-            event.remove(store._engine, "commit", kill_before_commit)
+        with (
+            writerkit.on_statement(store, kill_before_commit),
+            pytest.raises(CommitOutcomeUnknown, match="append the same batch again"),
+        ):
+            store.append(batch)
         retried = store.append(batch)
         assert [r.seq for r in retried] == [2, 3]
         assert store.append(batch) == retried  # and a further retry changes nothing

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from accessaudit import (
     AuditUnavailable,
+    CommitOutcomeUnknown,
     ConfigurationError,
     Gate,
     MacKey,
@@ -111,7 +112,10 @@ def test_commit_refused_by_the_server(pg_backend: Backend, key: MacKey) -> None:
             "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()"
         )
         error = _assert_fails_closed(Desk(Gate(store, POLICY)))
-        assert "COMMIT" in str(error)
+        # The server said no to COMMIT on a live connection: nothing is stored, and the
+        # caller is told why (not "outcome unknown", which only a lost connection means).
+        assert "could not extend file" in str(error)
+        assert not isinstance(error.__cause__, CommitOutcomeUnknown)
         pg_backend.sql("DROP TRIGGER refuse_at_commit ON accessaudit_events")
         assert store.count() == 0
 

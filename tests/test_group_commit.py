@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
-from sqlalchemy import event
 
 from accessaudit import (
     ConfigurationError,
@@ -29,7 +28,7 @@ from accessaudit import (
 )
 from accessaudit.exceptions import ChainHalted
 from accessaudit.store._deadline import operation_deadline
-from tests import tampering
+from tests import tampering, writerkit
 from tests.strategies import make_event
 
 if TYPE_CHECKING:
@@ -47,22 +46,17 @@ def _queued(store: SqlStore) -> int:
 @contextmanager
 def _commits(store: SqlStore, hold_first_until: Callable[[], bool] | None) -> Iterator[list[int]]:
     """Count COMMITs on ``store``; hold the first one until ``hold_first_until()`` is true."""
-    counted: list[int] = []
 
-    def on_commit(_conn: Any) -> None:
-        counted.append(1)
-        if len(counted) == 1 and hold_first_until is not None:
+    def before(n: int) -> None:
+        if n == 1 and hold_first_until is not None:
             for _ in range(30_000):  # a hang detector (60 s), not a time bound
                 if hold_first_until():
                     return
                 time.sleep(0.002)
             raise AssertionError("the held commit was never released")
 
-    event.listen(store._engine, "commit", on_commit)
-    try:
+    with writerkit.commits(store, before) as counted:
         yield counted
-    finally:
-        event.remove(store._engine, "commit", on_commit)
 
 
 def _in_threads(store: SqlStore, batches: list[list[AccessEvent]]) -> list[Any]:
@@ -177,20 +171,19 @@ def test_connection_killed_mid_batch_fails_the_group_and_the_chain_continues(
         store.append([make_event()])
         inserts: list[int] = []
 
-        def kill_second_group(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        def kill_second_group(statement: str, driver: Any) -> None:
             if statement.startswith("INSERT"):
                 inserts.append(1)
                 if len(inserts) == 2:  # the group of the seven queued callers
-                    pid = conn.connection.driver_connection.info.backend_pid
+                    pid = driver.info.backend_pid
                     pg_backend.sql("SELECT pg_terminate_backend(:pid)", pid=pid)
 
         batches = [[make_event(request_id=f"k{i}")] for i in range(8)]
-        event.listen(store._engine, "before_cursor_execute", kill_second_group)
-        try:
-            with _commits(store, hold_first_until=lambda: _queued(store) == 7):
-                results = _in_threads(store, batches)
-        finally:
-            event.remove(store._engine, "before_cursor_execute", kill_second_group)
+        with (
+            writerkit.on_statement(store, kill_second_group),
+            _commits(store, hold_first_until=lambda: _queued(store) == 7),
+        ):
+            results = _in_threads(store, batches)
         assert isinstance(results[0], list)
         assert all(isinstance(r, StoreUnavailable) for r in results[1:])
         assert store.count() == 2  # the first caller's record after the one before
@@ -356,7 +349,9 @@ def test_a_halted_chain_fails_the_whole_group_at_once(
     tampering.insert_row(backend, tampering.forged_copy(store, 2, 3))
     transactions: list[int] = []
 
-    def on_begin(_conn: Any) -> None:
+    def on_begin(statement: str, _driver: Any) -> None:
+        if not statement.startswith("BEGIN"):
+            return
         transactions.append(1)
         for _ in range(30_000):  # the first caller's transaction waits for the other two
             if len(transactions) > 1 or _queued(store) == 2:
@@ -364,11 +359,8 @@ def test_a_halted_chain_fails_the_whole_group_at_once(
             time.sleep(0.002)
         raise AssertionError("the other callers never queued")
 
-    event.listen(store._engine, "begin", on_begin)
-    try:
+    with writerkit.on_statement(store, on_begin):
         results = _in_threads(store, [[make_event()] for _ in range(3)])
-    finally:
-        event.remove(store._engine, "begin", on_begin)
     assert all(isinstance(r, ChainHalted) for r in results), results
     assert all("chain 'main' seq 3" in str(r) for r in results)
     assert len(transactions) == 2  # the first caller's, then one for the group of two

@@ -69,6 +69,7 @@ class GateSetup:
     clock: Callable[[], datetime]
     service: str | None
     host: str
+    durable_outcomes: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -348,7 +349,9 @@ class Access:
             extra={**link, **(extra or {})},
         )
         with self._recording("record the access outcome", "the result was withheld"):
-            self._setup.store.append([event], precondition=check)
+            self._setup.store.append(
+                [event], precondition=check, durable=self._setup.durable_outcomes
+            )
 
     # -- shared -----------------------------------------------------------------------------
 
@@ -381,6 +384,24 @@ class Access:
         if isinstance(legal, LegalRequest) and legal.notify_after is not None:
             attributes["notify_after"] = to_iso(legal.notify_after)
         attributes.update(extra or {})
+        is_decision = event_type in (EventType.ACCESS_ALLOWED, EventType.ACCESS_DENIED)
+        varying: dict[str, Any] = {
+            "event_type": event_type,
+            "occurred_at": now,
+            "record_count": record_count,
+            "decision": (
+                (Decision.ALLOWED if decision.allowed else Decision.DENIED)
+                if is_decision and decision is not None
+                else None
+            ),
+            "reason_code": (reason or (decision.reason if decision else None)),
+            "origin_pid": os.getpid(),
+            "attributes": attributes,
+        }
+        if self.record is not None:
+            # The outcome: the same actor, target and origin as the decision record, which
+            # validated them; only what differs is validated again.
+            return self.record.event.derive(**varying)
         who: dict[str, Any] = (
             {"actor_id": NO_CONTEXT_ACTOR, "actor_type": ActorType.SERVICE}
             if ctx is None
@@ -396,10 +417,8 @@ class Access:
                 "trace_id": ctx.trace_id,
             }
         )
-        is_decision = event_type in (EventType.ACCESS_ALLOWED, EventType.ACCESS_DENIED)
         return AccessEvent(
-            event_type=event_type,
-            occurred_at=now,
+            **varying,
             **who,
             customer_id=target.customer_id,
             resource=target.resource,
@@ -407,18 +426,9 @@ class Access:
             data_categories=tuple(sorted(target.data_categories or self._policy_categories())),
             field_names=target.field_names,
             subject_ids=target.subject_ids if target.subject_problem is None else (),
-            record_count=record_count,
-            decision=(
-                (Decision.ALLOWED if decision.allowed else Decision.DENIED)
-                if is_decision and decision is not None
-                else None
-            ),
-            reason_code=(reason or (decision.reason if decision else None)),
             policy_version=setup.policy.version,
             origin_host=setup.host,
-            origin_pid=os.getpid(),
             origin_service=setup.service,
-            attributes=attributes,
         )
 
     def _policy_categories(self) -> frozenset[str]:

@@ -54,6 +54,14 @@ class Gate:
     ``service`` names this application in every record's ``origin_service``; ``host``
     (default: the machine's host name) goes into ``origin_host``: give each host or container
     a stable id when host names are not meaningful.
+
+    The decision record (``access.allowed``/``access.denied``) is always durable (fsynced, or
+    flushed by PostgreSQL) before the protected code runs. The outcome record
+    (``access.completed``/``access.failed``) is always committed before the result is handed
+    out, so killing the application never loses an outcome it acted on; by default it
+    reaches the disk with the next decision or within the store's ``sync_within``, which
+    saves one fsync per call. ``durable_outcomes=True`` waits for the disk for outcomes too
+    (about half the throughput), closing the power-loss window.
     """
 
     def __init__(
@@ -65,6 +73,7 @@ class Gate:
         service: str | None = None,
         host: str | None = None,
         clock: Callable[[], datetime] = now_utc,
+        durable_outcomes: bool = False,
     ) -> None:
         problems = [
             problem
@@ -82,6 +91,7 @@ class Gate:
             clock=clock,
             service=service,
             host=socket.gethostname() if host is None else host,
+            durable_outcomes=durable_outcomes,
         )
 
     @property

@@ -28,12 +28,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 __all__ = [
+    "ROW_COLUMNS",
     "MalformedRow",
     "canonical_json",
     "column_name",
     "from_column",
     "from_row",
     "is_key_id",
+    "row_values",
     "to_row",
 ]
 
@@ -52,40 +54,52 @@ class MalformedRow(ValueError):
     """A stored row cannot be read back as a record; the message says which column and why."""
 
 
+# Built once: json.dumps with any non-default option builds a new encoder on every call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_SORTED_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
 def canonical_json(value: object, *, sort_keys: bool = False) -> str:
     """The one JSON text form the log stores lists and attribute maps in."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
+    return (_SORTED_JSON if sort_keys else _JSON).encode(value)
 
 
 def to_row(stored: StoredEvent) -> dict[str, Any]:
     """The column values for one stored event."""
+    return dict(zip(ROW_COLUMNS, row_values(stored), strict=True))
+
+
+def row_values(stored: StoredEvent) -> tuple[Any, ...]:
+    """``to_row``'s values as a tuple in ``ROW_COLUMNS`` order: what an INSERT sends."""
     event = stored.event
-    row: dict[str, Any] = {
-        "chain_id": stored.chain_id,
-        "seq": stored.seq,
-        "record_version": stored.record_version,
-        "leaf_hash": stored.leaf_hash,
-        "chain_hash": stored.chain_hash,
-        "mac": stored.mac,
-        "mac_key_id": stored.mac_key_id,
-    }
-    for name, column, convert in _TO_COLUMN:
-        value = getattr(event, name)
-        row[column] = value if convert is None or value is None else convert(value)
-    return row
+    return (
+        stored.chain_id,
+        stored.seq,
+        stored.record_version,
+        stored.leaf_hash,
+        stored.chain_hash,
+        stored.mac,
+        stored.mac_key_id,
+        *[
+            value if convert is None or value is None else convert(value)
+            for value, convert in zip(
+                [getattr(event, name) for name in _FIELD_NAMES], _FIELD_CONVERTERS, strict=True
+            )
+        ],
+    )
 
 
 _CONVERTERS: dict[Kind, Callable[[Any], object] | None] = {
     Kind.UUID: str,
     Kind.TIME: to_micros,
     Kind.BOOL: int,
-    Kind.TEXT_LIST: lambda items: canonical_json(list(items)),
-    Kind.ATTRIBUTES: lambda mapping: canonical_json(dict(mapping), sort_keys=True),
+    Kind.TEXT_LIST: lambda items: _JSON.encode(list(items)) if items else "[]",
+    Kind.ATTRIBUTES: lambda mapping: _SORTED_JSON.encode(dict(mapping)) if mapping else "{}",
     Kind.INT: None,
     Kind.TEXT: None,
 }
-# Enum members go in as plain text: some drivers would otherwise write the member's name.
-_ALL_COLUMNS = (
+#: Every column of a row, in the order of ``to_row`` and ``row_values``.
+ROW_COLUMNS = (
     "chain_id",
     "seq",
     "record_version",
@@ -95,10 +109,14 @@ _ALL_COLUMNS = (
     "mac_key_id",
     *(column_name(spec.name) for spec in EVENT_FIELDS),
 )
+# Enum members go in as plain text: some drivers would otherwise write the member's name.
 _TO_COLUMN = tuple(
     (spec.name, column_name(spec.name), str if spec.choices else _CONVERTERS[spec.kind])
     for spec in EVENT_FIELDS
 )
+
+_FIELD_NAMES = tuple(name for name, _, _ in _TO_COLUMN)
+_FIELD_CONVERTERS = tuple(convert for _, _, convert in _TO_COLUMN)
 
 
 def _int(column: str, value: object) -> int:
@@ -188,7 +206,7 @@ def _key_id(value: object) -> str:
 
 def from_row(row: Mapping[str, Any]) -> StoredEvent:
     """Rebuild a stored event from its row; raise ``MalformedRow`` if it cannot be one."""
-    missing = [c for c in _ALL_COLUMNS if c not in row]
+    missing = [c for c in ROW_COLUMNS if c not in row]
     if missing:
         raise MalformedRow(f"the row has no column {', '.join(missing)}")
     version = _int("record_version", row["record_version"])

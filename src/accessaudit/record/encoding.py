@@ -41,6 +41,15 @@ __all__ = ["MAGIC", "decode", "encode"]
 MAGIC: Final = b"accessaudit/event\x00"
 _NULL, _TEXT, _INT, _BOOL, _LIST, _MAP, _UUID, _TIME = range(8)
 _NULL_BYTES = bytes([_NULL])
+# The tags as bytes, built once (encode runs for every record written and verified).
+_TEXT_TAG, _INT_TAG, _LIST_TAG, _MAP_TAG = (
+    bytes([_TEXT]),
+    bytes([_INT]),
+    bytes([_LIST]),
+    bytes([_MAP]),
+)
+_UUID_TAG, _TIME_TAG = bytes([_UUID]), bytes([_TIME])
+_BOOLS = {False: bytes([_BOOL, 0]), True: bytes([_BOOL, 1])}
 _U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")
 
@@ -54,34 +63,34 @@ def _scalar(value: object) -> bytes:
     if value is None:
         return _NULL_BYTES
     if isinstance(value, bool):
-        return bytes([_BOOL, int(value)])
+        return _BOOLS[value]
     if isinstance(value, int):
-        return bytes([_INT]) + _I64.pack(value)
+        return _INT_TAG + _I64.pack(value)
     if isinstance(value, str):
-        return bytes([_TEXT]) + _text(value)
+        return _TEXT_TAG + _text(value)
     raise TypeError(f"cannot encode {type(value).__name__}")  # validation prevents this
 
 
 def _uuid(value: uuid.UUID) -> bytes:
-    return bytes([_UUID]) + value.bytes
+    return _UUID_TAG + value.bytes
 
 
 def _time(value: datetime) -> bytes:
-    return bytes([_TIME]) + _I64.pack(to_micros(value))
+    return _TIME_TAG + _I64.pack(to_micros(value))
 
 
 def _text_list(value: tuple[str, ...]) -> bytes:
-    return bytes([_LIST]) + _U32.pack(len(value)) + b"".join(_text(v) for v in value)
+    return _LIST_TAG + _U32.pack(len(value)) + b"".join([_text(v) for v in value])
 
 
 def _attributes(value: Mapping[str, object]) -> bytes:
     items = sorted(value.items())
-    body = b"".join(_text(k) + _scalar(v) for k, v in items)
-    return bytes([_MAP]) + _U32.pack(len(items)) + body
+    body = b"".join([_text(k) + _scalar(v) for k, v in items])
+    return _MAP_TAG + _U32.pack(len(items)) + body
 
 
 def _plain_text(value: str) -> bytes:
-    return bytes([_TEXT]) + _text(str(value))  # str(): enum members encode as their value
+    return _TEXT_TAG + _text(str(value))  # str(): enum members encode as their value
 
 
 _BY_KIND: dict[Kind, Callable[[Any], bytes]] = {

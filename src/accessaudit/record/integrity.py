@@ -116,21 +116,15 @@ def seal_batch(
 ) -> list[StoredEvent]:
     """Place ``events`` after (``last_seq``, ``last_chain_hash``) and compute their seals."""
     sealed: list[StoredEvent] = []
-    previous = last_chain_hash
+    previous = bytes.fromhex(last_chain_hash)
+    key_id = key.key_id
     for offset, event in enumerate(events, start=1):
         seq = last_seq + offset
-        leaf = leaf_hash(chain_id, seq, event)
-        link = link_hash(previous, leaf)
+        leaf = leaf_digest(encode(chain_id, seq, event))
+        link = link_digest(previous, leaf)
+        link_hex = link.hex()
         sealed.append(
-            StoredEvent(
-                event=event,
-                chain_id=chain_id,
-                seq=seq,
-                leaf_hash=leaf,
-                chain_hash=link,
-                mac=key.seal(link),
-                mac_key_id=key.key_id,
-            )
+            StoredEvent(event, chain_id, seq, leaf.hex(), link_hex, key.seal(link_hex), key_id)
         )
         previous = link
     return sealed

@@ -49,6 +49,9 @@ class MacKey:
     """A secret HMAC-SHA256 key and its public id (so verify can tell which key sealed a row)."""
 
     secret: bytes = field(repr=False)
+    # Derived once: every append reads the id and seals a link.
+    _id: str = field(init=False, repr=False, compare=False)
+    _sealer: Callable[[bytes], bytes] = field(init=False, repr=False, compare=False)
 
     def __repr__(self) -> str:
         return f"MacKey(key_id={self.key_id!r})"
@@ -56,16 +59,18 @@ class MacKey:
     def __post_init__(self) -> None:
         if len(self.secret) < KEY_BYTES:
             raise MacKeyError(f"the HMAC key must be at least {KEY_BYTES} bytes")
+        key_id = hashlib.sha256(b"accessaudit/key-id\x00" + self.secret).hexdigest()[:16]
+        object.__setattr__(self, "_id", key_id)
+        object.__setattr__(self, "_sealer", self.link_sealer())
 
     @property
     def key_id(self) -> str:
         """16 hex characters identifying the key without revealing it."""
-        return hashlib.sha256(b"accessaudit/key-id\x00" + self.secret).hexdigest()[:16]
+        return self._id
 
     def seal(self, chain_hash: str) -> str:
         """The MAC of one chain link, as hex."""
-        message = _MAC_DOMAIN + bytes.fromhex(chain_hash)
-        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+        return self._sealer(bytes.fromhex(chain_hash)).hex()
 
     def link_sealer(self) -> Callable[[bytes], bytes]:
         """``seal`` for checking many links: a raw chain hash in, the raw MAC out.

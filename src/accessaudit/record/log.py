@@ -8,13 +8,14 @@ sinks, levels) is the application's call, so nothing here calls ``structlog.conf
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from accessaudit.record._validate import to_json_value
-from accessaudit.record.fields import EVENT_FIELDS
+from accessaudit.record.fields import EVENT_FIELDS, Kind
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -27,18 +28,27 @@ _logger = structlog.get_logger("accessaudit.audit")
 
 
 _LOGGED = tuple(spec for spec in EVENT_FIELDS if spec.name != "event_type")
+# Resolved once per field: plain text, integers and booleans are their own JSON form; the
+# rest go through to_json_value, the one definition of a field's JSON form.
+_CONVERTED = tuple(
+    (
+        spec.name,
+        None
+        if spec.kind in (Kind.TEXT, Kind.INT, Kind.BOOL) and spec.choices is None
+        else functools.partial(to_json_value, spec),
+    )
+    for spec in _LOGGED
+)
 
 
 def log_fields(stored: StoredEvent) -> dict[str, Any]:
     """The flat, JSON-ready key/value form of one record, without empty fields."""
     fields: dict[str, Any] = {"chain_id": stored.chain_id, "seq": stored.seq}
     event = stored.event
-    for spec in _LOGGED:
-        value = getattr(event, spec.name)
-        if value is not None and value != ():
-            fields[spec.name] = to_json_value(spec, value)
-    if not fields["attributes"]:
-        del fields["attributes"]
+    for name, convert in _CONVERTED:
+        value = getattr(event, name)
+        if value is not None and value != () and not (name == "attributes" and not value):
+            fields[name] = value if convert is None else convert(value)
     return fields
 
 

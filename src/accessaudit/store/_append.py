@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import ColumnElement, Select, bindparam, literal_column, select, text
+from sqlalchemy import ColumnElement, Select, select, text
 
 from accessaudit.exceptions import (
     ChainHalted,
@@ -15,12 +14,10 @@ from accessaudit.exceptions import (
     DuplicateEvent,
     FieldProblem,
     InvalidEvent,
-    StoreError,
 )
 from accessaudit.record._chain import tail_findings
-from accessaudit.record._rows import MalformedRow, from_row
+from accessaudit.record._rows import ROW_COLUMNS, MalformedRow, from_row
 from accessaudit.record.events import AccessEvent, StoredEvent
-from accessaudit.record.fields import MAX_INT
 from accessaudit.record.findings import FindingCode
 from accessaudit.record.integrity import GENESIS_HASH, is_digest
 from accessaudit.store._deadline import remaining
@@ -69,90 +66,30 @@ def newest(chain_id: str, *columns: ColumnElement[Any]) -> Select[Any]:
     )
 
 
-# The statements of every append, built once: constructing a SQLAlchemy statement costs
-# more than SQLite takes to run it (about 170 of 230 microseconds for the tail query).
-_TAIL = (
-    select(events.c.seq, events.c.chain_hash, events.c.mac, events.c.mac_key_id)
-    .where(events.c.chain_id == bindparam("chain"))
-    .order_by(events.c.seq.desc())
-    .limit(1)
-)
-_BOUND_WAITS = text(
-    "SELECT set_config('lock_timeout', :wait, true),"
-    " set_config('statement_timeout', :wait, true),"
-    " set_config('synchronous_commit', 'on', true)"
-)
 # The key names the table by its oid, so every writer of this table and chain meets at the
-# same lock whatever its search_path.
-_CHAIN_LOCK = text(
+# same lock whatever its search_path. (qmark placeholders: the writer adapts them.)
+CHAIN_LOCK_SQL: Final = (
     "SELECT pg_advisory_xact_lock(hashtextextended("
-    f"'{TABLE_NAME}'::regclass::oid::text || '/' || :chain, 0))"
+    f"'{TABLE_NAME}'::regclass::oid::text || '/' || ?, 0))"
 )
-_INSERTS: dict[str, tuple[str, tuple[str, ...] | None]] = {}
-
-
-def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """INSERT ``rows`` (from ``to_row``) with the driver's own statement, compiled once.
-
-    Every column is text or an integer, so no SQLAlchemy type conversion is skipped; going
-    through ``exec_driver_sql`` keeps SQLAlchemy's error wrapping and connection handling
-    while costing about a third of a Core ``insert()``.
-    """
-    dialect = conn.dialect
-    # Two drivers of one database (or a paramstyle override) take different placeholders.
-    style = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
-    if style not in _INSERTS:
-        compiled = events.insert().compile(dialect=dialect)
-        order = tuple(compiled.positiontup or ()) if compiled.positional else None
-        _INSERTS[style] = (str(compiled), order)
-    statement, order = _INSERTS[style]
-    if order is None:
-        conn.exec_driver_sql(statement, rows)
-    else:
-        conn.exec_driver_sql(statement, [tuple(row[c] for c in order) for row in rows])
+#: The columns an append inserts, in the order of ``row_values``.
+INSERT_COLUMNS: Final = ROW_COLUMNS
 
 
 def lock_chain(conn: Connection, chain_id: str, timeout: float) -> None:
-    """Take the chain's one serialisation point (PostgreSQL) with bounded waits."""
-    # Waits are set for this transaction only, from what is left of the operation's budget.
-    # The server gets 80% of it so that its own, clearer error ("lock timeout") normally
-    # comes before the client-side deadline, which stays the backstop for a server that does
-    # not answer at all. synchronous_commit is forced on so that a server default of "off"
-    # cannot make us return before the record is durable.
-    wait = f"{max(1, int(remaining(timeout) * 800))}ms"
-    conn.execute(_BOUND_WAITS, {"wait": wait})
-    # A separate statement from the tail read: under READ COMMITTED a statement's snapshot
-    # starts when the statement does, so the tail must be read by a statement that begins
-    # after the lock is held, or it could miss the previous holder's commit.
-    conn.execute(_CHAIN_LOCK, {"chain": chain_id})
+    """Take a chain's serialisation point (PostgreSQL) on a SQLAlchemy connection, bounded.
 
-
-def read_tail(conn: Connection, chain_id: str, key: MacKey, room: int) -> tuple[int, str]:
-    """Seq and chain hash to append ``room`` records after; refuse a tail that fails its checks.
-
-    Sealing new records onto a forged or damaged tail would carry on from a record the key
-    never sealed, so the tail must be sealed by this key, with a valid MAC; otherwise the
-    chain is halted (``ChainHalted``) until an operator recovers it. (A tail sealed by
-    another key is refused too: key rotation is not supported yet, and an owner without the
-    key could otherwise relabel a forged tail with a made-up key id.)
+    What another writer holds while it appends; tests use it to hold a chain up.
     """
-    row = conn.execute(_TAIL, {"chain": chain_id}).first()
-    if row is None:
-        return 0, GENESIS_HASH
-    seq, chain_hash = row.seq, row.chain_hash
-    sealed = (
-        row.mac_key_id == key.key_id
-        and isinstance(seq, int)
-        and seq > 0
-        and is_digest(chain_hash)
-        and isinstance(row.mac, str)
-        and hmac.compare_digest(key.seal(chain_hash), row.mac)
+    wait = f"{max(1, int(remaining(timeout) * 800))}ms"
+    conn.execute(
+        text(
+            "SELECT set_config('lock_timeout', :wait, true),"
+            " set_config('statement_timeout', :wait, true)"
+        ),
+        {"wait": wait},
     )
-    if not sealed:
-        raise _halted(conn, chain_id, key)
-    if seq > MAX_INT - room:
-        raise StoreError(f"refusing to append: chain {chain_id!r} is full (seq {seq})")
-    return seq, chain_hash
+    conn.exec_driver_sql(CHAIN_LOCK_SQL.replace("?", "%(chain)s"), {"chain": chain_id})
 
 
 _RECOVERY_HELP: Final = (
@@ -161,17 +98,12 @@ _RECOVERY_HELP: Final = (
 )
 
 
-def _halted(conn: Connection, chain_id: str, key: MacKey) -> ChainHalted:
-    """The error for a tail that fails its checks, naming what verify will find there."""
-    newest_two: Select[Any] = (
-        select(literal_column("*"))
-        .select_from(events)
-        .where(events.c.chain_id == chain_id)
-        .order_by(events.c.seq.desc())
-        .limit(2)
-    )
-    rows = [dict(r) for r in conn.execute(newest_two).mappings()]
-    tail, before = rows[0], (rows[1] if len(rows) > 1 else None)
+def halted(chain_id: str, newest_two: list[dict[str, Any]], key: MacKey) -> ChainHalted:
+    """The error for a tail that fails its checks, naming what verify will find there.
+
+    ``newest_two``: the chain's two newest rows, newest first, as column -> value.
+    """
+    tail, before = newest_two[0], (newest_two[1] if len(newest_two) > 1 else None)
     seq = tail.get("seq")
     previous = before.get("chain_hash") if before is not None else GENESIS_HASH
     # Link only from the record right before: across a gap verify reports the gap, not a link.
@@ -210,11 +142,14 @@ class DamagedTail:
     chain_hash: str | None
     anchor: str
 
-    def check(self, conn: Connection) -> tuple[int, str]:
-        """Seq and chain hash to append after, if the chain's tail is still this row."""
-        row = conn.execute(_TAIL, {"chain": self.chain_id}).first()
-        seq = None if row is None else row.seq
-        stored = None if row is None or not is_digest(row.chain_hash) else row.chain_hash
+    def check(self, newest: tuple[Any, ...] | None) -> tuple[int, str]:
+        """Seq and chain hash to append after, if the chain's tail is still this row.
+
+        ``newest`` is the chain's newest row as the writer read it: its seq and chain hash
+        first.
+        """
+        seq = None if newest is None else newest[0]
+        stored = None if newest is None or not is_digest(newest[1]) else newest[1]
         if type(seq) is not int or seq != self.seq or stored != self.chain_hash:
             raise ConfigurationError(
                 f"chain {self.chain_id!r} changed while it was being recovered: its newest row "

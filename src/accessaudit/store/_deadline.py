@@ -32,16 +32,25 @@ if TYPE_CHECKING:
 _deadline: ContextVar[float | None] = ContextVar("accessaudit_deadline", default=None)
 
 
-@contextmanager
-def operation_deadline(seconds: float) -> Iterator[None]:
-    """Give everything inside ``seconds`` in total (an enclosing deadline still applies)."""
-    deadline = time.monotonic() + seconds
-    outer = _deadline.get()
-    token = _deadline.set(deadline if outer is None else min(outer, deadline))
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
+class operation_deadline:  # noqa: N801 - used like the function it replaced
+    """Give everything inside ``seconds`` in total (an enclosing deadline still applies).
+
+    A class rather than a generator-based context manager: it runs several times per
+    gated call, and this form costs a third as much.
+    """
+
+    __slots__ = ("_seconds", "_token")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    def __enter__(self) -> None:
+        deadline = time.monotonic() + self._seconds
+        outer = _deadline.get()
+        self._token = _deadline.set(deadline if outer is None else min(outer, deadline))
+
+    def __exit__(self, *_exc: object) -> None:
+        _deadline.reset(self._token)
 
 
 def remaining(default: float) -> float:

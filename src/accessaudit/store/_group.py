@@ -52,6 +52,7 @@ class _Member:
     """One caller's batch and, once its group ran, what became of it."""
 
     batch: list[AccessEvent]
+    durable: bool  # the caller waits for the disk, not only for the commit
     timeout: float  # the caller's budget, for messages
     deadline: float  # time.monotonic() by which the caller needs an answer
     taken: bool = False  # picked into a group by a leader
@@ -66,7 +67,7 @@ class GroupCommit:
 
     def __init__(
         self,
-        write: Callable[[list[list[AccessEvent]]], list[list[StoredEvent]]],
+        write: Callable[[list[list[AccessEvent]], bool], list[list[StoredEvent]]],
         *,
         max_records: int,
         max_wait: float,
@@ -84,9 +85,14 @@ class GroupCommit:
         self._leader: int | None = None  # the thread writing a group, if any
         self._forking = False  # no new group may start: the process is about to fork
 
-    def submit(self, batch: list[AccessEvent], timeout: float) -> list[StoredEvent]:
-        """Store ``batch`` in the next group commit; return its records once committed."""
-        member = _Member(batch, timeout, time.monotonic() + timeout)
+    def submit(
+        self, batch: list[AccessEvent], timeout: float, *, durable: bool = True
+    ) -> list[StoredEvent]:
+        """Store ``batch`` in the next group commit; return its records once committed.
+
+        A group is durable if any of its members asked for that.
+        """
+        member = _Member(batch, durable, timeout, time.monotonic() + timeout)
         try:
             with self._cond:
                 self._queue.append(member)
@@ -185,7 +191,7 @@ class GroupCommit:
             self._running = group
         try:
             with operation_deadline(seconds):
-                results = self._write([m.batch for m in group])
+                results = self._write([m.batch for m in group], any(m.durable for m in group))
         except Exception as e:  # noqa: BLE001 - not swallowed: every member raises it
             # Retried one by one only if one member may be the cause (a reused event id); a
             # store that is down or a chain that is halted would fail each of them again.

@@ -66,12 +66,13 @@ def evidence_uses(
     """The records of a chain with these types that cite ``evidence_ref``, in chain order."""
     rows = conn.execute(_USES, {"chain": chain_id, "ref": evidence_ref, "types": [*event_types]})
     return [
-        EvidenceUse(str(r.event_type), str(r.event_id), r.record_count, _attributes(r.attributes))
+        EvidenceUse(str(r.event_type), str(r.event_id), r.record_count, attributes_of(r.attributes))
         for r in rows
     ]
 
 
-def _attributes(text: object) -> Mapping[str, Any]:
+def attributes_of(text: object) -> Mapping[str, Any]:
+    """A stored attributes column as a mapping."""
     # A row an owner damaged is verify's to report; here it simply carries no attributes.
     try:
         value = json.loads(text) if isinstance(text, str) else {}
@@ -84,13 +85,14 @@ def _attributes(text: object) -> Mapping[str, Any]:
 class ChainView:
     """The chain as an append's precondition sees it: committed records, then those ahead."""
 
-    conn: Connection
+    committed: Callable[[str, Collection[str]], list[EvidenceUse]]
+    """Records of the chain citing a reference with these types, committed before this one."""
     chain_id: str
     ahead: Sequence[AccessEvent]
 
     def uses(self, evidence_ref: str, event_types: Collection[str]) -> list[EvidenceUse]:
         """Records citing ``evidence_ref`` with these types, committed or ahead in the group."""
-        found = evidence_uses(self.conn, self.chain_id, evidence_ref, event_types)
+        found = self.committed(evidence_ref, event_types)
         found += [
             EvidenceUse.of(e)
             for e in self.ahead
@@ -112,14 +114,3 @@ class GuardedBatch(list["AccessEvent"]):
     def __init__(self, batch: list[AccessEvent], precondition: Precondition) -> None:
         super().__init__(batch)
         self.precondition = precondition
-
-
-def check_preconditions(conn: Connection, chain_id: str, batches: list[list[AccessEvent]]) -> None:
-    """Run each guarded batch's precondition, in group order, seeing the batches before it."""
-    if not any(isinstance(batch, GuardedBatch) for batch in batches):
-        return  # the common case (e.g. service delivery): nothing to check, nothing to build
-    ahead: list[AccessEvent] = []
-    for batch in batches:
-        if isinstance(batch, GuardedBatch):
-            batch.precondition(ChainView(conn, chain_id, tuple(ahead)))
-        ahead += batch

@@ -26,30 +26,21 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from accessaudit.exceptions import (
-    CommitOutcomeUnknown,
     ConfigurationError,
     DuplicateEvent,
     InvalidEvent,
     MacKeyError,
     StoreError,
 )
-from accessaudit.record._rows import MalformedRow, from_row, to_row
+from accessaudit.record._rows import MalformedRow, from_row
 from accessaudit.record._validate import check_text
 from accessaudit.record.fields import MAX_IDENTIFIER_CHARS
-from accessaudit.record.integrity import seal_batch
 from accessaudit.record.log import emit_appended
 from accessaudit.store import _review
-from accessaudit.store._append import (
-    DamagedTail,
-    checked_batch,
-    find_stored,
-    insert_rows,
-    lock_chain,
-    newest,
-    read_tail,
-)
+from accessaudit.store._append import DamagedTail, checked_batch, find_stored, newest
 from accessaudit.store._deadline import operation_deadline, remaining, socket_deadline
 from accessaudit.store._engine import (
     DEFAULT_URL,
@@ -58,15 +49,9 @@ from accessaudit.store._engine import (
     parse_url,
     sqlite_path,
 )
-from accessaudit.store._errors import Seen, translated
+from accessaudit.store._errors import Seen, classify, translated
 from accessaudit.store._group import GroupCommit
-from accessaudit.store._guarded import (
-    EvidenceUse,
-    GuardedBatch,
-    Precondition,
-    check_preconditions,
-    evidence_uses,
-)
+from accessaudit.store._guarded import EvidenceUse, GuardedBatch, Precondition, evidence_uses
 from accessaudit.store._schema import (
     SQLITE_TRIGGERS,
     TABLE_NAME,
@@ -76,6 +61,7 @@ from accessaudit.store._schema import (
     postgres_trigger_ddl,
     writer_role_ddl,
 )
+from accessaudit.store._writer import Writer
 
 if TYPE_CHECKING:
     from collections.abc import (
@@ -113,6 +99,7 @@ DEFAULT_CHAIN: Final = "main"
 MAX_CHAIN_CHARS: Final = 64  # the chain_id column's width
 DEFAULT_TIMEOUT: Final = 5.0
 DEFAULT_BATCH_MAX_RECORDS: Final = 500
+DEFAULT_SYNC_WITHIN: Final = 0.5
 READ_BATCH: Final = 2000
 _FOR_A_REPORT: Final = "reading the audit log for a report"
 _ORDER = (events.c.seq, events.c.event_id)
@@ -158,6 +145,11 @@ class SqlStore:
     own records are committed. A lone append is written at once. ``batch_max_wait``
     (seconds, default 0) lets a transaction wait that long for more appends to join it:
     more sharing under load, at the cost of that much latency for every append.
+
+    ``append(..., durable=False)`` commits without waiting for the disk: the records survive
+    the application being killed at once, and reach the disk with the next durable commit
+    or ``sync_within`` seconds later (SQLite; PostgreSQL's own WAL writer bounds it there),
+    whichever comes first. Only a power loss or OS crash inside that window can lose them.
     """
 
     def __init__(
@@ -170,6 +162,7 @@ class SqlStore:
         must_exist: bool = True,
         batch_max_records: int = DEFAULT_BATCH_MAX_RECORDS,
         batch_max_wait: float = 0.0,
+        sync_within: float = DEFAULT_SYNC_WITHIN,
     ) -> None:
         _checked("chain_id", chain_id, MAX_CHAIN_CHARS)
         if not (math.isfinite(timeout) and timeout > 0):
@@ -185,6 +178,10 @@ class SqlStore:
             raise ConfigurationError(
                 "batch_max_wait must be 0 or more seconds and less than the timeout "
                 f"({timeout:g}s), got {batch_max_wait}"
+            )
+        if not (math.isfinite(sync_within) and sync_within > 0):
+            raise ConfigurationError(
+                f"sync_within must be a positive number of seconds, got {sync_within}"
             )
         self._url = parse_url(url)
         self.is_sqlite = self._url.get_backend_name() == "sqlite"
@@ -203,6 +200,13 @@ class SqlStore:
         self._seen = Seen(  # reached=True once an operation has worked
             sqlite_file=must_be_there,
             database_file=sqlite_path(self._url) if self.is_sqlite else None,
+        )
+        self._writer = Writer(
+            self._engine,
+            chain_id=chain_id,
+            timeout=timeout,
+            sqlite_file=str(sqlite_path(self._url).absolute()) if self.is_sqlite else None,
+            sync_within=sync_within,
         )
         # In-process appends queue here and share transactions (instead of each spinning on
         # SQLite's busy handler or queueing for PostgreSQL's chain lock with its own commit).
@@ -231,6 +235,7 @@ class SqlStore:
         The store can still be used afterwards; it opens new connections as needed.
         """
         self._group.drain(self.timeout)
+        self._writer.close()
         self._engine.dispose()
 
     def budget(self, seconds: float | None = None) -> AbstractContextManager[None]:
@@ -323,13 +328,18 @@ class SqlStore:
     # -- writing --------------------------------------------------------------------------
 
     def append(
-        self, batch: Iterable[AccessEvent], *, precondition: Precondition | None = None
+        self,
+        batch: Iterable[AccessEvent],
+        *,
+        precondition: Precondition | None = None,
+        durable: bool = True,
     ) -> list[StoredEvent]:
         """Append ``batch`` in order as one transaction; return the stored, sealed records.
 
-        Returns only after the commit is durable; either every event is stored or none is.
-        Appending a batch that is already stored, event for event, returns the stored records
-        instead of failing, so a batch can be retried after ``CommitOutcomeUnknown``.
+        Returns only after the commit is durable (with ``durable=False``: after the commit,
+        see the class docstring); either every event is stored or none is. Appending a batch
+        that is already stored, event for event, returns the stored records instead of
+        failing, so a batch can be retried after ``CommitOutcomeUnknown``.
         ``precondition`` runs inside the transaction, under the chain's serialisation point
         (see ``_guarded``); if it raises ``PreconditionFailed`` nothing is stored.
         """
@@ -340,8 +350,9 @@ class SqlStore:
             checked = GuardedBatch(checked, precondition)
         if self.key is None:
             raise MacKeyError("appending needs the HMAC key; pass key=load_key()")
+        timeout = min(self.timeout, remaining(self.timeout))
         try:
-            sealed = self._group.submit(checked, min(self.timeout, remaining(self.timeout)))
+            sealed = self._group.submit(checked, timeout, durable=durable)
         except DuplicateEvent:
             with self._connection("checking for an earlier append of this batch") as conn:
                 earlier = find_stored(conn, self.chain_id, checked)
@@ -353,10 +364,13 @@ class SqlStore:
         emit_appended(sealed)
         return sealed
 
-    def _write_group(self, batches: list[list[AccessEvent]]) -> list[list[StoredEvent]]:
+    def _write_group(
+        self, batches: list[list[AccessEvent]], durable: bool
+    ) -> list[list[StoredEvent]]:
         """Append several callers' batches in one transaction; each gets its own records back."""
-        assert self.key is not None  # append() checked before queueing  # noqa: S101
-        sealed = self._append(batches, self.key)
+        key = self.key
+        assert key is not None  # append() checked before queueing  # noqa: S101
+        sealed = self._write(lambda: self._writer.write(batches, key, durable=durable))
         stored, start = [], 0
         for batch in batches:
             stored.append(sealed[start : start + len(batch)])
@@ -370,52 +384,23 @@ class SqlStore:
         ``ConfigurationError`` raised, unless the chain's newest row is still exactly the one
         ``after`` describes: the recovery record must acknowledge what the operator saw.
         """
-        if self.key is None:
+        key = self.key
+        if key is None:
             raise MacKeyError("recovering a chain needs the HMAC key; pass key=load_key()")
-        (stored,) = self._append([checked_batch([event])], self.key, tail=after.check)
+        batch = checked_batch([event])
+        (stored,) = self._write(lambda: self._writer.write([batch], key, tail_check=after.check))
         emit_appended([stored])
         return stored
 
-    def _append(
-        self,
-        batches: list[list[AccessEvent]],
-        key: MacKey,
-        *,
-        tail: Callable[[Connection], tuple[int, str]] | None = None,
-    ) -> list[StoredEvent]:
-        batch = [e for b in batches for e in b]
-        with (
-            operation_deadline(self.timeout),
-            self._connection("appending to the audit log", write=True) as conn,
-        ):
-            transaction = conn.begin()
+    def _write(self, transaction: Callable[[], list[StoredEvent]]) -> list[StoredEvent]:
+        """Run one of the writer's transactions within the timeout, errors translated."""
+        with operation_deadline(self.timeout):
             try:
-                if not self.is_sqlite:
-                    lock_chain(conn, self.chain_id, self.timeout)
-                if tail is None:
-                    last_seq, last_hash = read_tail(conn, self.chain_id, key, len(batch))
-                else:
-                    last_seq, last_hash = tail(conn)
-                check_preconditions(conn, self.chain_id, batches)
-                sealed = seal_batch(self.chain_id, last_seq, last_hash, batch, key)
-                insert_rows(conn, [to_row(s) for s in sealed])
-            except BaseException:
-                # The original error is what matters; a rollback on a dead connection may
-                # fail too, and must not replace it.
-                with suppress(Exception):
-                    transaction.rollback()
-                raise
-            try:
-                transaction.commit()
-            except Exception as e:
-                if self.is_sqlite:  # a failed COMMIT leaves SQLite's file unchanged
-                    raise
-                # The server may have committed before the connection failed: we cannot know.
-                raise CommitOutcomeUnknown(
-                    "appending to the audit log: the connection failed during COMMIT, so the "
-                    "batch may or may not be stored; append the same batch again to find out "
-                    "(a retry never stores it twice)"
-                ) from e
+                sealed = transaction()
+            except SQLAlchemyError as e:
+                raise classify(e, "appending to the audit log", self._seen) from e
+        if not self._seen.reached:  # it worked: from now on, a missing log has vanished
+            self._seen = replace(self._seen, reached=True)
         return sealed
 
     @contextmanager
