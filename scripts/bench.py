@@ -39,13 +39,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench_async import leg_async
 from bench_baselines import leg_logging, leg_orm, leg_sqlite3
 from bench_dump import export_legs
 from bench_dump import run_reps as dump_reps
 from bench_gated import leg_processes, leg_threads, pg_schema, server_version
 from bench_log import build
 from bench_micro import cpu_split
-from bench_report import render, targets
+from bench_report import ASYNC_TASKS, render, targets
 from bench_threads import log_like_the_cli_to_devnull, structlog_quiet
 from sqlalchemy.engine import make_url
 
@@ -152,6 +153,9 @@ def call_legs(results: dict[str, Any], work: Path, key: MacKey, args: argparse.N
             ("c_sqlite3", leg_sqlite3, f"c-{t}.db"),
         ):
             _leg(results, family, str(t), run, work / file, reps, t, calls)
+    url = f"sqlite:///{work / 'gated-async.db'}"
+    tasks = ASYNC_TASKS
+    _leg(results, "accessaudit_async", str(tasks), leg_async, url, key, reps, tasks, calls)
 
 
 def postgres_legs(results: dict[str, Any], key: MacKey, args: argparse.Namespace) -> None:
@@ -161,9 +165,10 @@ def postgres_legs(results: dict[str, Any], key: MacKey, args: argparse.Namespace
         with pg_schema(args.postgres) as url:
             _leg(results, "accessaudit_postgres", str(t), leg_threads, url, key, reps, t, calls)
     shape = f"{args.procs}x{args.proc_threads}"
-    for family, sharded in (
-        ("accessaudit_postgres_procs", False),
-        ("accessaudit_postgres_shards", True),
+    for family, sharded, baseline in (
+        ("f_psycopg", False, True),
+        ("accessaudit_postgres_procs", False, False),
+        ("accessaudit_postgres_shards", True, False),
     ):
         with pg_schema(args.postgres) as url:
             _leg(
@@ -178,6 +183,7 @@ def postgres_legs(results: dict[str, Any], key: MacKey, args: argparse.Namespace
                 procs=args.procs,
                 threads=args.proc_threads,
                 sharded=sharded,
+                baseline=baseline,
             )
 
 

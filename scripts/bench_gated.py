@@ -9,11 +9,12 @@ from __future__ import annotations
 import multiprocessing
 import traceback
 import uuid
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench_pg_baseline import baseline_worker, create_table
 from bench_threads import (
     CUSTOMER,
     SERVICE,
@@ -45,12 +46,17 @@ TIMEOUT_S = 30.0
 CHILD_WAIT_S = 600.0
 
 
+def gated_store_and_gate(url: str, key: MacKey, chain_id: str = "main") -> tuple[SqlStore, Gate]:
+    """A store at ``url`` and a gate on it with the example policy."""
+    store = SqlStore(url, key=key, must_exist=False, timeout=TIMEOUT_S, chain_id=chain_id)
+    return store, Gate(store, Policy.load(POLICY), service="bench")
+
+
 def gated(
     url: str, key: MacKey, chain_id: str = "main"
 ) -> tuple[SqlStore, Callable[[str], list[dict[str, str]]]]:
     """A store at ``url`` and ``read_contacts`` protected by a gate with the example policy."""
-    store = SqlStore(url, key=key, must_exist=False, timeout=TIMEOUT_S, chain_id=chain_id)
-    gate = Gate(store, Policy.load(POLICY), service="bench")
+    store, gate = gated_store_and_gate(url, key, chain_id)
     return store, gate.protect("crm.contacts")(read_contacts)
 
 
@@ -118,17 +124,23 @@ class ChildPlan:
     calls: int
     reps: int
     chain_id: str
+    baseline: bool = False  # baseline F instead of the gate
 
 
 def _process_main(plan: ChildPlan, start: Barrier, results: Queue[tuple[Any, ...]]) -> None:
     """One child: its own store and gate; each rep starts with the other children's."""
     try:
         log_like_the_cli_to_devnull()
-        store, read = gated(plan.url, MacKey(bytes.fromhex(plan.key_hex)), plan.chain_id)
+        store: AbstractContextManager[object]
+        if plan.baseline:
+            worker, store = baseline_worker(plan.url), nullcontext()
+        else:
+            store, read = gated(plan.url, MacKey(bytes.fromhex(plan.key_hex)), plan.chain_id)
+            worker = gated_worker(read)
         with store:
             for rep in range(plan.reps):
                 start.wait()
-                done = run_rep(plan.threads, plan.calls, gated_worker(read))
+                done = run_rep(plan.threads, plan.calls, worker)
                 results.put((rep, done.calls, done.seconds, done.latencies_us))
     except BaseException:
         start.abort()  # the other children must not wait for this one
@@ -137,21 +149,41 @@ def _process_main(plan: ChildPlan, start: Barrier, results: Queue[tuple[Any, ...
 
 
 def leg_processes(
-    url: str, key: MacKey, reps: int, calls: int, *, procs: int, threads: int, sharded: bool
+    url: str,
+    key: MacKey,
+    reps: int,
+    calls: int,
+    *,
+    procs: int,
+    threads: int,
+    sharded: bool = False,
+    baseline: bool = False,
 ) -> dict[str, Any]:
     """Gated reads from ``procs`` spawned processes x ``threads`` threads, on one empty log.
 
-    All processes append to one chain, or with ``sharded`` each to a chain of its own (so
-    they never wait for each other's chain lock: what shards would gain). A rep's throughput
-    is the sum of the processes' own rates; its latencies are all of theirs together.
+    All processes append to one chain, or with ``sharded`` each to a chain of its own (a
+    shard per process, as the README recommends for many hosts). With ``baseline`` the
+    same processes run baseline F instead. A rep's throughput is the sum of the processes'
+    own rates; its latencies are all of theirs together.
     """
-    with SqlStore(url, key=key, must_exist=False) as store:
-        store.create_schema()
+    if baseline:
+        create_table(url)
+    else:
+        with SqlStore(url, key=key, must_exist=False) as store:
+            store.create_schema()
     spawn = multiprocessing.get_context("spawn")
     start = spawn.Barrier(procs, timeout=CHILD_WAIT_S)
     results: Queue[tuple[Any, ...]] = spawn.Queue()
     plans = [
-        ChildPlan(url, key.secret.hex(), threads, share, reps, f"shard-{i}" if sharded else "main")
+        ChildPlan(
+            url,
+            key.secret.hex(),
+            threads,
+            share,
+            reps,
+            f"shard-{i}" if sharded else "main",
+            baseline,
+        )
         for i, share in enumerate(shares(calls, procs))
     ]
     children = [spawn.Process(target=_process_main, args=(p, start, results)) for p in plans]

@@ -354,23 +354,26 @@ def test_deadlines_work_in_a_forked_child(pg_backend: Backend, key: MacKey) -> N
 def test_connection_lost_at_commit_is_outcome_unknown_and_retry_is_safe(
     pg_backend: Backend, key: MacKey
 ) -> None:
-    """COMMIT on a dead connection raises CommitOutcomeUnknown; the retry stores it once."""
+    """The connection dying while COMMIT runs: CommitOutcomeUnknown; the retry stores it once.
+
+    A deferred trigger makes the server end its own connection during COMMIT, after the
+    client has sent it: from the client's side exactly a lost connection at commit.
+    """
     with SqlStore(pg_backend.url, key=key, must_exist=False) as store:
         store.create_schema()
         store.append([make_event()])
-        killed: list[int] = []
-
-        def kill_before_commit(statement: str, driver: Any) -> None:
-            if statement == "COMMIT" and not killed:
-                killed.append(driver.info.backend_pid)
-                pg_backend.sql("SELECT pg_terminate_backend(:pid)", pid=killed[0])
-
+        pg_backend.sql(
+            "CREATE FUNCTION die_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$"
+        )
+        pg_backend.sql(
+            "CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT ON accessaudit_events "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION die_at_commit()"
+        )
         batch = [make_event(), make_event()]
-        with (
-            writerkit.on_statement(store, kill_before_commit),
-            pytest.raises(CommitOutcomeUnknown, match="append the same batch again"),
-        ):
+        with pytest.raises(CommitOutcomeUnknown, match="append the same batch again"):
             store.append(batch)
+        pg_backend.sql("DROP TRIGGER die_at_commit ON accessaudit_events")
         retried = store.append(batch)
         assert [r.seq for r in retried] == [2, 3]
         assert store.append(batch) == retried  # and a further retry changes nothing

@@ -158,37 +158,50 @@ def test_one_bad_batch_does_not_fail_its_group(store: SqlStore, key: MacKey) -> 
     assert verify_store(store, key).intact
 
 
-@pytest.mark.postgres
-def test_connection_killed_mid_batch_fails_the_group_and_the_chain_continues(
-    pg_backend: Backend, key: MacKey
-) -> None:
-    """A group's connection killed during its INSERT: all its callers fail, none is stored.
+def _kill_at_inserts(pg_backend: Backend, which: set[int]) -> Callable[[str, Any], None]:
+    """A statement hook terminating the writer's backend before the n-th INSERT, n in which."""
+    inserts: list[int] = []
 
-    (pg_terminate_backend.) The next appends then continue the chain without a gap.
+    def kill(statement: str, driver: Any) -> None:
+        if statement.startswith("INSERT"):
+            inserts.append(1)
+            if len(inserts) in which:  # waits until the backend is gone: no race with it
+                pg_backend.sql(
+                    "SELECT pg_terminate_backend(:pid, 5000)", pid=driver.info.backend_pid
+                )
+
+    return kill
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kills", [{2}, {2, 3}])
+def test_connection_killed_mid_batch_retries_once_then_fails_the_group(
+    pg_backend: Backend, key: MacKey, kills: set[int]
+) -> None:
+    """A group's connection killed before COMMIT was sent: retried once, then failed.
+
+    Nothing of it was written, so the group is tried once more on a new connection.
+    Killed again, all its callers fail, none is stored; either way the chain continues
+    without a gap.
     """
     with SqlStore(pg_backend.url, key=key, must_exist=False) as store:
         store.create_schema()
         store.append([make_event()])
-        inserts: list[int] = []
-
-        def kill_second_group(statement: str, driver: Any) -> None:
-            if statement.startswith("INSERT"):
-                inserts.append(1)
-                if len(inserts) == 2:  # the group of the seven queued callers
-                    pid = driver.info.backend_pid
-                    pg_backend.sql("SELECT pg_terminate_backend(:pid)", pid=pid)
-
         batches = [[make_event(request_id=f"k{i}")] for i in range(8)]
         with (
-            writerkit.on_statement(store, kill_second_group),
+            writerkit.on_statement(store, _kill_at_inserts(pg_backend, kills)),
             _commits(store, hold_first_until=lambda: _queued(store) == 7),
         ):
             results = _in_threads(store, batches)
         assert isinstance(results[0], list)
-        assert all(isinstance(r, StoreUnavailable) for r in results[1:])
-        assert store.count() == 2  # the first caller's record after the one before
+        if kills == {2}:  # the retry wrote the group of seven
+            assert all(isinstance(r, list) for r in results), results
+            assert store.count() == 9
+        else:
+            assert all(isinstance(r, StoreUnavailable) for r in results[1:]), results
+            assert store.count() == 2  # the first caller's record after the one before
         again = store.append([make_event()])
-        assert again[0].seq == 3
+        assert again[0].seq == store.count()
         assert verify_store(store, key).intact
 
 

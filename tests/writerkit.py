@@ -50,18 +50,19 @@ class _Connection:
 
 @contextmanager
 def on_statement(store: SqlStore, hook: Callable[[str, Any], None]) -> Iterator[None]:
-    """Run ``hook`` before each statement the store's writer sends, inside the block."""
+    """Run ``hook`` before each statement the store's writer sends, inside the block.
+
+    Also on a connection the writer opens meanwhile (after one broke, say).
+    """
     writer = store._writer
+    opened = writer._driver
     with writer._lock:
-        writer._driver()  # opened now, so that it is the one wrapped
-        real = writer._db
-        writer._db = _Connection(real, hook)
+        writer._driver = lambda: _Connection(opened(), hook)  # type: ignore[method-assign]
     try:
         yield
     finally:
         with writer._lock:
-            if isinstance(writer._db, _Connection):
-                writer._db = writer._db._real
+            writer._driver = opened  # type: ignore[method-assign]
 
 
 def writer_backend_pid(store: SqlStore) -> int:
@@ -83,3 +84,9 @@ def commits(store: SqlStore, before: Callable[[int], None] | None = None) -> Ite
 
     with on_statement(store, hook):
         yield counted
+
+
+def driver_error(store: SqlStore, message: str) -> Exception:
+    """An OperationalError of the store's driver, as a failing database raises it."""
+    error: Exception = store._engine.dialect.loaded_dbapi.OperationalError(message)
+    return error

@@ -13,8 +13,10 @@ order of work is the library's central promise:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -125,13 +127,24 @@ class Access:
         the chain says now. So no ``access.allowed`` record ever follows, in chain order,
         the withdrawal of the evidence it cites.
         """
+        _drive(self._begin_steps(), self._setup.store)
+
+    async def begin_async(self) -> None:
+        """``begin`` without blocking the event loop."""
+        if self._kind is not None:
+            # Evidence is looked up in the store before deciding: all of it in a thread.
+            await asyncio.to_thread(self.begin)
+        else:
+            await _drive_async(self._begin_steps(), self._setup.store)
+
+    def _begin_steps(self) -> _Steps:
         with self._recording("record the access decision", "the protected code did not run"):
             changed: _EvidenceChanged | None = None
             for _ in range(_DECISION_ATTEMPTS):
                 decision, event = self._decide()
                 check = self._still_holds if self._relied_on is not None else None
                 try:
-                    (self.record,) = self._setup.store.append([event], precondition=check)
+                    (self.record,) = yield _Append([event], check, durable=True)
                     break
                 except _EvidenceChanged as e:
                     changed = e
@@ -139,7 +152,7 @@ class Access:
                 # Still changing after every attempt: deny, and record that, as any denial.
                 assert changed is not None  # noqa: S101 - the loop ran and failed each time
                 decision, event = self._denied_because(changed)
-                (self.record,) = self._setup.store.append([event])
+                (self.record,) = yield _Append([event], None, durable=True)
         self.decision = decision
         if not decision.allowed:
             self._finished = True
@@ -236,6 +249,17 @@ class Access:
     def check_allowance(self, count: int | None, *, handed_out: int = 0) -> None:
         """Refuse to hand out ``count`` records if that takes a grant past its allowance.
 
+        See ``_allowance_steps``.
+        """
+        _drive(self._allowance_steps(count, handed_out), self._setup.store)
+
+    async def check_allowance_async(self, count: int | None, *, handed_out: int = 0) -> None:
+        """``check_allowance`` without blocking the event loop."""
+        await _drive_async(self._allowance_steps(count, handed_out), self._setup.store)
+
+    def _allowance_steps(self, count: int | None, handed_out: int) -> _Steps:
+        """Refuse to hand out ``count`` records if that takes a grant past its allowance.
+
         Under a grant with an allowance, a result whose size is unknown (``None``) is
         refused too: it cannot be counted against it. The refusal is recorded
         (``access.failed``, reason ``evidence_scope_exceeded``, with ``handed_out``: what
@@ -246,6 +270,7 @@ class Access:
             return
         if count is not None and count <= left:
             return
+        yield from ()  # a generator even when nothing is recorded
         detail = (
             f"grant {grant.grant_id} allows {left} more records and the result's size is "
             "unknown (pass count= to the gate)"
@@ -258,7 +283,7 @@ class Access:
             policy_version=self._setup.policy.version,
             detail=detail,
         )
-        self._finish(
+        yield from self._finish(
             EventType.ACCESS_FAILED,
             record_count=handed_out,
             reason=decision.reason,
@@ -277,17 +302,30 @@ class Access:
         withdrawn while the code ran still wins: the result is withheld (``AccessDenied``,
         recorded as ``access.failed`` with reason ``evidence_revoked``).
         """
+        steps = self._complete_steps(record_count, stopped_early, result_held)
+        _drive(steps, self._setup.store)
+
+    async def complete_async(
+        self, record_count: int | None, *, stopped_early: bool = False, result_held: bool = False
+    ) -> None:
+        """``complete`` without blocking the event loop."""
+        steps = self._complete_steps(record_count, stopped_early, result_held)
+        await _drive_async(steps, self._setup.store)
+
+    def _complete_steps(
+        self, record_count: int | None, stopped_early: bool, result_held: bool
+    ) -> _Steps:
         if not stopped_early:  # a generator's items were checked one by one
-            self.check_allowance(record_count)
+            yield from self._allowance_steps(record_count, 0)
         extra: dict[str, AttributeValue] = {"stopped_early": True} if stopped_early else {}
         check = self._not_withdrawn if result_held and self._relied_on else None
         try:
-            self._finish(
+            yield from self._finish(
                 EventType.ACCESS_COMPLETED, record_count=record_count, extra=extra, check=check
             )
         except _EvidenceChanged:
             self._finished = False
-            self._finish(
+            yield from self._finish(
                 EventType.ACCESS_FAILED,
                 record_count=0,
                 reason=ReasonCode.EVIDENCE_REVOKED,
@@ -306,9 +344,16 @@ class Access:
 
     def fail(self, error: BaseException, *, handed_out: int | None = None) -> None:
         """Record that the protected code raised (its type only); never masks ``error``."""
+        _drive(self._fail_steps(error, handed_out), self._setup.store)
+
+    async def fail_async(self, error: BaseException, *, handed_out: int | None = None) -> None:
+        """``fail`` without blocking the event loop."""
+        await _drive_async(self._fail_steps(error, handed_out), self._setup.store)
+
+    def _fail_steps(self, error: BaseException, handed_out: int | None) -> _Steps:
         kind = type(error)
         try:
-            self._finish(
+            yield from self._finish(
                 EventType.ACCESS_FAILED,
                 record_count=handed_out,
                 extra={"error_type": f"{kind.__module__}.{kind.__qualname__}"[:1024]},
@@ -333,7 +378,7 @@ class Access:
         reason: ReasonCode | None = None,
         extra: dict[str, AttributeValue] | None = None,
         check: Precondition | None = None,
-    ) -> None:
+    ) -> _Steps:
         if self._finished:
             return
         self._finished = True
@@ -349,9 +394,7 @@ class Access:
             extra={**link, **(extra or {})},
         )
         with self._recording("record the access outcome", "the result was withheld"):
-            self._setup.store.append(
-                [event], precondition=check, durable=self._setup.durable_outcomes
-            )
+            yield _Append([event], check, durable=self._setup.durable_outcomes)
 
     # -- shared -----------------------------------------------------------------------------
 
@@ -434,6 +477,55 @@ class Access:
     def _policy_categories(self) -> frozenset[str]:
         rule = self._setup.policy.resources.get(self.target.resource)
         return rule.data_categories if rule is not None else frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    """One append an access asks its driver for (see ``_drive``)."""
+
+    batch: list[AccessEvent]
+    check: Precondition | None
+    durable: bool
+
+
+#: An access's work as steps: it yields the appends it needs and is sent their records (or
+#: has their error thrown in). One body of logic, driven by ``_drive`` for callers on a
+#: thread and by ``_drive_async`` for coroutines, which must never block their loop.
+_Steps = Generator[_Append, "list[StoredEvent]", None]
+
+
+def _drive(steps: _Steps, store: SqlStore) -> None:
+    """Run ``steps`` on this thread: each append is ``store.append``."""
+    try:
+        request = next(steps)
+        while True:
+            try:
+                stored = store.append(
+                    request.batch, precondition=request.check, durable=request.durable
+                )
+            except BaseException as e:  # noqa: BLE001 - thrown into the steps, which decide
+                request = steps.throw(e)
+            else:
+                request = steps.send(stored)
+    except StopIteration:
+        return
+
+
+async def _drive_async(steps: _Steps, store: SqlStore) -> None:
+    """Run ``steps`` in a coroutine: each append is ``store.append_async``."""
+    try:
+        request = next(steps)
+        while True:
+            try:
+                stored = await store.append_async(
+                    request.batch, precondition=request.check, durable=request.durable
+                )
+            except BaseException as e:  # noqa: BLE001 - thrown into the steps, which decide
+                request = steps.throw(e)
+            else:
+                request = steps.send(stored)
+    except StopIteration:
+        return
 
 
 @contextmanager

@@ -54,14 +54,21 @@ def log_fields(stored: StoredEvent) -> dict[str, Any]:
 
 def emit_appended(records: Sequence[StoredEvent]) -> None:
     """Emit one structlog event per committed record."""
-    # Skip building the fields when the application's configuration would drop them anyway
-    # (structlog >= 25.1 loggers answer is_enabled_for; others are always asked).
-    enabled = getattr(_logger, "is_enabled_for", None)
-    if enabled is not None and not enabled(logging.INFO):
+    # One bound logger per call: each attribute of structlog's lazy proxy binds a new one
+    # (unless the application caches loggers), which cost more than building the event.
+    try:
+        logger = _logger.bind()
+        # Skip building the fields when the application's configuration would drop them
+        # anyway (structlog >= 25.1 loggers answer is_enabled_for; others are always asked).
+        enabled = getattr(logger, "is_enabled_for", None)
+        if enabled is not None and not enabled(logging.INFO):
+            return
+    except Exception:
+        logging.getLogger("accessaudit").exception("structlog could not emit audit events")
         return
     for stored in records:
         try:
-            _logger.info(stored.event.event_type.value, **log_fields(stored))
+            logger.info(stored.event.event_type.value, **log_fields(stored))
         except Exception:
             # The records are committed; a failing log processor must not make the caller
             # believe otherwise (and retry into a duplicate). Report it where it can be seen.

@@ -55,6 +55,10 @@ class _Member:
     durable: bool  # the caller waits for the disk, not only for the commit
     timeout: float  # the caller's budget, for messages
     deadline: float  # time.monotonic() by which the caller needs an answer
+    # The caller's own wake-up, on the queue's lock: woken when it is done or may lead,
+    # and by nothing else. (One shared condition woke every waiting thread at every
+    # change; with 16 threads that herd cost more CPU than the records themselves.)
+    wake: threading.Condition
     taken: bool = False  # picked into a group by a leader
     leader: bool = False  # its own thread wrote the group
     done: bool = False
@@ -79,7 +83,10 @@ class GroupCommit:
         _live.add(self)
 
     def _reset(self) -> None:
-        self._cond = threading.Condition()
+        # The queue's lock, reentrant (a settling leader finishes each member under it).
+        self._lock = threading.RLock()
+        # Waited on only by a gathering leader, drain() and the fork hooks.
+        self._cond = threading.Condition(self._lock)
         self._queue: deque[_Member] = deque()
         self._running: list[_Member] = []
         self._leader: int | None = None  # the thread writing a group, if any
@@ -92,28 +99,63 @@ class GroupCommit:
 
         A group is durable if any of its members asked for that.
         """
-        member = _Member(batch, durable, timeout, time.monotonic() + timeout)
+        (outcome,) = self.submit_all([(batch, timeout, durable)], raise_first=True)
+        assert not isinstance(outcome, BaseException)  # raised instead  # noqa: S101
+        return outcome
+
+    def submit_all(
+        self, items: list[tuple[list[AccessEvent], float, bool]], *, raise_first: bool = False
+    ) -> list[list[StoredEvent] | BaseException]:
+        """Several callers' batches ((batch, timeout, durable) each) from this one thread.
+
+        They are queued together, so they normally share one transaction; each gets its
+        own records or its own error back, as if each had called ``submit``. (How an
+        event loop hands all the appends of its tasks to one thread: see ``_async``.)
+        With ``raise_first`` the first error is raised instead of returned.
+        """
+        now = time.monotonic()
+        members = [
+            _Member(batch, durable, timeout, now + timeout, threading.Condition(self._lock))
+            for batch, timeout, durable in items
+        ]
         try:
             with self._cond:
-                self._queue.append(member)
+                self._queue.extend(members)
                 if self.max_wait:  # a leader may be gathering a group: tell it there is more
                     self._cond.notify_all()
-                group = self._take(member) if self._await_turn(member) else None
-            if group is not None:
-                try:
-                    self._run(group)
-                finally:
-                    with self._cond:
-                        self._leader = None
-                        self._cond.notify_all()
+            for member in members:
+                self._see_through(member, raise_first=raise_first)
         except BaseException:
-            self._abandon(member)
+            for member in members:
+                self._abandon(member)
             raise
-        if member.error is None:
-            return member.stored
-        if member.leader:  # the thread that wrote the group raises the original
-            raise member.error
-        raise _own_copy(member.error)
+        outcomes: list[list[StoredEvent] | BaseException] = []
+        for member in members:
+            if member.error is None:
+                outcomes.append(member.stored)
+            elif raise_first:
+                # The thread that wrote the group raises the original.
+                raise member.error if member.leader else own_copy(member.error)
+            else:
+                outcomes.append(member.error if member.leader else own_copy(member.error))
+        return outcomes
+
+    def _see_through(self, member: _Member, *, raise_first: bool) -> None:
+        """Wait until ``member`` is written, leading a group when it is this thread's turn."""
+        try:
+            with self._cond:
+                group = self._take(member) if self._await_turn(member) else None
+        except StoreUnavailable as e:  # its deadline passed before an outcome
+            if raise_first:
+                raise
+            member.done, member.error = True, e
+            return
+        if group is not None:
+            try:
+                self._run(group)
+            finally:
+                with self._cond:
+                    self._step_down()
 
     def _abandon(self, member: _Member) -> None:
         """The caller is leaving with an error: it must not stay queued, nor keep the lead."""
@@ -122,8 +164,19 @@ class GroupCommit:
                 with contextlib.suppress(ValueError):  # already gone after a timeout
                     self._queue.remove(member)
             if self._leader == threading.get_ident():  # interrupted between lead and write
-                self._leader = None
-                self._cond.notify_all()
+                self._step_down()
+
+    def _step_down(self) -> None:
+        """The lead is free (condition held): the oldest waiting caller may take it."""
+        self._leader = None
+        self._cond.notify_all()
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        for member in self._queue:
+            if not member.taken:
+                member.wake.notify()
+                return
 
     def _await_turn(self, member: _Member) -> bool:
         """Wait (holding the condition) until ``member`` is done or may lead; True to lead."""
@@ -142,7 +195,7 @@ class GroupCommit:
                     "batch may or may not be stored; append the same batch again to find out"
                 )
             limit = member.deadline + (HANDBACK_GRACE if member.taken else 0.0)
-            self._cond.wait(limit - now)
+            member.wake.wait(limit - now)
         return False
 
     def _take(self, own: _Member) -> list[_Member]:
@@ -237,7 +290,8 @@ class GroupCommit:
             member.done = True
             member.stored = stored or []
             member.error = error
-            self._cond.notify_all()
+            member.wake.notify()
+            self._cond.notify_all()  # drain() may be waiting for it
 
     def drain(self, timeout: float) -> bool:
         """Wait until the batches queued or being written now are done; False on timeout.
@@ -263,7 +317,7 @@ def _interrupted(member: _Member) -> StoreUnavailable:
     )
 
 
-def _own_copy(error: BaseException) -> BaseException:
+def own_copy(error: BaseException) -> BaseException:
     """The group's error for one more waiting caller: its own object, same class and cause.
 
     Raising one exception object in several threads would splice their tracebacks (and
@@ -309,6 +363,7 @@ def _resume_in_parent() -> None:
     for group in _held_over_fork:
         group._forking = False
         group._cond.notify_all()
+        group._wake_next()
         group._cond.release()
     _held_over_fork.clear()
     _fork_lock.release()

@@ -41,6 +41,7 @@ from accessaudit.record.fields import MAX_IDENTIFIER_CHARS
 from accessaudit.record.log import emit_appended
 from accessaudit.store import _review
 from accessaudit.store._append import DamagedTail, checked_batch, find_stored, newest
+from accessaudit.store._async import loop_appends
 from accessaudit.store._deadline import operation_deadline, remaining, socket_deadline
 from accessaudit.store._engine import (
     DEFAULT_URL,
@@ -343,26 +344,59 @@ class SqlStore:
         ``precondition`` runs inside the transaction, under the chain's serialisation point
         (see ``_guarded``); if it raises ``PreconditionFailed`` nothing is stored.
         """
-        checked = checked_batch(batch)
+        checked = self._prepared(batch, precondition)
         if not checked:
             return []
-        if precondition is not None:
-            checked = GuardedBatch(checked, precondition)
-        if self.key is None:
-            raise MacKeyError("appending needs the HMAC key; pass key=load_key()")
         timeout = min(self.timeout, remaining(self.timeout))
         try:
             sealed = self._group.submit(checked, timeout, durable=durable)
-        except DuplicateEvent:
-            with self._connection("checking for an earlier append of this batch") as conn:
-                earlier = find_stored(conn, self.chain_id, checked)
-            if earlier is None:
-                raise
-            # Stored by an attempt whose outcome was unknown, and so not emitted yet.
-            emit_appended(earlier)
-            return earlier
+        except DuplicateEvent as e:
+            sealed = self.earlier_append(checked, e)
         emit_appended(sealed)
         return sealed
+
+    async def append_async(
+        self,
+        batch: Iterable[AccessEvent],
+        *,
+        precondition: Precondition | None = None,
+        durable: bool = True,
+    ) -> list[StoredEvent]:
+        """``append`` for coroutines: the event loop never waits for the database.
+
+        The appends that a loop's tasks make in one turn of the loop are handed to a worker
+        thread together (one hand-off for all of them) and written in shared transactions;
+        each caller resumes once its own records are committed, as with ``append``.
+        """
+        checked = self._prepared(batch, precondition)
+        if not checked:
+            return []
+        timeout = min(self.timeout, remaining(self.timeout))
+        sealed = await loop_appends(self).append(checked, timeout, durable)
+        emit_appended(sealed)  # here, in the caller's task: its context variables apply
+        return sealed
+
+    def _prepared(
+        self, batch: Iterable[AccessEvent], precondition: Precondition | None
+    ) -> list[AccessEvent]:
+        """The batch checked and carrying its precondition; refused now if it cannot be."""
+        checked = checked_batch(batch)
+        if checked and precondition is not None:
+            checked = GuardedBatch(checked, precondition)
+        if checked and self.key is None:
+            raise MacKeyError("appending needs the HMAC key; pass key=load_key()")
+        return checked
+
+    def earlier_append(self, batch: list[AccessEvent], error: DuplicateEvent) -> list[StoredEvent]:
+        """The records of ``batch`` if an earlier attempt stored it as given, else ``error``.
+
+        (Stored by an attempt whose outcome was unknown to its caller.)
+        """
+        with self._connection("checking for an earlier append of this batch") as conn:
+            earlier = find_stored(conn, self.chain_id, batch)
+        if earlier is None:
+            raise error
+        return earlier
 
     def _write_group(
         self, batches: list[list[AccessEvent]], durable: bool
