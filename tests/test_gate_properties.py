@@ -124,15 +124,16 @@ def test_no_body_runs_without_a_committed_decision(backend: Backend, key: MacKey
                 expected = AuditUnavailable if outage else (None if role == "app" else AccessDenied)
                 blocker = _hold_write_lock(backend) if outage else None
                 raised: type[Exception] | None = None
+                why = ""
                 try:
                     with access_context(ctx):
                         protected[shape]("acme")
                 except (AccessDenied, AuditUnavailable) as e:
-                    raised = type(e)
+                    raised, why = type(e), str(e)
                 finally:
                     if blocker is not None:
                         _release(blocker)
-                assert raised is expected
+                assert raised is expected, why
                 assert (request in witness.ran) is (expected is None)
                 if blocker is None and role == "app":
                     assert witness.ran[-1] == request

@@ -378,3 +378,21 @@ def test_a_halted_chain_fails_the_whole_group_at_once(
     assert all("chain 'main' seq 3" in str(r) for r in results)
     assert len(transactions) == 2  # the first caller's, then one for the group of two
     assert store.count() == 3
+
+
+def test_an_append_from_inside_the_stores_own_transaction_fails_at_once(store: SqlStore) -> None:
+    """An append re-entered while this thread writes a group fails at once; the group goes on.
+
+    (A garbage-collector finalizer may do that.) Waiting would wait for itself.
+    """
+    nested: list[Exception] = []
+
+    def precondition(_view: object) -> None:
+        try:
+            store.append([make_event()])
+        except StoreUnavailable as e:
+            nested.append(e)
+
+    (stored,) = store.append([make_event()], precondition=precondition)
+    assert "inside this store's own transaction" in str(nested[0])
+    assert [r.seq for r in store.read()] == [stored.seq]

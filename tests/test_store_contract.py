@@ -219,8 +219,14 @@ def test_tail_sealed_by_another_key_is_not_extended(backend: Backend, store: Sql
     assert store.count() == 1
 
 
-def test_report_questions_count_this_chains_decisions(backend: Backend, store: SqlStore) -> None:
-    """The store's report queries count access decisions of its own chain, nothing else."""
+def test_report_questions_count_the_decisions_of_every_chain(
+    backend: Backend, store: SqlStore
+) -> None:
+    """The store's report queries count access decisions, on every chain of the log.
+
+    Records that are not decisions (completions) are not counted; another chain's (a shard
+    of the same log) are.
+    """
     when = datetime(2026, 3, 4, 23, 59, tzinfo=UTC)
     denied = {"event_type": EventType.ACCESS_DENIED, "decision": Decision.DENIED}
     store.append(
@@ -236,15 +242,16 @@ def test_report_questions_count_this_chains_decisions(backend: Backend, store: S
         ]
     )
     with SqlStore(backend.url, key=store.key, chain_id="eu-1") as other:
-        other.append([make_event(customer_id="initech")])
+        other.append([make_event(occurred_at=when, customer_id="initech")])
     everything = ReportFilter()
     assert store.decision_counts(everything, by=("customer_id",)) == [
         {"customer_id": "acme", "accesses": 2, "allowed": 2, "denied": 0},
         {"customer_id": "globex", "accesses": 1, "allowed": 0, "denied": 1},
+        {"customer_id": "initech", "accesses": 1, "allowed": 1, "denied": 0},
     ]
     day = (when.date() - date(1970, 1, 1)).days
     assert store.decision_counts(everything, by=("day_number",)) == [
-        {"day_number": day, "accesses": 3, "allowed": 2, "denied": 1}
+        {"day_number": day, "accesses": 4, "allowed": 3, "denied": 1}
     ]
     assert store.denial_counts(everything) == [
         {"reason_code": "missing_evidence", "purpose": "support_request", "denied": 1}
@@ -252,4 +259,5 @@ def test_report_questions_count_this_chains_decisions(backend: Backend, store: S
     (visible,) = store.visible_decisions(ReportFilter(customer_id="acme"))
     assert (visible.decision, visible.data_categories) == ("allowed", '["contact"]')
     assert store.customer_known("hooli")
-    assert not store.customer_known("initech")
+    assert store.customer_known("initech")
+    assert not store.customer_known("umbrella")

@@ -43,6 +43,7 @@ from accessaudit.review._terminal import terminal_safe
 from accessaudit.review.export import MANIFEST, export_log, verify_export
 from accessaudit.review.report import ReportFilter, record_report
 from accessaudit.review.tail import follow as tail_follow
+from accessaudit.review.tail import heads as tail_heads
 from accessaudit.review.tail import latest, one_line
 from accessaudit.review.verify import verify_store
 from accessaudit.store import SqlStore
@@ -309,15 +310,15 @@ def tail(
 ) -> None:
     """The newest records, one per line (--format json: one JSON object per line)."""
     with reported_errors(as_json=output is OutputFormat.JSON), log.open() as store:
+        start = tail_heads(store)  # what is there now, on every chain
         shown = latest(store, lines)
         kind = "tail --follow" if follow else "tail"
         record_report(store, log.actor, kind, ReportFilter(), len(shown))
         for stored in shown:
             _show_record(stored, output)
-        if follow:  # everything after what was shown, our own audit.report included
-            after = shown[-1].seq if shown else 0
+        if follow:  # everything after that, our own audit.report included
             with contextlib.suppress(KeyboardInterrupt):
-                for stored in tail_follow(store, after, interval=interval):
+                for stored in tail_follow(store, start, interval=interval):
                     _show_record(stored, output)
 
 

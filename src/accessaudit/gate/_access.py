@@ -222,6 +222,7 @@ class Access:
         ref, grant, ending = self._relied_on, self._evidence, self._endings
         if ref is None:
             return
+        chain.hold(ref)  # a withdrawal or a use on another chain is now seen, or waits
         cap = grant.max_records if isinstance(grant, Grant) else None
         types = ending | (set(ALLOWANCE_EVENTS) if cap is not None else set())
         uses = chain.uses(ref, types) if types else []
@@ -236,6 +237,8 @@ class Access:
     def _not_withdrawn(self, chain: ChainView) -> None:
         """Precondition of the outcome of a read whose result is still held back."""
         ref, ending = self._relied_on, self._endings
+        if ref is not None and ending:
+            chain.hold(ref)
         if ref is not None and ending and chain.uses(ref, ending):
             raise _EvidenceChanged(ReasonCode.EVIDENCE_REVOKED, f"{ref} was withdrawn")
 

@@ -96,6 +96,8 @@ class Grant:
     """False when one of its records fails the integrity check: it must not be relied on."""
     issued_seq: int | None = None
     revoked_seq: int | None = None
+    issued_chain: str | None = None  # the chains those seqs belong to (shards: any chain)
+    revoked_chain: str | None = None
     """Where in the chain it was issued and revoked: what ``report`` compares accesses with."""
 
     @property
@@ -327,6 +329,8 @@ def fold(kind: EvidenceKind, records: Sequence[StoredEvent]) -> Evidence:
                 revoked_by=None if ended is None else ended.actor_id,
                 issued_seq=records[0].seq,
                 revoked_seq=None if ending is None else ending.seq,
+                issued_chain=records[0].chain_id,
+                revoked_chain=None if ending is None else ending.chain_id,
             )
         if kind is EvidenceKind.INCIDENT:
             return Incident(

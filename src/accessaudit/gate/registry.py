@@ -12,6 +12,7 @@ of which only the first counts, and no decision changes.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from accessaudit.record.events import AccessEvent, StoredEvent
-    from accessaudit.store import AuditStore
+    from accessaudit.store import AuditStore, ChainView, Precondition
 
 __all__ = ["EvidenceRegistry"]
 
@@ -101,8 +102,36 @@ def _untrusted(kind: EvidenceKind, ref: str, evidence: Evidence | None) -> Evide
     )
 
 
+def _holding(ref: str) -> Precondition:
+    def hold(chain: ChainView) -> None:
+        chain.hold(ref)
+
+    return hold
+
+
+def _created(rows: list[tuple[Mapping[str, Any], str | None]]) -> int:
+    """When a piece of evidence was created: the earliest time its rows state."""
+    times = [t for row, _ in rows if isinstance(t := row.get("occurred_at_us"), int)]
+    return min(times, default=0)
+
+
+def _in_time_order(records: list[StoredEvent]) -> list[StoredEvent]:
+    """One piece of evidence's records, oldest first, whichever chains they are on.
+
+    Within a chain, seq order (as the gate saw them); across chains (shards), the times the
+    records state, the only order two chains share. ``heapq.merge`` keeps each chain's own
+    order even where its times are not monotone.
+    """
+    by_chain: dict[str, list[StoredEvent]] = {}
+    for record in records:
+        by_chain.setdefault(record.chain_id, []).append(record)
+    if len(by_chain) == 1:
+        return records
+    return list(heapq.merge(*by_chain.values(), key=lambda r: r.event.occurred_at))
+
+
 class EvidenceRegistry:
-    """Grants, incidents and legal requests recorded in ``store``'s chain.
+    """Grants, incidents and legal requests recorded in ``store``'s log, on any of its chains.
 
     ``clock`` gives "now" for issuing and for status; the store needs its HMAC key, which
     both appending and checking evidence records use.
@@ -137,14 +166,14 @@ class EvidenceRegistry:
         return [r for r in found if customer_id is None or r.customer_id == customer_id]
 
     def _all(self, kind: EvidenceKind) -> Iterator[Evidence]:
-        # One query for every piece of this kind, grouped here by reference; the groups keep
-        # the order of first appearance, i.e. creation order.
+        # One query for every piece of this kind, grouped here by reference, and the groups
+        # put in creation order: by the time their first record states (across chains).
         by_ref: dict[str, list[tuple[Mapping[str, Any], str | None]]] = {}
         for row, before in self.store.evidence_rows(event_types=EVIDENCE_EVENTS[kind]):
             ref = row.get("evidence_ref")
             if isinstance(ref, str):
                 by_ref.setdefault(ref, []).append((row, before))
-        for ref, rows in by_ref.items():
+        for ref, rows in sorted(by_ref.items(), key=lambda item: _created(item[1])):
             evidence = self._build(kind, ref, rows)
             if evidence is not None:
                 yield evidence
@@ -165,7 +194,7 @@ class EvidenceRegistry:
         if not records:
             return None
         try:
-            evidence = fold(kind, records)
+            evidence = fold(kind, _in_time_order(records))
         except MalformedEvidence:
             return _untrusted(kind, ref, None)
         if not intact:
@@ -186,7 +215,11 @@ class EvidenceRegistry:
     # -- recording --------------------------------------------------------------------------
 
     def _append(self, event: AccessEvent) -> None:
-        self.store.append([event])
+        # Held in the transaction, as every access resting on this evidence holds it: so a
+        # withdrawal and an access under it, even written to different chains (shards) on
+        # PostgreSQL, commit one after the other, never both unaware of each other.
+        ref = event.evidence_ref
+        self.store.append([event], precondition=None if ref is None else _holding(ref))
 
     def issue_grant(
         self,

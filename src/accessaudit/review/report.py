@@ -21,6 +21,7 @@ from accessaudit.gate.registry import EvidenceRegistry
 from accessaudit.record._clock import EPOCH, from_micros, to_iso
 from accessaudit.record.fields import MAX_INT, AttributeValue, EventType
 from accessaudit.review._self_audit import record_log_read
+from accessaudit.store import ChainPoint
 
 if TYPE_CHECKING:
     from accessaudit.gate.evidence import Grant
@@ -139,13 +140,23 @@ def _support_outside_grant(store: AuditStore, flt: ReportFilter) -> list[dict[st
             why = "the grant's records fail their checks" if grant and not grant.intact else why
         else:
             # Issue and revocation count by their place in the chain, as the gate sees them
-            # (a clock ahead on the revoking host cannot make a read before it look late);
-            # expiry by the time the access states, as the gate decides it.
+            # (a clock ahead on the revoking host cannot make a read before it look late),
+            # and by time on other chains (shards); expiry by the time the access states,
+            # as the gate decides it.
+            issued = ChainPoint(grant.issued_chain or "", grant.issued_seq or 0, grant.issued_at)
+            ended = (
+                None
+                if grant.revoked_at is None
+                else ChainPoint(
+                    grant.revoked_chain or "", grant.revoked_seq or MAX_INT, grant.revoked_at
+                )
+            )
             outside = store.count_allowed_outside(
                 flt,
                 purpose=_SUPPORT,
                 evidence_ref=grant.grant_id,
-                seqs=(grant.issued_seq or 0, grant.revoked_seq or MAX_INT),
+                issued=issued,
+                ended=ended,
                 until=grant.expires_at,
             )
             why = "outside the grant's validity"

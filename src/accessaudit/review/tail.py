@@ -7,41 +7,72 @@ from typing import TYPE_CHECKING
 
 from accessaudit.record._clock import to_iso
 from accessaudit.review._terminal import terminal_safe
+from accessaudit.store import DEFAULT_CHAIN
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
+    from datetime import datetime
 
     from accessaudit.record.events import StoredEvent
     from accessaudit.store import AuditStore
 
-__all__ = ["follow", "latest", "one_line"]
+__all__ = ["follow", "heads", "latest", "one_line"]
 
 
 def latest(store: AuditStore, count: int) -> list[StoredEvent]:
-    """The last ``count`` records of the store's chain, oldest first."""
-    head = store.head()
-    if head is None or count < 1:
+    """The last ``count`` records of the log, over every chain, oldest first.
+
+    Oldest by the time each states; within a chain, by seq.
+    """
+    if count < 1:
         return []
-    return list(store.read(max(1, head.seq - count + 1), head.seq))
+    newest: list[StoredEvent] = []
+    for chain, seq in heads(store).items():
+        newest += store.read(max(1, seq - count + 1), seq, chain_id=chain)
+    newest.sort(key=_order)
+    return newest[-count:]
+
+
+def heads(store: AuditStore) -> dict[str, int]:
+    """Every chain's newest seq."""
+    found = {}
+    for chain in store.chains():
+        head = store.head(chain)
+        if head is not None:
+            found[chain] = head.seq
+    return found
 
 
 def follow(
     store: AuditStore,
-    after_seq: int,
+    after: int | Mapping[str, int],
     *,
     interval: float = 1.0,
     keep_going: Callable[[], bool] = lambda: True,
 ) -> Iterator[StoredEvent]:
-    """Records after ``after_seq`` as they are committed, polling every ``interval`` seconds."""
-    last = after_seq
+    """Records committed after ``after``, on every chain, polling every ``interval`` seconds.
+
+    ``after`` maps chains to the seq to follow from; a chain it does not name (one that
+    appears later, say) is followed from its start. A bare seq is the store's own chain,
+    every other chain followed from its head now.
+    """
+    last = {**heads(store), store.chain_id: after} if isinstance(after, int) else dict(after)
     while keep_going():
-        head = store.head()
-        if head is not None and head.seq > last:
-            for stored in store.read(last + 1, head.seq):
-                last = stored.seq
-                yield stored
+        fresh: list[StoredEvent] = []
+        for chain, seq in heads(store).items():
+            if seq > last.get(chain, 0):
+                fresh += store.read(last.get(chain, 0) + 1, seq, chain_id=chain)
+        if not fresh:
+            time.sleep(interval)
             continue
-        time.sleep(interval)
+        fresh.sort(key=_order)
+        for stored in fresh:
+            last[stored.chain_id] = max(last.get(stored.chain_id, 0), stored.seq)
+            yield stored
+
+
+def _order(stored: StoredEvent) -> tuple[datetime, str, int]:
+    return stored.event.occurred_at, stored.chain_id, stored.seq
 
 
 def one_line(stored: StoredEvent) -> str:
@@ -56,7 +87,9 @@ def one_line(stored: StoredEvent) -> str:
     if event.record_count is not None:
         outcome = f"{outcome} {event.record_count} record(s)".strip()
     parts = [
-        f"{stored.seq:>8}",
+        f"{stored.seq:>8}"
+        if stored.chain_id == DEFAULT_CHAIN
+        else f"{stored.chain_id}:{stored.seq}",
         to_iso(event.occurred_at),
         f"{event.event_type.value:<24}",
         who,

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from accessaudit.store._append import DamagedTail
 from accessaudit.store._engine import DEFAULT_URL
 from accessaudit.store._guarded import ChainView, EvidenceUse, Precondition, PreconditionFailed
-from accessaudit.store._review import DecisionFilter, Dimension, EvidenceCount, VisibleDecision
+from accessaudit.store._review import (
+    ChainPoint,
+    DecisionFilter,
+    Dimension,
+    EvidenceCount,
+    VisibleDecision,
+)
 from accessaudit.store.sql import DEFAULT_CHAIN, DEFAULT_TIMEOUT, ChainHead, RowBatch, SqlStore
 
 if TYPE_CHECKING:
@@ -115,10 +121,11 @@ class AuditStore(Protocol):
         *,
         purpose: str,
         evidence_ref: str,
-        seqs: tuple[int, int],
+        issued: ChainPoint,
+        ended: ChainPoint | None,
         until: datetime,
     ) -> int:
-        """Allowed accesses for ``purpose`` citing ``evidence_ref`` outside seqs and ``until``."""
+        """Allowed accesses for ``purpose`` citing ``evidence_ref`` outside its validity."""
         ...
 
     def visible_decisions(self, selection: DecisionFilter) -> list[VisibleDecision]:
@@ -136,6 +143,7 @@ __all__ = [
     "DEFAULT_URL",
     "AuditStore",
     "ChainHead",
+    "ChainPoint",
     "ChainView",
     "DamagedTail",
     "DecisionFilter",

@@ -72,6 +72,12 @@ CHAIN_LOCK_SQL: Final = (
     "SELECT pg_advisory_xact_lock(hashtextextended("
     f"'{TABLE_NAME}'::regclass::oid::text || '/' || ?, 0))"
 )
+# Per evidence reference, for preconditions (see ChainView.hold); "evidence/" keeps these
+# keys apart from the chains'.
+EVIDENCE_LOCK_SQL: Final = (
+    "SELECT pg_advisory_xact_lock(hashtextextended("
+    f"'{TABLE_NAME}'::regclass::oid::text || '/evidence/' || ?, 0))"
+)
 #: The columns an append inserts, in the order of ``row_values``.
 INSERT_COLUMNS: Final = ROW_COLUMNS
 

@@ -113,6 +113,15 @@ class GroupCommit:
         event loop hands all the appends of its tasks to one thread: see ``_async``.)
         With ``raise_first`` the first error is raised instead of returned.
         """
+        if self._leader == threading.get_ident():
+            # This thread is writing a group right now and called again: the garbage
+            # collector finishing an abandoned gated generator mid-transaction, say. Waiting
+            # would wait for itself until the deadline (and hold up its own group's
+            # callers): fail this append at once instead; the group in progress goes on.
+            raise StoreUnavailable(
+                "appending to the audit log from inside this store's own transaction (a "
+                "finalizer run by the garbage collector?): nothing was stored"
+            )
         now = time.monotonic()
         members = [
             _Member(batch, durable, timeout, now + timeout, threading.Condition(self._lock))

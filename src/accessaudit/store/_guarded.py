@@ -49,22 +49,22 @@ class EvidenceUse(NamedTuple):
         )
 
 
-_USES = (
-    select(events.c.event_type, events.c.event_id, events.c.record_count, events.c.attributes)
-    .where(
-        events.c.chain_id == bindparam("chain"),
-        events.c.evidence_ref == bindparam("ref"),
-        events.c.event_type.in_(bindparam("types", expanding=True)),
-    )
-    .order_by(events.c.seq)
+_USES = select(
+    events.c.event_type, events.c.event_id, events.c.record_count, events.c.attributes
+).where(
+    events.c.evidence_ref == bindparam("ref"),
+    events.c.event_type.in_(bindparam("types", expanding=True)),
 )
 
 
 def evidence_uses(
-    conn: Connection, chain_id: str, evidence_ref: str, event_types: Collection[str]
+    conn: Connection, evidence_ref: str, event_types: Collection[str]
 ) -> list[EvidenceUse]:
-    """The records of a chain with these types that cite ``evidence_ref``, in chain order."""
-    rows = conn.execute(_USES, {"chain": chain_id, "ref": evidence_ref, "types": [*event_types]})
+    """The records of every chain with these types that cite ``evidence_ref``.
+
+    Uses are counted, not ordered: a grant's allowance is spent by reads on any chain.
+    """
+    rows = conn.execute(_USES, {"ref": evidence_ref, "types": [*event_types]})
     return [
         EvidenceUse(str(r.event_type), str(r.event_id), r.record_count, attributes_of(r.attributes))
         for r in rows
@@ -86,9 +86,18 @@ class ChainView:
     """The chain as an append's precondition sees it: committed records, then those ahead."""
 
     committed: Callable[[str, Collection[str]], list[EvidenceUse]]
-    """Records of the chain citing a reference with these types, committed before this one."""
+    """Records of the log citing a reference with these types, committed before this one."""
     chain_id: str
     ahead: Sequence[AccessEvent]
+    hold: Callable[[str], None]
+    """Serialise with every other transaction holding this evidence reference, till commit.
+
+    The chain's serialisation point orders one chain; evidence may be issued, withdrawn
+    and spent on several (shards). Holding the reference first, before ``uses``, makes a
+    withdrawal or another access under the same evidence, on any chain, either already
+    committed (and seen) or waiting for this transaction. (PostgreSQL: an advisory lock on
+    the reference; SQLite's write lock already serialises every chain of the file.)
+    """
 
     def uses(self, evidence_ref: str, event_types: Collection[str]) -> list[EvidenceUse]:
         """Records citing ``evidence_ref`` with these types, committed or ahead in the group."""

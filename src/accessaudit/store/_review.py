@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol
 
-from sqlalchemy import ColumnElement, Select, case, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 
 from accessaudit.record._clock import to_micros
 from accessaudit.record.fields import EventType
@@ -89,9 +89,9 @@ class VisibleDecision(NamedTuple):
     attributes: str | None
 
 
-def _where(chain_id: str, selection: DecisionFilter) -> list[ColumnElement[bool]]:
-    """SQL conditions selecting the access decisions of the chain that ``selection`` covers."""
-    where = [events.c.chain_id == chain_id, events.c.event_type.in_(_DECISIONS)]
+def _where(selection: DecisionFilter) -> list[ColumnElement[bool]]:
+    """SQL conditions selecting the access decisions (of every chain) ``selection`` covers."""
+    where: list[ColumnElement[bool]] = [events.c.event_type.in_(_DECISIONS)]
     if selection.since is not None:
         where.append(events.c.occurred_at_us >= to_micros(selection.since))
     if selection.until is not None:
@@ -115,7 +115,7 @@ def _denied() -> ColumnElement[int]:
 
 
 def decision_counts(
-    conn: Connection, chain_id: str, selection: DecisionFilter, by: Sequence[Dimension]
+    conn: Connection, selection: DecisionFilter, by: Sequence[Dimension]
 ) -> list[dict[str, Any]]:
     """Decisions per value of the ``by`` columns: accesses, allowed, denied; most first."""
     columns = [_dimension(name) for name in by]
@@ -126,20 +126,18 @@ def decision_counts(
             (func.count() - _denied()).label("allowed"),
             _denied().label("denied"),
         )
-        .where(*_where(chain_id, selection))
+        .where(*_where(selection))
         .group_by(*columns)
         .order_by(func.count().desc(), *columns)
     )
     return [dict(row._mapping) for row in conn.execute(query)]
 
 
-def denial_counts(
-    conn: Connection, chain_id: str, selection: DecisionFilter
-) -> list[dict[str, Any]]:
+def denial_counts(conn: Connection, selection: DecisionFilter) -> list[dict[str, Any]]:
     """Denials per reason code and purpose, most first."""
     query = (
         select(events.c.reason_code, events.c.purpose, func.count().label("denied"))
-        .where(*_where(chain_id, selection), events.c.event_type == _DENIED)
+        .where(*_where(selection), events.c.event_type == _DENIED)
         .group_by(events.c.reason_code, events.c.purpose)
         .order_by(func.count().desc(), events.c.reason_code)
     )
@@ -147,11 +145,12 @@ def denial_counts(
 
 
 def allowed_with_reason(
-    conn: Connection, chain_id: str, selection: DecisionFilter, reason_code: str
+    conn: Connection, selection: DecisionFilter, reason_code: str
 ) -> list[dict[str, Any]]:
-    """Allowed accesses with this reason code, in chain order: when, who, what, and why."""
+    """Allowed accesses with this reason code, in time order: when, who, what, and why."""
     query = (
         select(
+            events.c.chain_id,
             events.c.seq,
             events.c.occurred_at_us,
             events.c.actor_id,
@@ -160,30 +159,28 @@ def allowed_with_reason(
             events.c.resource,
             events.c.justification,
         )
-        .where(*_where(chain_id, selection), events.c.reason_code == reason_code)
+        .where(*_where(selection), events.c.reason_code == reason_code)
         .where(events.c.event_type == _ALLOWED)
-        .order_by(events.c.seq)
+        .order_by(events.c.occurred_at_us, events.c.chain_id, events.c.seq)
     )
     return [dict(row._mapping) for row in conn.execute(query)]
 
 
-def _allowed_for(
-    chain_id: str, selection: DecisionFilter, purpose: str
-) -> list[ColumnElement[bool]]:
+def _allowed_for(selection: DecisionFilter, purpose: str) -> list[ColumnElement[bool]]:
     return [
-        *_where(chain_id, selection),
+        *_where(selection),
         events.c.event_type == _ALLOWED,
         events.c.purpose == purpose,
     ]
 
 
 def evidence_counts(
-    conn: Connection, chain_id: str, selection: DecisionFilter, purpose: str
+    conn: Connection, selection: DecisionFilter, purpose: str
 ) -> list[EvidenceCount]:
     """Allowed accesses for ``purpose`` per cited evidence and customer (in no set order)."""
     query = (
         select(events.c.evidence_ref, events.c.customer_id, func.count().label("accesses"))
-        .where(*_allowed_for(chain_id, selection, purpose))
+        .where(*_allowed_for(selection, purpose))
         .group_by(events.c.evidence_ref, events.c.customer_id)
     )
     return [EvidenceCount._make(row) for row in conn.execute(query)]
@@ -191,47 +188,68 @@ def evidence_counts(
 
 def count_allowed_outside(
     conn: Connection,
-    chain_id: str,
     selection: DecisionFilter,
     *,
     purpose: str,
     evidence_ref: str,
-    seqs: tuple[int, int],
+    issued: ChainPoint,
+    ended: ChainPoint | None,
     until: datetime,
 ) -> int:
     """Allowed accesses for ``purpose`` citing ``evidence_ref`` outside its validity.
 
-    That is before seq ``seqs[0]``, after seq ``seqs[1]``, or stating a time at or after
+    That is before ``issued``, after ``ended`` (if it ended), or stating a time at or after
     ``until``.
     """
-    first_seq, last_seq = seqs
+    outside = [_before(issued), events.c.occurred_at_us >= to_micros(until)]
+    if ended is not None:
+        outside.append(_after(ended))
     query = select(func.count()).where(
-        *_allowed_for(chain_id, selection, purpose),
-        events.c.evidence_ref == evidence_ref,
-        or_(
-            events.c.seq < first_seq,
-            events.c.seq > last_seq,
-            events.c.occurred_at_us >= to_micros(until),
-        ),
+        *_allowed_for(selection, purpose), events.c.evidence_ref == evidence_ref, or_(*outside)
     )
     return int(conn.execute(query).scalar_one())
 
 
-def visible_decisions(
-    conn: Connection, chain_id: str, selection: DecisionFilter
-) -> list[VisibleDecision]:
-    """The customer-visible decisions ``selection`` covers, in chain order."""
+class ChainPoint(NamedTuple):
+    """Where a record sits: its chain and seq, and the time it states.
+
+    Records of the same chain are ordered by seq, as the gate saw them (a clock ahead on
+    one host cannot make an earlier read look late); records of other chains (shards) by
+    the time they state, the only order two chains share.
+    """
+
+    chain_id: str
+    seq: int
+    occurred_at: datetime
+
+
+def _before(point: ChainPoint) -> ColumnElement[bool]:
+    same = events.c.chain_id == point.chain_id
+    return or_(
+        and_(same, events.c.seq < point.seq),
+        and_(~same, events.c.occurred_at_us < to_micros(point.occurred_at)),
+    )
+
+
+def _after(point: ChainPoint) -> ColumnElement[bool]:
+    same = events.c.chain_id == point.chain_id
+    return or_(
+        and_(same, events.c.seq > point.seq),
+        and_(~same, events.c.occurred_at_us >= to_micros(point.occurred_at)),
+    )
+
+
+def visible_decisions(conn: Connection, selection: DecisionFilter) -> list[VisibleDecision]:
+    """The customer-visible decisions ``selection`` covers, in time (then chain) order."""
     query = (
         select(*(events.c[name] for name in VisibleDecision._fields))
-        .where(*_where(chain_id, selection), events.c.customer_visible == 1)
-        .order_by(events.c.seq)
+        .where(*_where(selection), events.c.customer_visible == 1)
+        .order_by(events.c.occurred_at_us, events.c.chain_id, events.c.seq)
     )
     return [VisibleDecision._make(row) for row in conn.execute(query)]
 
 
-def customer_known(conn: Connection, chain_id: str, customer_id: str) -> bool:
-    """Whether any record of the chain concerns this customer."""
-    query = select(func.count()).where(
-        events.c.chain_id == chain_id, events.c.customer_id == customer_id
-    )
+def customer_known(conn: Connection, customer_id: str) -> bool:
+    """Whether any record of the log concerns this customer."""
+    query = select(func.count()).where(events.c.customer_id == customer_id)
     return int(conn.execute(query).scalar_one()) > 0

@@ -5,9 +5,10 @@ machine, pool checkout, the per-transaction pragma and SQLAlchemy's execution ma
 about 350 µs of CPU per append, where the statements themselves take about 40. Under the GIL
 that, not the disk, capped the gate near 800 calls/s at any number of threads. So appends
 (already serialised by the group commit, see ``_group``) go straight to the driver on one
-long-lived connection: statements are prepared once (sqlite3's statement cache; psycopg
-prepares a statement after a few runs), and driver errors are wrapped the way SQLAlchemy
-would wrap them, so that ``_errors.classify`` remains the one place they are translated.
+long-lived connection: statements are compiled once (sqlite3's statement cache; on
+PostgreSQL they are parsed by the server each time, in the same round trip, see
+``_driver``), and driver errors are wrapped the way SQLAlchemy would wrap them, so that
+``_errors.classify`` remains the one place they are translated.
 
 The chain tail is kept in process after each commit and trusted again only when nothing else
 can have written since:
@@ -43,7 +44,12 @@ from accessaudit.exceptions import CommitOutcomeUnknown, StoreError
 from accessaudit.record._rows import row_values
 from accessaudit.record.fields import MAX_INT
 from accessaudit.record.integrity import GENESIS_HASH, is_digest, seal_batch
-from accessaudit.store._append import CHAIN_LOCK_SQL, INSERT_COLUMNS, halted
+from accessaudit.store._append import (
+    CHAIN_LOCK_SQL,
+    EVIDENCE_LOCK_SQL,
+    INSERT_COLUMNS,
+    halted,
+)
 from accessaudit.store._deadline import remaining, socket_deadline
 from accessaudit.store._guarded import ChainView, EvidenceUse, GuardedBatch, attributes_of
 from accessaudit.store._schema import TABLE_NAME
@@ -66,10 +72,10 @@ _TAIL: Final = (
     "WHERE chain_id = ? ORDER BY seq DESC LIMIT 1"
 )
 _NEWEST_TWO: Final = f"SELECT * FROM {TABLE_NAME} WHERE chain_id = ? ORDER BY seq DESC LIMIT 2"  # noqa: S608
+# Every chain: evidence issued, withdrawn or spent on any chain of the log counts.
 _USES: Final = (
     "SELECT event_type, event_id, record_count, attributes "  # noqa: S608 - our constant
-    f"FROM {TABLE_NAME} WHERE chain_id = ? AND evidence_ref = ? AND event_type IN ({{types}}) "
-    "ORDER BY seq"
+    f"FROM {TABLE_NAME} WHERE evidence_ref = ? AND event_type IN ({{types}})"
 )
 _INSERT: Final = (
     f"INSERT INTO {TABLE_NAME} ({', '.join(INSERT_COLUMNS)}) "  # noqa: S608 - our constants
@@ -118,6 +124,7 @@ class Writer:
                 "uses": _pg(_USES),
                 "waits": _pg(_BOUND_WAITS),
                 "lock": _pg(CHAIN_LOCK_SQL),
+                "evidence_lock": _pg(EVIDENCE_LOCK_SQL),
             }
         )
         self._reset()
@@ -168,6 +175,11 @@ class Writer:
             else:
                 driver.rollback()  # whatever the pool's first-connect checks left open
                 driver.autocommit = True  # we send BEGIN ourselves, pipelined
+                # No server-side prepared statements: after a pipeline aborts (a lock
+                # timeout, say) psycopg can believe a statement prepared that the server
+                # skipped ("prepared statement _pg3_6 does not exist" on the next append).
+                # Parsing these short statements costs the server microseconds, no round trip.
+                driver.prepare_threshold = None
             self._conn, self._db = conn, driver
         return self._db
 
@@ -381,11 +393,17 @@ class Writer:
             raise StoreError(
                 f"refusing to append: chain {self.chain_id!r} is full (seq {last_seq})"
             )
-        if any(isinstance(b, GuardedBatch) for b in batches):
+        guarded = [b for b in batches if isinstance(b, GuardedBatch)]
+        if guarded:
+            hold = self._holder(db)
+            # The references the preconditions will hold, taken now in one (sorted) order:
+            # two groups holding the same two references in opposite orders would deadlock.
+            for ref in sorted({e.evidence_ref for b in guarded for e in b if e.evidence_ref}):
+                hold(ref)
             ahead: list[AccessEvent] = []
             for b in batches:
                 if isinstance(b, GuardedBatch):
-                    b.precondition(ChainView(self._finder(db), self.chain_id, tuple(ahead)))
+                    b.precondition(ChainView(self._finder(db), self.chain_id, tuple(ahead), hold))
                 ahead += b
         return seal_batch(self.chain_id, last_seq, last_hash, batch, key)
 
@@ -418,6 +436,21 @@ class Writer:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, r, strict=True)) for r in rows]
 
+    def _holder(self, db: Any) -> Callable[[str], None]:
+        """The precondition's way to serialise on an evidence reference (see ``ChainView``).
+
+        Each reference once per transaction (the lock lasts until its end).
+        """
+        held: set[str] = set()
+
+        def hold(ref: str) -> None:
+            if self.is_sqlite or ref in held:  # SQLite: BEGIN IMMEDIATE holds the whole file
+                return
+            db.execute(self._sql["evidence_lock"], (ref,)).fetchone()
+            held.add(ref)
+
+        return hold
+
     def _finder(self, db: Any) -> Callable[[str, Collection[str]], list[EvidenceUse]]:
         """The precondition's query: records citing a reference, committed before this one."""
 
@@ -426,7 +459,7 @@ class Writer:
             sql = self._sql["uses"].format(
                 types=", ".join(["?" if self.is_sqlite else "%s"] * len(kinds))
             )
-            rows = db.execute(sql, (self.chain_id, ref, *kinds)).fetchall()
+            rows = db.execute(sql, (ref, *kinds)).fetchall()
             return [EvidenceUse(str(t), str(i), n, attributes_of(a)) for t, i, n, a in rows]
 
         return uses

@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from accessaudit.record.events import AccessEvent, StoredEvent
     from accessaudit.record.keys import MacKey
     from accessaudit.store._review import (
+        ChainPoint,
         DecisionFilter,
         Dimension,
         EvidenceCount,
@@ -583,14 +584,13 @@ class SqlStore:
     def evidence_rows(
         self, evidence_ref: str | None = None, *, event_types: Collection[str]
     ) -> list[tuple[Mapping[str, Any], str | None]]:
-        """Rows of this chain with these event types (and reference), in seq order.
+        """Rows of every chain with these event types (and reference), in chain, seq order.
 
-        Each comes with the chain hash of the record before it (None if there is none), so
-        the caller can check the row's link and MAC without reading the chain.
+        Evidence issued on any chain of the log counts (shards: a chain per host or process).
+        Each row comes with the chain hash of the record before it in its chain (None if
+        there is none), so the caller can check the row's link and MAC without reading it.
         """
-        query = _EVIDENCE_QUERY.where(
-            events.c.chain_id == self.chain_id, events.c.event_type.in_(list(event_types))
-        )
+        query = _EVIDENCE_QUERY.where(events.c.event_type.in_(list(event_types)))
         if evidence_ref is not None:
             _checked("evidence_ref", evidence_ref, MAX_IDENTIFIER_CHARS)
             query = query.where(events.c.evidence_ref == evidence_ref)
@@ -601,20 +601,20 @@ class SqlStore:
                 found.append((fields, fields.pop("before_chain_hash")))
         # Sorted here, not by ORDER BY: asked to sort by seq, SQLite walks the whole chain
         # in seq order instead of using the evidence index (a few rows).
-        found.sort(key=lambda item: (item[0]["seq"], str(item[0]["event_id"])))
+        found.sort(key=lambda i: (str(i[0]["chain_id"]), i[0]["seq"], str(i[0]["event_id"])))
         return found
 
     def evidence_uses(
         self, evidence_ref: str, *, event_types: Collection[str]
     ) -> list[EvidenceUse]:
-        """Records of this chain with these types that cite ``evidence_ref``, in chain order.
+        """Records of every chain with these types that cite ``evidence_ref``.
 
         Without their integrity columns: for counting uses (e.g. of a grant's allowance),
         not for trusting what the evidence says (``evidence_rows`` is for that).
         """
         _checked("evidence_ref", evidence_ref, MAX_IDENTIFIER_CHARS)
         with self._connection("reading the uses of evidence") as conn:
-            return evidence_uses(conn, self.chain_id, evidence_ref, event_types)
+            return evidence_uses(conn, evidence_ref, event_types)
 
     # -- questions reports ask (see _review) ----------------------------------------------
 
@@ -623,24 +623,24 @@ class SqlStore:
     ) -> list[dict[str, Any]]:
         """Access decisions of the chain per value of ``by``: accesses, allowed, denied."""
         with self._connection(_FOR_A_REPORT) as conn:
-            return _review.decision_counts(conn, self.chain_id, selection, by)
+            return _review.decision_counts(conn, selection, by)
 
     def denial_counts(self, selection: DecisionFilter) -> list[dict[str, Any]]:
         """Denials in the chain per reason code and purpose, most first."""
         with self._connection(_FOR_A_REPORT) as conn:
-            return _review.denial_counts(conn, self.chain_id, selection)
+            return _review.denial_counts(conn, selection)
 
     def allowed_with_reason(
         self, selection: DecisionFilter, reason_code: str
     ) -> list[dict[str, Any]]:
         """Allowed accesses with ``reason_code`` (e.g. break-glass), in chain order."""
         with self._connection(_FOR_A_REPORT) as conn:
-            return _review.allowed_with_reason(conn, self.chain_id, selection, reason_code)
+            return _review.allowed_with_reason(conn, selection, reason_code)
 
     def evidence_counts(self, selection: DecisionFilter, *, purpose: str) -> list[EvidenceCount]:
         """Allowed accesses for ``purpose`` per cited evidence and customer."""
         with self._connection(_FOR_A_REPORT) as conn:
-            return _review.evidence_counts(conn, self.chain_id, selection, purpose)
+            return _review.evidence_counts(conn, selection, purpose)
 
     def count_allowed_outside(
         self,
@@ -648,30 +648,31 @@ class SqlStore:
         *,
         purpose: str,
         evidence_ref: str,
-        seqs: tuple[int, int],
+        issued: ChainPoint,
+        ended: ChainPoint | None,
         until: datetime,
     ) -> int:
-        """Allowed accesses for ``purpose`` citing ``evidence_ref`` outside seqs and ``until``."""
+        """Allowed accesses for ``purpose`` citing ``evidence_ref`` outside its validity."""
         with self._connection(_FOR_A_REPORT) as conn:
             return _review.count_allowed_outside(
                 conn,
-                self.chain_id,
                 selection,
                 purpose=purpose,
                 evidence_ref=evidence_ref,
-                seqs=seqs,
+                issued=issued,
+                ended=ended,
                 until=until,
             )
 
     def visible_decisions(self, selection: DecisionFilter) -> list[VisibleDecision]:
         """The customer-visible access decisions ``selection`` covers, in chain order."""
         with self._connection(_FOR_A_REPORT) as conn:
-            return _review.visible_decisions(conn, self.chain_id, selection)
+            return _review.visible_decisions(conn, selection)
 
     def customer_known(self, customer_id: str) -> bool:
         """Whether any record of this chain concerns ``customer_id``."""
         with self._connection(_FOR_A_REPORT) as conn:
-            return _review.customer_known(conn, self.chain_id, customer_id)
+            return _review.customer_known(conn, customer_id)
 
     def _stream(self, query: Select[Any]) -> Generator[RowBatch, None, None]:
         # A full read may take longer than any timeout, so the deadline is per round trip:
