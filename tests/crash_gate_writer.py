@@ -1,6 +1,7 @@
 """A gated application killed by the crash tests: acknowledges each read once it is recorded.
 
-Run as ``python -m tests.crash_gate_writer URL KEY_HEX THREADS``. Several threads call a
+Run as ``python -m tests.crash_gate_writer URL KEY_HEX THREADS [async]``. Several threads (or,
+with ``async``, as many tasks on one event loop, calling a protected coroutine) call a
 protected read in a loop. Inside the body (so after ``access.allowed`` is committed) a thread
 prints ``allowed <request id>``; after the call returns (so after ``access.completed`` is
 committed) it prints ``done <request id>``. Lines are written whole and flushed one by one,
@@ -9,6 +10,7 @@ so the parent knows exactly what was acknowledged before the SIGKILL.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sys
 import threading
@@ -48,12 +50,39 @@ def main() -> None:
             _say(f"done {request_id}")
             i += 1
 
+    if sys.argv[4:] == ["async"]:
+        _run_tasks(gate, threads)
+        return
     workers = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(threads)]
     _say("ready")
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
+
+
+def _run_tasks(gate: Gate, tasks: int) -> None:
+    """The same reads from ``tasks`` tasks on one event loop, until killed."""
+
+    @gate.protect("billing.invoices")
+    async def invoices(customer_id: str, request_id: str) -> list[int]:
+        _say(f"allowed {request_id}")
+        return [1, 2, 3]
+
+    async def work(task: int) -> None:
+        i = 0
+        while True:
+            request_id = f"{threading.get_native_id()}-a{task}-{i}"
+            with access_context(dataclasses.replace(service(), request_id=request_id)):
+                await invoices("acme", request_id)
+            _say(f"done {request_id}")
+            i += 1
+
+    async def main() -> None:
+        _say("ready")
+        await asyncio.gather(*(work(t) for t in range(tasks)))
+
+    asyncio.run(main())
 
 
 if __name__ == "__main__":

@@ -65,8 +65,9 @@ def test_killed_writers_lose_no_acknowledged_record(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["threads", "async"])
 def test_killed_gated_application_loses_no_acknowledged_access(
-    backend: Backend, store: SqlStore, key: MacKey
+    backend: Backend, store: SqlStore, key: MacKey, mode: str
 ) -> None:
     """Killed mid-flight, again and again: every read that ran has its committed record once.
 
@@ -74,14 +75,21 @@ def test_killed_gated_application_loses_no_acknowledged_access(
     returns only after its ``access.completed`` is committed: by default without waiting
     for the fsync (the gate's lazily synced outcomes), which a SIGKILL must not lose either.
     So every "allowed" ack must have its record, every "done" ack its completion, each
-    exactly once; the chain stays contiguous and verifies, and the next
+    exactly once (threads, and tasks of one event loop whose appends are handed to a
+    worker thread together); the chain stays contiguous and verifies, and the next
     process carries on from where the killed one stopped.
     """
     rng = random.Random(2026_11_29)
     ran: list[str] = []
     done: list[str] = []
-    for round_ in range(GATED_ROUNDS):
-        args = (backend.url, key.secret.hex(), "4")  # four threads
+    rounds = GATED_ROUNDS if mode == "threads" else max(1, GATED_ROUNDS // 2)
+    for round_ in range(rounds):
+        # Four threads, or eight tasks.
+        args = (
+            (backend.url, key.secret.hex(), "4")
+            if mode == "threads"
+            else (backend.url, key.secret.hex(), "8", "async")
+        )
         for line in _run_and_kill("tests.crash_gate_writer", *args, rng=rng, longest=0.3):
             kind, request_id = line.split(" ")
             (ran if kind == "allowed" else done).append(request_id)
@@ -100,7 +108,7 @@ def test_killed_gated_application_loses_no_acknowledged_access(
         )
         # With seq unique, this is 1..rows without a gap (or an empty log after an early kill).
         assert (first, last) == ((1, rows) if rows else (None, None))
-        if round_ % 10 == 9 or round_ == GATED_ROUNDS - 1:
+        if round_ % 10 == 9 or round_ == rounds - 1:
             report = verify_store(store, key)
             assert report.intact, report.findings
     assert ran

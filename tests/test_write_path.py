@@ -12,8 +12,18 @@ from typing import TYPE_CHECKING
 import pytest
 from psycopg import pq
 
-from accessaudit import ChainHalted, ConfigurationError, MacKey, SqlStore, verify_store
+from accessaudit import (
+    ChainHalted,
+    ConfigurationError,
+    Gate,
+    MacKey,
+    Policy,
+    SqlStore,
+    access_context,
+    verify_store,
+)
 from tests import tampering, writerkit
+from tests.gatekit import EXAMPLE_POLICY, Desk, service
 from tests.strategies import make_event
 
 if TYPE_CHECKING:
@@ -180,3 +190,37 @@ def test_sync_within_must_be_positive(sqlite_backend: Backend, key: MacKey) -> N
     """A zero or negative sync_within is refused when the store is made."""
     with pytest.raises(ConfigurationError, match="sync_within must be a positive number"):
         SqlStore(sqlite_backend.url, key=key, must_exist=False, sync_within=0)
+
+
+def test_durable_outcomes_wait_for_the_disk(sqlite_backend: Backend, key: MacKey) -> None:
+    """Gate(durable_outcomes=True): the outcome record is fsynced too (no NORMAL commit)."""
+    with SqlStore(sqlite_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        gate = Gate(store, Policy.load(EXAMPLE_POLICY), durable_outcomes=True)
+        sent: list[str] = []
+        with _watching(store, sent), access_context(service()):
+            Desk(gate).invoices("acme")
+        assert "PRAGMA synchronous = NORMAL" not in sent
+        assert sent.count("COMMIT") == 2
+        assert store._writer._unsynced_since is None
+
+
+def test_outcomes_are_synced_with_the_next_decision_by_default(
+    sqlite_backend: Backend, key: MacKey
+) -> None:
+    """By default the outcome commits without its own fsync; the next decision syncs it."""
+    with SqlStore(sqlite_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        desk = Desk(Gate(store, Policy.load(EXAMPLE_POLICY)))
+        sent: list[str] = []
+        with _watching(store, sent), access_context(service()):
+            desk.invoices("acme")
+            assert store._writer._unsynced_since is not None  # the outcome, not yet synced
+            desk.invoices("acme")
+        # Each decision switches to FULL, each outcome to NORMAL.
+        assert sent.count("PRAGMA synchronous = NORMAL") == 2
+        assert sent.count("PRAGMA synchronous = FULL") == 2
+        assert [r.event.event_type.value for r in store.read()] == [
+            "access.allowed",
+            "access.completed",
+        ] * 2

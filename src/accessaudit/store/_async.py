@@ -12,6 +12,7 @@ then resumes every waiting task with its own records or its own error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from typing import TYPE_CHECKING
 
@@ -56,7 +57,8 @@ class LoopAppends:
                 results.append(_settled(store, batch, outcome))
         except BaseException as e:  # noqa: BLE001 - every caller gets it (its own copy)
             results = [e, *(own_copy(e) for _ in jobs[1:])]
-        self._loop.call_soon_threadsafe(_resume, jobs, results)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            self._loop.call_soon_threadsafe(_resume, jobs, results)
 
 
 def _settled(

@@ -35,6 +35,7 @@ import hmac
 import os
 import threading
 import time
+import weakref
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Final
 
@@ -128,6 +129,7 @@ class Writer:
             }
         )
         self._reset()
+        _live_writers.add(self)
 
     def _reset(self) -> None:
         self._conn: PoolProxiedConnection | None = None
@@ -520,3 +522,15 @@ def _file_identity(path: str | None) -> tuple[int, int] | None:
 
 # Connections a forked child inherited from its parent: never used, never finalised.
 _parents_connections: list[object] = []
+_live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    # The lock may have been held at the fork by a thread the child does not have (the
+    # flusher, mid-fsync): the child starts with its own. (The group commit's fork hooks
+    # already keep a transaction from being in flight across a fork.)
+    for writer in list(_live_writers):
+        writer._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
