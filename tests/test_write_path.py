@@ -7,13 +7,15 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 import pytest
 from psycopg import pq
 
 from accessaudit import (
     ChainHalted,
+    CommitOutcomeUnknown,
     ConfigurationError,
     Gate,
     MacKey,
@@ -224,3 +226,58 @@ def test_outcomes_are_synced_with_the_next_decision_by_default(
             "access.allowed",
             "access.completed",
         ] * 2
+
+
+class _LosesConnectionAtCommit:
+    """The writer's psycopg connection, lost right after COMMIT is handed to it."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def execute(self, statement: str, *args: Any) -> Any:
+        result = self._real.execute(statement, *args)
+        if statement == "COMMIT":
+            self._real.close()
+            raise psycopg.OperationalError("the connection was lost")
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_once_commit_is_handed_over_is_outcome_unknown(
+    pg_backend: Backend, key: MacKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queueing COMMIT may send it, so a loss inside that call is never retried blindly.
+
+    The caller gets CommitOutcomeUnknown; retrying the same batch stores it exactly once.
+    """
+    with SqlStore(pg_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+        writer = store._writer
+        opened = writer._driver
+        monkeypatch.setattr(writer, "_driver", lambda: _LosesConnectionAtCommit(opened()))
+        batch = [make_event()]
+        with pytest.raises(CommitOutcomeUnknown):
+            store.append(batch)
+        monkeypatch.setattr(writer, "_driver", opened)
+        assert [r.seq for r in store.append(batch)] == [2]
+        assert store.count() == 2
+
+
+def test_evidence_is_looked_up_through_an_index_on_every_chain(
+    sqlite_backend: Backend, key: MacKey
+) -> None:
+    """The query preconditions run for evidence uses an index led by the reference."""
+    with SqlStore(sqlite_backend.url, key=key, must_exist=False) as store:
+        store.create_schema()
+        sql = _writer_uses_sql(store)
+        plan = " ".join(str(r) for r in sqlite_backend.sql(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "accessaudit_events_evidence_ref" in plan, plan
+
+
+def _writer_uses_sql(store: SqlStore) -> str:
+    sql = store._writer._sql["uses"].format(types="'grant.revoked', 'grant.issued'")
+    return sql.replace("evidence_ref = ?", "evidence_ref = 'g-1'")

@@ -311,7 +311,7 @@ def tail(
     """The newest records, one per line (--format json: one JSON object per line)."""
     with reported_errors(as_json=output is OutputFormat.JSON), log.open() as store:
         start = tail_heads(store)  # what is there now, on every chain
-        shown = latest(store, lines)
+        shown = latest(store, lines, at=start)
         kind = "tail --follow" if follow else "tail"
         record_report(store, log.actor, kind, ReportFilter(), len(shown))
         for stored in shown:

@@ -19,15 +19,19 @@ if TYPE_CHECKING:
 __all__ = ["follow", "heads", "latest", "one_line"]
 
 
-def latest(store: AuditStore, count: int) -> list[StoredEvent]:
+def latest(
+    store: AuditStore, count: int, *, at: Mapping[str, int] | None = None
+) -> list[StoredEvent]:
     """The last ``count`` records of the log, over every chain, oldest first.
 
-    Oldest by the time each states; within a chain, by seq.
+    Oldest by the time each states; within a chain, by seq. ``at``: the chains' heads to
+    count back from (default: now), so that following from the same heads shows nothing
+    twice.
     """
     if count < 1:
         return []
     newest: list[StoredEvent] = []
-    for chain, seq in heads(store).items():
+    for chain, seq in (heads(store) if at is None else at).items():
         newest += store.read(max(1, seq - count + 1), seq, chain_id=chain)
     newest.sort(key=_order)
     return newest[-count:]

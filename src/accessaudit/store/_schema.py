@@ -68,8 +68,10 @@ events = Table(
     # refuses a second record at the same position. A separate index (not a table
     # constraint) so that tamper tests can drop it the way an owner could.
     Index(f"{TABLE_NAME}_chain_seq", "chain_id", "seq", unique=True),
-    # The gate looks up a grant, incident or legal request by reference on every access.
-    Index(f"{TABLE_NAME}_evidence", "chain_id", "evidence_ref", "event_type"),
+    # The gate looks up a grant, incident or legal request by reference on every access,
+    # on every chain (shards): led by the reference. (Logs made before shards also keep
+    # their (chain_id, evidence_ref, event_type) index; `accessaudit init` adds this one.)
+    Index(f"{TABLE_NAME}_evidence_ref", "evidence_ref", "event_type"),
 )
 
 APPEND_ONLY_MESSAGE: Final = f"{TABLE_NAME} is append-only"

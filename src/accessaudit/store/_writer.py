@@ -140,8 +140,10 @@ class Writer:
         self._version: int | None = None  # SQLite data_version as of that commit
         self._synchronous: str | None = None  # the SQLite synchronous level set now
         self._used_at = 0.0
+        self._wal_path: str | None = None  # SQLite: the file to fsync for lazy commits
         self._unsynced_since: float | None = None  # first lazy commit not yet on disk
         self._flush_pending = False  # the flusher holds a time for us
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- the connection ---------------------------------------------------------------------
 
@@ -174,6 +176,10 @@ class Writer:
             conn.detach()  # ours alone: never handed to another user of the pool
             if self.is_sqlite:
                 self._identity = _file_identity(self._sqlite_file)
+                # The file as SQLite opened it (a URI filename of the caller's, too).
+                main = [r[2] for r in driver.execute("PRAGMA database_list") if r[1] == "main"]
+                if main and main[0]:
+                    self._wal_path = main[0] + "-wal"
             else:
                 driver.rollback()  # whatever the pool's first-connect checks left open
                 driver.autocommit = True  # we send BEGIN ourselves, pipelined
@@ -242,6 +248,9 @@ class Writer:
                 self._unsynced_since = None
             elif self._unsynced_since is None:
                 self._unsynced_since = self._used_at
+                if self._wal_path is not None and self._finalizer is None:
+                    # A store dropped without close(): its lazy commits still reach the disk.
+                    self._finalizer = weakref.finalize(self, _fsync, self._wal_path)
                 if not self._flush_pending:
                     self._flush_pending = True
                     flusher.schedule(self, self._used_at + self.sync_within)
@@ -344,11 +353,13 @@ class Writer:
                 # Round trip 2: the rows and COMMIT (skipped by the server if an INSERT
                 # fails: a pipeline stops at its first error).
                 db.cursor().executemany(self._sql["insert"], [row_values(s) for s in sealed])
-                db.execute("COMMIT")
+                # From here on the server may commit: queueing COMMIT can send it (and read
+                # results), so a connection lost inside this very call is outcome unknown.
                 committing = True
+                db.execute("COMMIT")
         except BaseException as e:
             self._tail = None
-            if committing and (db.broken or not isinstance(e, self._dbapi_error)):
+            if committing and (db.closed or db.broken or not isinstance(e, self._dbapi_error)):
                 self._drop()
                 # The server may have committed before the connection failed: we cannot know.
                 why = (
@@ -365,7 +376,10 @@ class Writer:
                 self._drop()
             else:
                 try:
-                    db.execute("ROLLBACK")
+                    # Bounded too: a server that goes silent now must not hold the writer
+                    # (and every caller queued behind it) past the budget.
+                    with socket_deadline(db.pgconn.socket, max(0.1, remaining(self._timeout))):
+                        db.execute("ROLLBACK")
                 except Exception:  # noqa: BLE001 - a connection that cannot roll back is dropped
                     self._drop()
             raise
@@ -477,8 +491,8 @@ class Writer:
         with self._lock:
             if self._unsynced_since is None or self._pid != os.getpid():
                 return
-            if self.is_sqlite and self._sqlite_file is not None:
-                _fsync(self._sqlite_file + "-wal")
+            if self._wal_path is not None:
+                _fsync(self._wal_path)
             # PostgreSQL's WAL writer flushes asynchronous commits by itself, within three
             # times wal_writer_delay (see the README); the next durable commit flushes them too.
             self._unsynced_since = None
