@@ -113,10 +113,10 @@ def make_engine(url: URL, timeout: float, *, must_exist: bool = True) -> Engine:
     return engine
 
 
-def _file_identity(path: str) -> tuple[int, int] | None:
+def file_identity(path: str) -> tuple[int, int] | None:
     """(device, inode) of the file at ``path`` now, or None if there is none."""
     try:
-        status = os.stat(path)  # noqa: PTH116 - not Path.stat: this runs on every checkout
+        status = os.stat(path)  # noqa: PTH116 - not Path.stat: runs on every checkout and append
     except OSError:
         return None
     return status.st_dev, status.st_ino
@@ -145,7 +145,7 @@ def _sqlite_engine(url: URL, timeout: float, *, must_exist: bool) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _identify(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        record.info["accessaudit_file"] = _file_identity(path)
+        record.info["accessaudit_file"] = file_identity(path)
 
     @event.listens_for(engine, "checkout")
     def _same_file(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: object) -> None:
@@ -153,7 +153,7 @@ def _sqlite_engine(url: URL, timeout: float, *, must_exist: bool) -> Engine:
         # replaced since, it would write where nobody looks (or into a deleted inode): drop
         # every pooled connection and reopen by name, which fails if the file is gone. One
         # stat per operation; a move between this check and the write is not caught.
-        if record.info.get("accessaudit_file") != _file_identity(path):
+        if record.info.get("accessaudit_file") != file_identity(path):
             raise InvalidatePoolError(f"{path} is no longer the file this connection opened")
 
     return _with_transactions(engine, timeout)

@@ -52,6 +52,7 @@ from accessaudit.store._append import (
     halted,
 )
 from accessaudit.store._deadline import remaining, socket_deadline
+from accessaudit.store._engine import file_identity
 from accessaudit.store._guarded import ChainView, EvidenceUse, GuardedBatch, attributes_of
 from accessaudit.store._schema import TABLE_NAME
 from accessaudit.store._sync import flusher
@@ -155,11 +156,7 @@ class Writer:
             _parents_connections.append(self._conn)
             self._reset()
         conn = self._conn
-        if (
-            conn is not None
-            and self.is_sqlite
-            and _file_identity(self._sqlite_file) != self._identity
-        ):
+        if conn is not None and self.is_sqlite and self._file_now() != self._identity:
             # The log was moved, deleted or replaced since this connection opened it: it
             # would write where nobody looks. Reopen by name (which fails if it is gone).
             self.close()
@@ -175,7 +172,7 @@ class Writer:
             driver: Any = conn.driver_connection
             conn.detach()  # ours alone: never handed to another user of the pool
             if self.is_sqlite:
-                self._identity = _file_identity(self._sqlite_file)
+                self._identity = self._file_now()
                 # The file as SQLite opened it (a URI filename of the caller's, too).
                 main = [r[2] for r in driver.execute("PRAGMA database_list") if r[1] == "main"]
                 if main and main[0]:
@@ -190,6 +187,10 @@ class Writer:
                 driver.prepare_threshold = None
             self._conn, self._db = conn, driver
         return self._db
+
+    def _file_now(self) -> tuple[int, int] | None:
+        """The (device, inode) the SQLite log's name points at now."""
+        return None if self._sqlite_file is None else file_identity(self._sqlite_file)
 
     def _pinged(self, conn: PoolProxiedConnection) -> PoolProxiedConnection | None:
         driver = self._db
@@ -521,17 +522,6 @@ def _fsync(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _file_identity(path: str | None) -> tuple[int, int] | None:
-    """(device, inode) of the file at ``path`` now, or None if there is none."""
-    if path is None:
-        return None
-    try:
-        status = os.stat(path)  # noqa: PTH116 - not Path.stat: this runs on every append
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino
 
 
 # Connections a forked child inherited from its parent: never used, never finalised.
