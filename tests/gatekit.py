@@ -114,6 +114,7 @@ def accesses(store: SqlStore) -> list[StoredEvent]:
         EventType.ACCESS_DENIED,
         EventType.ACCESS_COMPLETED,
         EventType.ACCESS_FAILED,
+        EventType.ACCESS_UNGATED,
     }
     return [r for r in store.read() if r.event.event_type in kinds]
 

@@ -115,6 +115,69 @@ class Access:
         self._reserved: int | None = None
         """Records of a capped grant's allowance this access holds (see ``_allowance``)."""
         self._finished = False
+        self.rows_loaded: int | None = None
+        """Rows of the resource an integration saw the protected code load, if it watched."""
+        self.violation: AccessDecision | None = None
+        """Why the result must be withheld, found while the protected code ran."""
+
+    # -- told by an integration while the protected code runs ------------------------------
+
+    def count_loaded(self, rows: int) -> None:
+        """Count ``rows`` loaded from the resource; the outcome records the total."""
+        self.rows_loaded = (self.rows_loaded or 0) + rows
+
+    def withhold(self, reason: ReasonCode, detail: str) -> AccessDenied:
+        """Mark the result as never to be handed out; the error for the protected code.
+
+        Whatever the protected code does with the error, the access ends as
+        ``access.failed`` with ``reason`` and ``withheld``, and the caller gets
+        ``AccessDenied``.
+        """
+        decision = AccessDecision(
+            allowed=False, reason=reason, policy_version=self._setup.policy.version, detail=detail
+        )
+        if self.violation is None:
+            self.violation = decision
+        return AccessDenied(
+            f"result of {self.target.resource} withheld, {decision.explain()}", decision=decision
+        )
+
+    def refuse(self, decision: AccessDecision, extra: dict[str, AttributeValue]) -> AccessDenied:
+        """Durably record ``decision`` (a denial the policy did not make); the error to raise.
+
+        For reads the gate never saw (an integration caught them at the query): the record
+        is ``access.denied`` like any other denial, committed before the query is refused.
+        """
+        self.decision = decision
+        _drive(self._refusal_steps(decision, extra), self._setup.store)
+        assert self.record is not None  # noqa: S101 - the steps stored it or raised
+        return AccessDenied(
+            f"read of {self.target.resource} refused, {decision.explain()} "
+            f"(recorded as seq {self.record.seq} of chain {self.record.chain_id})",
+            decision=decision,
+            record=self.record,
+        )
+
+    def observe(self, decision: AccessDecision, extra: dict[str, AttributeValue]) -> None:
+        """Record a read the gate never saw and let it happen (``access.ungated``).
+
+        For adopting the gate: the read goes ahead, but not unrecorded. The record is
+        committed before the read runs, durable as the gate's outcomes are.
+        """
+        self.decision = decision
+        _drive(self._refusal_steps(decision, extra, observed=True), self._setup.store)
+
+    def _refusal_steps(
+        self, decision: AccessDecision, extra: dict[str, AttributeValue], *, observed: bool = False
+    ) -> _Steps:
+        event_type = EventType.ACCESS_UNGATED if observed else EventType.ACCESS_DENIED
+        event = self._event(event_type, self._setup.clock(), decision=decision, extra=extra)
+        consequence = "the read did not run"
+        with self._recording("record a read outside the gate", consequence):
+            (self.record,) = yield _Append(
+                [event], None, durable=not observed or self._setup.durable_outcomes
+            )
+        self._finished = True
 
     # -- before -----------------------------------------------------------------------------
 
@@ -318,6 +381,10 @@ class Access:
     def _complete_steps(
         self, record_count: int | None, stopped_early: bool, result_held: bool
     ) -> _Steps:
+        if self.violation is not None:
+            yield from self._withheld(self.violation)
+        if self.rows_loaded is not None:
+            record_count = self.rows_loaded
         if not stopped_early:  # a generator's items were checked one by one
             yield from self._allowance_steps(record_count, 0)
         extra: dict[str, AttributeValue] = {"stopped_early": True} if stopped_early else {}
@@ -345,6 +412,18 @@ class Access:
                 ),
             ) from None
 
+    def _withheld(self, decision: AccessDecision) -> _Steps:
+        """Record the result as withheld for ``decision`` and raise ``AccessDenied``."""
+        yield from self._finish(
+            EventType.ACCESS_FAILED,
+            record_count=0,
+            reason=decision.reason,
+            extra={"withheld": True},
+        )
+        raise AccessDenied(
+            f"result of {self.target.resource} withheld, {decision.explain()}", decision=decision
+        )
+
     def fail(self, error: BaseException, *, handed_out: int | None = None) -> None:
         """Record that the protected code raised (its type only); never masks ``error``."""
         _drive(self._fail_steps(error, handed_out), self._setup.store)
@@ -355,11 +434,17 @@ class Access:
 
     def _fail_steps(self, error: BaseException, handed_out: int | None) -> _Steps:
         kind = type(error)
+        extra: dict[str, AttributeValue] = {
+            "error_type": f"{kind.__module__}.{kind.__qualname__}"[:1024]
+        }
+        if self.violation is not None:
+            extra["withheld"] = True
         try:
             yield from self._finish(
                 EventType.ACCESS_FAILED,
                 record_count=handed_out,
-                extra={"error_type": f"{kind.__module__}.{kind.__qualname__}"[:1024]},
+                reason=None if self.violation is None else self.violation.reason,
+                extra=extra,
             )
         except AuditUnavailable as lost:
             # The caller is getting ``error`` and no data; the allowed record stands. Losing

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from accessaudit.exceptions import FieldProblem, InvalidEvent
 from accessaudit.gate._access import Access, GateSetup, Target
+from accessaudit.gate._running import running
 from accessaudit.gate.registry import EvidenceRegistry
 from accessaudit.record._clock import now_utc
 from accessaudit.record._validate import check_text, exact_text
@@ -37,6 +38,7 @@ from accessaudit.record.fields import MAX_IDENTIFIER_CHARS, MAX_LIST_ITEMS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Generator
+    from contextlib import AbstractContextManager
     from datetime import datetime
     from types import TracebackType
 
@@ -175,6 +177,7 @@ class Guard:
         self._setup, self._target = setup, target
         self.access: Access | None = None
         self.record_count: int | None = None
+        self._running: AbstractContextManager[None] | None = None
 
     def _start(self) -> Access:
         if self.access is not None:
@@ -184,11 +187,19 @@ class Guard:
         self.access = Access(self._setup, self._target)
         return self.access
 
+    def _run(self, access: Access) -> None:
+        """The block is the protected code: integrations see it as this access."""
+        self._running = running(access)
+        self._running.__enter__()
+
     def _end(self) -> Access:
         access, self.access = self.access, None
         if access is None:  # pragma: no cover - only reachable by calling __exit__ by hand
             msg = "this guard was not entered"
             raise RuntimeError(msg)
+        scope, self._running = self._running, None
+        if scope is not None:
+            scope.__exit__(None, None, None)
         return access
 
     def __enter__(self) -> Guard:
@@ -198,6 +209,7 @@ class Guard:
         except BaseException:
             self.access = None
             raise
+        self._run(access)
         return self
 
     def __exit__(
@@ -219,6 +231,7 @@ class Guard:
         except BaseException:
             self.access = None
             raise
+        self._run(access)
         return self
 
     async def __aexit__(
@@ -321,7 +334,7 @@ class _Unresolved:
         self.why = why
 
 
-def _identifier(value: object) -> str | None:
+def as_identifier(value: object) -> str | None:
     """An id from the caller as an exact ``str``, or None if it is not an id.
 
     Subclasses are copied to plain text through the base types' own methods: a subclass's
@@ -336,7 +349,7 @@ def _customer(value: object, where: str) -> tuple[str | None, str | None]:
     """The customer id, or None and why not (never quoting the value itself)."""
     if isinstance(value, _Unresolved):
         return None, value.why
-    customer = _identifier(value)
+    customer = as_identifier(value)
     if customer is None:
         return None, f"{where} is {type(value).__name__}, not a customer id"
     problem = check_text("customer_id", customer, MAX_IDENTIFIER_CHARS)
@@ -349,7 +362,7 @@ def _subjects(value: object, where: str) -> tuple[tuple[str, ...], str | None]:
         return (), value.why
     if value is None:
         return (), None
-    single = _identifier(value)
+    single = as_identifier(value)
     if single is not None:
         value = (single,)
     if not isinstance(value, Collection) or isinstance(value, Mapping | bytes):
@@ -359,7 +372,7 @@ def _subjects(value: object, where: str) -> tuple[tuple[str, ...], str | None]:
         return (), f"{where} has {len(value)} ids, over the limit of {MAX_LIST_ITEMS}"
     ids = []
     for index, item in enumerate(value):
-        text = _identifier(item)
+        text = as_identifier(item)
         problem = None if text is None else check_text("id", text, MAX_IDENTIFIER_CHARS)
         if text is None or problem is not None:
             what = problem.problem if problem else f"is {type(item).__name__}, not an id"
@@ -415,7 +428,8 @@ def _wrap(
         access = start(args, kwargs)
         access.begin()
         try:
-            result = function(*args, **kwargs)
+            with running(access):
+                result = function(*args, **kwargs)
         except BaseException as e:
             access.fail(e)
             raise
@@ -437,7 +451,8 @@ async def _awaited(
     access: Access, awaitable: Awaitable[Any], count: Callable[[Any], int | None]
 ) -> Any:
     try:
-        result = await awaitable
+        with running(access):
+            result = await awaitable
     except BaseException as e:
         await access.fail_async(e)
         raise
@@ -482,7 +497,8 @@ def _iterate(access: Access, inner: Generator[Any, Any, Any]) -> Generator[Any, 
     """Hand out ``inner``'s items within the grant's allowance; record how it ended."""
     yielded = 0
     try:
-        item = next(inner)
+        with running(access):  # the body runs piecemeal: it is the protected code each time
+            item = next(inner)
         while True:
             access.check_allowance(yielded + 1, handed_out=yielded)
             yielded += 1
@@ -491,9 +507,11 @@ def _iterate(access: Access, inner: Generator[Any, Any, Any]) -> Generator[Any, 
             except GeneratorExit:
                 raise
             except BaseException as e:  # noqa: BLE001 - thrown in by the consumer: pass it on
-                item = inner.throw(e)
+                with running(access):
+                    item = inner.throw(e)
             else:
-                item = inner.send(sent)
+                with running(access):
+                    item = inner.send(sent)
     except StopIteration as stop:
         access.complete(yielded)
         return stop.value
@@ -511,7 +529,8 @@ def _iterate(access: Access, inner: Generator[Any, Any, Any]) -> Generator[Any, 
 def _close_then(access: Access, close: Callable[[], object], yielded: int) -> None:
     """Close the inner generator, then record the early stop (or how closing failed)."""
     try:
-        close()
+        with running(access):
+            close()
     except BaseException as e:
         access.fail(e, handed_out=yielded)
         raise
@@ -551,7 +570,8 @@ async def _aiterate(access: Access, inner: AsyncGenerator[Any, Any]) -> AsyncGen
     """The async twin of ``_iterate`` (store work in a thread, off the event loop)."""
     yielded = 0
     try:
-        item = await anext(inner)
+        with running(access):
+            item = await anext(inner)
         while True:
             await access.check_allowance_async(yielded + 1, handed_out=yielded)
             yielded += 1
@@ -560,14 +580,17 @@ async def _aiterate(access: Access, inner: AsyncGenerator[Any, Any]) -> AsyncGen
             except GeneratorExit:
                 raise
             except BaseException as e:  # noqa: BLE001 - as in _iterate
-                item = await inner.athrow(e)
+                with running(access):
+                    item = await inner.athrow(e)
             else:
-                item = await inner.asend(sent)
+                with running(access):
+                    item = await inner.asend(sent)
     except StopAsyncIteration:
         await access.complete_async(yielded)
     except GeneratorExit:
         try:
-            await inner.aclose()
+            with running(access):
+                await inner.aclose()
         except BaseException as e:
             await access.fail_async(e, handed_out=yielded)
             raise

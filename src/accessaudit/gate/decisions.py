@@ -33,6 +33,8 @@ class ReasonCode(StrEnum):
     EVIDENCE_SCOPE_EXCEEDED = "evidence_scope_exceeded"
     EVIDENCE_TAMPERED = "evidence_tampered"
     INVALID_REQUEST = "invalid_request"
+    UNGATED_READ = "ungated_read"
+    CUSTOMER_MISMATCH = "customer_mismatch"
 
     @property
     def meaning(self) -> str:
@@ -107,6 +109,15 @@ REASONS: Final[dict[ReasonCode, tuple[str, str]]] = {
     ReasonCode.INVALID_REQUEST: (
         "the access could not be described as a valid audit record",
         "fix the listed fields (e.g. too many subject ids, empty identifiers)",
+    ),
+    ReasonCode.UNGATED_READ: (
+        "a query read a protected table outside any gated access to it",
+        "run the query inside the gated function or `gate.guard(...)` for that resource, "
+        "or open one at the query: .execution_options(accessaudit=gate.guard(...))",
+    ),
+    ReasonCode.CUSTOMER_MISMATCH: (
+        "a gated read loaded rows of another customer than the one it was allowed for",
+        "filter the query by the gated customer (e.g. .where(Model.customer_id == customer_id))",
     ),
 }
 

@@ -49,6 +49,7 @@ class EventType(StrEnum):
     ACCESS_DENIED = "access.denied"
     ACCESS_COMPLETED = "access.completed"
     ACCESS_FAILED = "access.failed"
+    ACCESS_UNGATED = "access.ungated"
     GRANT_ISSUED = "grant.issued"
     GRANT_REVOKED = "grant.revoked"
     INCIDENT_OPENED = "incident.opened"

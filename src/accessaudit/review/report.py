@@ -9,6 +9,7 @@ it is returned: if that record cannot be written, there is no report.
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -113,11 +114,32 @@ def access_report(
         ({"day": _date(r.pop("day_number")), **r} for r in per_day), key=lambda r: r["day"]
     )
     sections["denials"] = store.denial_counts(flt)
+    sections["ungated_reads"] = _ungated_reads(store, flt)
     sections["break_glass"] = _break_glass(store, flt)
     sections["support_outside_grant"] = _support_outside_grant(store, flt)
     sections["unusual_volume"] = _unusual_volume(store, flt)
     sections["expiring_evidence"] = _expiring(store, now, expiring_within, flt)
     return report
+
+
+def _ungated_reads(store: AuditStore, flt: ReportFilter) -> list[dict[str, Any]]:
+    """Queries that read a protected table outside the gate, per place in the code."""
+    rows = []
+    for item in store.ungated_reads(flt):
+        attributes = json.loads(item.pop("attributes") or "{}")
+        observed = item.pop("event_type") == EventType.ACCESS_UNGATED.value
+        rows.append(
+            {
+                "resource": item["resource"],
+                "table": attributes.get("table"),
+                "function": attributes.get("function"),
+                "outcome": "let through (observe mode)" if observed else "refused",
+                "reads": item["reads"],
+                "first": to_iso(from_micros(item["first_us"])),
+                "last": to_iso(from_micros(item["last_us"])),
+            }
+        )
+    return rows
 
 
 def _break_glass(store: AuditStore, flt: ReportFilter) -> list[dict[str, Any]]:

@@ -71,6 +71,8 @@ CUSTOMER_DENIAL: Final[dict[str, str]] = {
     "authorisation covers",
     ReasonCode.EVIDENCE_TAMPERED: "refused: the authorisation cited failed its integrity check",
     ReasonCode.INVALID_REQUEST: "refused: the request was malformed",
+    ReasonCode.UNGATED_READ: "refused: the data was asked for without an authorised purpose",
+    ReasonCode.CUSTOMER_MISMATCH: "refused: the request also reached data of another account",
 }
 _REFUSED: Final = "refused"
 

@@ -105,6 +105,10 @@ class AuditStore(Protocol):
         """Denials per reason code and purpose, most first."""
         ...
 
+    def ungated_reads(self, selection: DecisionFilter) -> list[dict[str, Any]]:
+        """Reads outside the gate, refused or observed, per resource and place; most first."""
+        ...
+
     def allowed_with_reason(
         self, selection: DecisionFilter, reason_code: str
     ) -> list[dict[str, Any]]:

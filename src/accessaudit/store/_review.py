@@ -30,6 +30,9 @@ _DAY_US: Final = 86_400_000_000
 _DECISIONS: Final = (EventType.ACCESS_ALLOWED.value, EventType.ACCESS_DENIED.value)
 _ALLOWED: Final = EventType.ACCESS_ALLOWED.value
 _DENIED: Final = EventType.ACCESS_DENIED.value
+#: The reason code of a read the gate never saw (accessaudit.sqlalchemy); gate.decisions
+#: owns the code, but the store layer cannot import it.
+_UNGATED: Final = "ungated_read"
 
 
 class DecisionFilter(Protocol):
@@ -89,9 +92,11 @@ class VisibleDecision(NamedTuple):
     attributes: str | None
 
 
-def _where(selection: DecisionFilter) -> list[ColumnElement[bool]]:
+def _where(
+    selection: DecisionFilter, types: Sequence[str] = _DECISIONS
+) -> list[ColumnElement[bool]]:
     """SQL conditions selecting the access decisions (of every chain) ``selection`` covers."""
-    where: list[ColumnElement[bool]] = [events.c.event_type.in_(_DECISIONS)]
+    where: list[ColumnElement[bool]] = [events.c.event_type.in_(types)]
     if selection.since is not None:
         where.append(events.c.occurred_at_us >= to_micros(selection.since))
     if selection.until is not None:
@@ -140,6 +145,29 @@ def denial_counts(conn: Connection, selection: DecisionFilter) -> list[dict[str,
         .where(*_where(selection), events.c.event_type == _DENIED)
         .group_by(events.c.reason_code, events.c.purpose)
         .order_by(func.count().desc(), events.c.reason_code)
+    )
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def ungated_reads(conn: Connection, selection: DecisionFilter) -> list[dict[str, Any]]:
+    """Reads outside the gate (refused, or let through in observe mode), per place in code.
+
+    Grouped by resource, record type and the attributes as stored, which name the table,
+    the calling function and the mode: one row per place a query escaped the gate.
+    """
+    types = (_DENIED, EventType.ACCESS_UNGATED.value)
+    query = (
+        select(
+            events.c.resource,
+            events.c.event_type,
+            events.c.attributes,
+            func.count().label("reads"),
+            func.min(events.c.occurred_at_us).label("first_us"),
+            func.max(events.c.occurred_at_us).label("last_us"),
+        )
+        .where(*_where(selection, types), events.c.reason_code == _UNGATED)
+        .group_by(events.c.resource, events.c.event_type, events.c.attributes)
+        .order_by(func.count().desc(), events.c.resource)
     )
     return [dict(row._mapping) for row in conn.execute(query)]
 

@@ -630,6 +630,11 @@ class SqlStore:
         with self._connection(_FOR_A_REPORT) as conn:
             return _review.denial_counts(conn, selection)
 
+    def ungated_reads(self, selection: DecisionFilter) -> list[dict[str, Any]]:
+        """Reads outside the gate, refused or observed, per resource and place; most first."""
+        with self._connection(_FOR_A_REPORT) as conn:
+            return _review.ungated_reads(conn, selection)
+
     def allowed_with_reason(
         self, selection: DecisionFilter, reason_code: str
     ) -> list[dict[str, Any]]:

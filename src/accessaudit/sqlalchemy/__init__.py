@@ -1,0 +1,352 @@
+"""Nothing escapes the gate: reads of customer data through SQLAlchemy are gated or refused.
+
+Declare which mapped classes or tables hold customer data, then install on the engine (or a
+session, a sessionmaker, their async forms)::
+
+    customer_data = CustomerData(gate)               # mode="observe" while adopting the gate
+    customer_data.protect(Contact, resource="crm.contacts", customer="customer_id")
+    customer_data.protect(invoices, resource="billing.invoices", customer="customer_id")
+    customer_data.install(engine)
+
+From then on, a query reading a protected table:
+
+- **outside any gated access** (no ``@gate.protect`` function or ``gate.guard`` block for
+  its resource is running) is refused with ``AccessDenied`` (reason ``ungated_read``) after
+  the denial is committed; in observe mode it runs, recorded as ``access.ungated``. That
+  covers ORM selects, ``Session.get``, legacy ``Query``, lazy and eager relationship loads,
+  ``yield_per`` streams, Core ``select(table)``, and SQL text that names the table. A lazy
+  query the gated code hands back runs after the access ended, so it is refused too.
+- **inside a gated access** to its resource: ORM entities of the protected class are
+  checked row by row as they load; a row of another customer fails the access
+  (``AccessDenied``, recorded as ``access.failed`` with reason ``customer_mismatch``, the
+  result withheld) and is never handed out. The outcome's ``record_count`` is the number of
+  rows loaded. Core and column reads get a ``WHERE <customer column> = <gated customer>``
+  added, so no other customer's row is fetched. A read that can be neither checked nor
+  restricted (the table only inside a subquery, CTE, UNION or SQL text) is withheld the
+  same way.
+
+The hooks run where SQLAlchemy runs the query: for ``AsyncSession`` that is the event loop,
+so recording a refusal there waits for its commit on the loop (refusals only: gated reads
+record through the gate, which never blocks the loop).
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from sqlalchemy import Engine, Select, Table, event
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapper, Session, scoped_session, sessionmaker
+
+from accessaudit.exceptions import ConfigurationError, InvalidEvent
+from accessaudit.gate._access import Access, Target
+from accessaudit.gate._gate import as_identifier
+from accessaudit.gate._running import running_access
+from accessaudit.gate.decisions import AccessDecision, ReasonCode
+from accessaudit.record._validate import check_text, exact_text
+from accessaudit.record.fields import MAX_IDENTIFIER_CHARS
+from accessaudit.sqlalchemy._statements import (
+    ProtectedTable,
+    Reach,
+    is_read,
+    named_in_text,
+    reached,
+    restrict,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from sqlalchemy.engine import Connection, ExecutionContext
+    from sqlalchemy.orm import QueryContext
+
+    from accessaudit.gate import Gate
+    from accessaudit.record.fields import AttributeValue
+
+__all__ = ["CustomerData", "Mode"]
+
+#: ``enforce`` refuses ungated reads; ``observe`` lets them run and records each one.
+Mode = Literal["enforce", "observe"]
+_MODES: Final = ("enforce", "observe")
+
+#: Which ``CustomerData`` guards each engine and watches each mapped class: one each, so no
+#: read is judged, and no row counted, twice.
+_INSTALLED: weakref.WeakKeyDictionary[Engine, CustomerData] = weakref.WeakKeyDictionary()
+_WATCHED: weakref.WeakKeyDictionary[type[Any], CustomerData] = weakref.WeakKeyDictionary()
+
+Installable = (
+    Engine
+    | AsyncEngine
+    | Session
+    | AsyncSession
+    | sessionmaker[Any]
+    | async_sessionmaker[Any]
+    | scoped_session[Any]
+)
+
+
+class CustomerData:
+    """The tables that hold customer data, and the gate every read of them goes through."""
+
+    def __init__(self, gate: Gate, *, mode: Mode = "enforce") -> None:
+        if mode not in _MODES:
+            msg = f"mode must be 'enforce' or 'observe', not {mode!r}"
+            raise ValueError(msg)
+        self.gate, self.mode = gate, mode
+        self._tables: dict[str, ProtectedTable] = {}
+        self._entities: dict[type[Any], tuple[ProtectedTable, str]] = {}
+
+    @property
+    def tables(self) -> Mapping[str, ProtectedTable]:
+        """The protected tables by key (``schema.name`` or ``name``)."""
+        return self._tables
+
+    def protect(
+        self,
+        target: type[Any] | Table,
+        *,
+        resource: str,
+        customer: str = "customer_id",
+        data_categories: Iterable[str] = (),
+    ) -> None:
+        """Declare that ``target`` (a mapped class or a ``Table``) holds customer data.
+
+        ``resource`` is the name gated accesses to it use (``gate.protect(resource)``);
+        ``customer`` names the attribute (mapped class) or column (table) holding the
+        customer id. A mapped class's rows are checked one by one as they load.
+        """
+        categories = tuple(sorted(set(data_categories)))
+        problems = [
+            p
+            for p in (
+                check_text("resource", resource, MAX_IDENTIFIER_CHARS),
+                *(check_text("data_categories", c, MAX_IDENTIFIER_CHARS) for c in categories),
+            )
+            if p is not None
+        ]
+        if problems:
+            raise InvalidEvent(problems)
+        if isinstance(target, Table):
+            table, column, attribute = target, _column_of_table(target, customer), None
+        else:
+            table, column, attribute = _mapped(target, customer)
+        declared = ProtectedTable(
+            key=table.fullname,
+            resource=exact_text(resource),
+            customer_column=column,
+            data_categories=tuple(exact_text(c) for c in categories),
+        )
+        known = self._tables.get(declared.key)
+        if known is not None and known != declared:
+            msg = f"table {declared.key} is already protected as {known.resource!r}"
+            raise ConfigurationError(msg)
+        self._tables[declared.key] = declared
+        if attribute is not None and not isinstance(target, Table):
+            self._watch(target, declared, attribute)
+
+    def install(self, target: Installable) -> None:
+        """Guard every read through ``target``: an engine, or a session or its factory.
+
+        On a session or sessionmaker, each engine it connects to is guarded from its first
+        transaction on. Installing on the engine itself covers everything that uses it.
+        """
+        if isinstance(target, AsyncEngine):
+            self._install_engine(target.sync_engine)
+        elif isinstance(target, Engine):
+            self._install_engine(target)
+        elif isinstance(target, AsyncSession):
+            self.install(target.sync_session)
+        elif isinstance(target, async_sessionmaker):
+            bind = target.kw.get("bind")
+            if bind is None:
+                msg = "this async_sessionmaker has no bind: install on its engine instead"
+                raise ConfigurationError(msg)
+            self.install(bind)
+        elif isinstance(target, Session | sessionmaker | scoped_session):
+            event.listen(target, "after_begin", self._on_begin)
+            bind = target.kw.get("bind") if isinstance(target, sessionmaker) else None
+            if isinstance(bind, Engine | AsyncEngine):
+                self.install(bind)
+        else:
+            msg = f"cannot install on {type(target).__name__}: pass an engine or a session"
+            raise TypeError(msg)
+
+    # -- the hooks --------------------------------------------------------------------------
+
+    def _install_engine(self, engine: Engine) -> None:
+        owner = _INSTALLED.get(engine)
+        if owner is self:
+            return
+        if owner is not None:
+            msg = "another CustomerData is already installed on this engine"
+            raise ConfigurationError(msg)
+        _INSTALLED[engine] = self
+        event.listen(engine, "before_execute", self._before_execute, retval=True)
+        event.listen(engine, "before_cursor_execute", self._before_cursor_execute)
+
+    def _on_begin(self, session: Session, transaction: object, connection: Connection) -> None:
+        self._install_engine(connection.engine)
+
+    def _before_execute(
+        self,
+        conn: Connection,
+        statement: Any,
+        multiparams: Any,
+        params: Any,
+        execution_options: Any,
+    ) -> tuple[Any, Any, Any]:
+        if is_read(statement):
+            reads = reached(statement, self._tables, self._entities.keys())
+            if reads:
+                statement = self._judge(statement, reads)
+        return statement, multiparams, params
+
+    def _before_cursor_execute(  # noqa: PLR0917 - SQLAlchemy calls it with six positionals
+        self,
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None,
+        executemany: bool,
+    ) -> None:
+        # Statements compiled from objects were judged in before_execute; this sees the SQL
+        # strings handed to the driver as they are (exec_driver_sql).
+        if context is not None and context.compiled is not None:
+            return
+        if is_read(statement):
+            found = named_in_text(statement, self._tables)
+            if found:
+                self._judge(None, {table.key: Reach.HIDDEN for table in found})
+
+    def _judge(self, statement: Any, reads: dict[str, Reach]) -> Any:
+        """The statement to run, restricted where needed; raises for a read it refuses."""
+        access = running_access()
+        for key, reach in reads.items():
+            table = self._tables[key]
+            if access is None or access.target.resource != table.resource:
+                self._ungated(table, access)
+            elif reach is Reach.TOP and isinstance(statement, Select):
+                statement = restrict(statement, table, access.target.customer_id)
+            elif reach is not Reach.ENTITY:
+                raise access.withhold(
+                    ReasonCode.CUSTOMER_MISMATCH,
+                    f"{table.key} is read inside a subquery, CTE, UNION or SQL text, where "
+                    f"its rows cannot be kept to customer {access.target.customer_id!r}; "
+                    "select it as ORM entities or at the top level of a select",
+                )
+        return statement
+
+    def _ungated(self, table: ProtectedTable, inside: Access | None) -> None:
+        """Record a read of ``table`` that no gated access covers; refuse it unless observing."""
+        where = (
+            "outside any gated access"
+            if inside is None
+            else f"inside a gated access to {inside.target.resource}, which does not cover it"
+        )
+        target = Target(
+            resource=table.resource,
+            data_categories=frozenset(table.data_categories),
+            field_names=(),
+            action="read",
+            function=_caller(),
+            customer_id=None,
+        )
+        decision = AccessDecision(
+            allowed=False,
+            reason=ReasonCode.UNGATED_READ,
+            policy_version=self.gate.setup.policy.version,
+            detail=f"a query read {table.key} ({table.resource}) {where}",
+        )
+        extra: dict[str, AttributeValue] = {"table": table.key, "mode": self.mode}
+        access = Access(self.gate.setup, target)
+        if self.mode == "observe":
+            access.observe(decision, extra)
+            return
+        raise access.refuse(decision, extra)
+
+    def _watch(self, cls: type[Any], table: ProtectedTable, attribute: str) -> None:
+        owner = _WATCHED.get(cls)
+        if owner is self:
+            return
+        if owner is not None:
+            msg = f"{cls.__qualname__} is already protected by another CustomerData"
+            raise ConfigurationError(msg)
+        _WATCHED[cls] = self
+        self._entities[cls] = (table, attribute)
+
+        def on_load(instance: object, context: QueryContext) -> None:
+            self._loaded(instance, context, table, attribute)
+
+        def on_refresh(instance: object, context: QueryContext, attrs: object) -> None:
+            self._loaded(instance, context, table, attribute)
+
+        event.listen(cls, "load", on_load, propagate=True)
+        event.listen(cls, "refresh", on_refresh, propagate=True)
+
+    def _loaded(
+        self, instance: object, context: QueryContext, table: ProtectedTable, attribute: str
+    ) -> None:
+        """One row of a watched class has loaded: check whose it is and count it."""
+        access = running_access()
+        if access is None or access.target.resource != table.resource:
+            # Rows the statement-level check could not see (a joined eager load); one
+            # record per query, not per row.
+            marker = ("accessaudit.ungated", table.key)
+            seen = reached(context.query, self._tables, self._entities.keys())
+            if marker not in context.attributes and table.key not in seen:
+                context.attributes[marker] = True
+                self._ungated(table, access)
+            return
+        state = sa_inspect(instance)
+        if attribute not in state.dict:
+            raise access.withhold(
+                ReasonCode.CUSTOMER_MISMATCH,
+                f"rows of {table.key} were loaded without their {attribute} column, so whose "
+                "they are cannot be checked; do not defer it",
+            )
+        if as_identifier(state.dict[attribute]) != access.target.customer_id:
+            raise access.withhold(
+                ReasonCode.CUSTOMER_MISMATCH,
+                f"a row of {table.key} belongs to another customer than "
+                f"{access.target.customer_id!r}",
+            )
+        access.count_loaded(1)
+
+
+def _column_of_table(table: Table, name: str) -> str:
+    if name not in table.c:
+        msg = f"table {table.fullname} has no column {name!r} to read the customer id from"
+        raise ConfigurationError(msg)
+    return name
+
+
+def _mapped(cls: type[Any], attribute: str) -> tuple[Table, str, str]:
+    """The table, customer column and attribute of a mapped class."""
+    mapper = sa_inspect(cls, raiseerr=False)
+    if not isinstance(mapper, Mapper):
+        msg = f"{cls!r} is neither a mapped class nor a Table"
+        raise TypeError(msg)
+    prop = mapper.attrs.get(attribute)
+    columns = getattr(prop, "columns", ())
+    for table in mapper.tables:
+        if isinstance(table, Table):
+            for column in columns:
+                if column.table is table:
+                    return table, column.name, attribute
+    msg = f"{cls.__qualname__} has no mapped column attribute {attribute!r} holding the customer id"
+    raise ConfigurationError(msg)
+
+
+def _caller() -> str:
+    """Where the query came from: the first frame outside SQLAlchemy and accessaudit."""
+    frame = sys._getframe(1)  # the cheap way to the caller's frame
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not module.startswith(("sqlalchemy", "accessaudit.", "contextlib", "asyncio")):
+            return f"{module}.{frame.f_code.co_qualname}"[:MAX_IDENTIFIER_CHARS]
+        frame = frame.f_back  # type: ignore[assignment]
+    return "(unknown)"
