@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
+import types
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,17 @@ def _named_files() -> dict[str, str]:
     return dict(blocks)
 
 
+def _run(block: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Execute a block as the body of a module ``readme``, as a reader's script would run.
+
+    A real module in ``sys.modules``: SQLAlchemy resolves a mapped class's annotations
+    (``Mapped[int]``) through the module that defines it.
+    """
+    module = types.ModuleType("readme")
+    monkeypatch.setitem(sys.modules, "readme", module)
+    exec(compile(block, str(README), "exec"), module.__dict__)  # noqa: S102
+
+
 def test_readme_policy_is_valid() -> None:
     """The policy shown in the README loads."""
     files = _named_files()
@@ -38,12 +51,13 @@ def test_readme_library_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     blocks = _python_blocks()
     assert blocks
     for block in blocks:
-        exec(compile(block, str(README), "exec"), {"__name__": "readme"})  # noqa: S102
+        _run(block, monkeypatch)
     with SqlStore("sqlite:///example.db") as store:
         types = [r.event.event_type for r in store.read()]
         assert verify_store(store, load_key(Path("example.key"))).intact
-    # The gate example: a grant, an allowed read, a denied one, a service read, then the
-    # directly appended event.
+    # The gate example: a grant, an allowed read, a denied one, a service read; the
+    # SQLAlchemy example: an ungated read refused, a gated read, a forgotten WHERE withheld;
+    # then the directly appended event.
     assert types == [
         EventType.GRANT_ISSUED,
         EventType.ACCESS_ALLOWED,
@@ -51,6 +65,11 @@ def test_readme_library_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
         EventType.ACCESS_DENIED,
         EventType.ACCESS_ALLOWED,
         EventType.ACCESS_COMPLETED,
+        EventType.ACCESS_DENIED,
+        EventType.ACCESS_ALLOWED,
+        EventType.ACCESS_COMPLETED,
+        EventType.ACCESS_ALLOWED,
+        EventType.ACCESS_FAILED,
         EventType.ACCESS_ALLOWED,
     ]
 
@@ -63,8 +82,7 @@ def test_each_readme_example_runs_on_its_own(
     monkeypatch.chdir(tmp_path)
     for name, body in _named_files().items():
         (tmp_path / name).write_text(body)
-    block = _python_blocks()[index]
-    exec(compile(block, str(README), "exec"), {"__name__": "readme"})  # noqa: S102
+    _run(_python_blocks()[index], monkeypatch)
     with SqlStore("sqlite:///example.db") as store:
         assert verify_store(store, load_key(Path("example.key"))).intact
 

@@ -76,13 +76,29 @@ WriterRoleOption = Annotated[
 ]
 
 
+DdlGuardOption = Annotated[
+    bool,
+    typer.Option(
+        "--ddl-guard",
+        help="PostgreSQL, as a superuser: install event triggers that refuse DROP and ALTER "
+        "of the log's tables to every role (an app's migrations included).",
+    ),
+]
+
+
 @app.command()
 @shared_options
-def init(log: NewLogOptions, writer_role: WriterRoleOption = None) -> None:
-    """Create the HMAC key file, the events table and its append-only triggers (idempotent)."""
+def init(
+    log: NewLogOptions, writer_role: WriterRoleOption = None, ddl_guard: DdlGuardOption = False
+) -> None:
+    """Create the key file, the log's tables and triggers, or upgrade an older log (idempotent)."""
     with reported_errors():
         lines = init_store(
-            log.db, key_file=log.key_file, writer_role=writer_role, timeout=log.timeout
+            log.db,
+            key_file=log.key_file,
+            writer_role=writer_role,
+            timeout=log.timeout,
+            ddl_guard=ddl_guard,
         )
     for line in lines:
         show_line(line)

@@ -25,6 +25,9 @@ From then on, a query reading a protected table:
   restricted (the table only inside a subquery, CTE, UNION or SQL text) is withheld the
   same way.
 
+Migrations: ``audit_metadata`` holds the log's tables; pass ``include_object`` to Alembic's
+``context.configure`` so that autogenerate never proposes to drop or alter them.
+
 The hooks run where SQLAlchemy runs the query: for ``AsyncSession`` that is the event loop,
 so recording a refusal there waits for its commit on the loop (refusals only: gated reads
 record through the gate, which never blocks the loop).
@@ -56,6 +59,7 @@ from accessaudit.sqlalchemy._statements import (
     reached,
     restrict,
 )
+from accessaudit.store import AUDIT_TABLES, audit_metadata
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -66,7 +70,7 @@ if TYPE_CHECKING:
     from accessaudit.gate import Gate
     from accessaudit.record.fields import AttributeValue
 
-__all__ = ["CustomerData", "Mode"]
+__all__ = ["AUDIT_TABLES", "CustomerData", "Mode", "audit_metadata", "include_object"]
 
 #: ``enforce`` refuses ungated reads; ``observe`` lets them run and records each one.
 Mode = Literal["enforce", "observe"]
@@ -315,6 +319,18 @@ class CustomerData:
                 f"{access.target.customer_id!r}",
             )
         access.count_loaded(1)
+
+
+def include_object(
+    item: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's ``include_object`` hook: leave the audit log's tables out of autogenerate.
+
+    ``context.configure(..., include_object=include_object)``. To combine with a hook of
+    the app's own: ``lambda *a: include_object(*a) and app_hook(*a)``.
+    """
+    table = name if type_ == "table" else getattr(getattr(item, "table", None), "name", None)
+    return table not in AUDIT_TABLES
 
 
 def _column_of_table(table: Table, name: str) -> str:

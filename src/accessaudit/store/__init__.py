@@ -14,6 +14,9 @@ from accessaudit.store._review import (
     EvidenceCount,
     VisibleDecision,
 )
+from accessaudit.store._schema import AUDIT_TABLES
+from accessaudit.store._schema import metadata as audit_metadata
+from accessaudit.store._upgrade import SCHEMA_VERSION
 from accessaudit.store.sql import DEFAULT_CHAIN, DEFAULT_TIMEOUT, ChainHead, RowBatch, SqlStore
 
 if TYPE_CHECKING:
@@ -142,9 +145,11 @@ class AuditStore(Protocol):
 
 
 __all__ = [
+    "AUDIT_TABLES",
     "DEFAULT_CHAIN",
     "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
+    "SCHEMA_VERSION",
     "AuditStore",
     "ChainHead",
     "ChainPoint",
@@ -159,4 +164,5 @@ __all__ = [
     "RowBatch",
     "SqlStore",
     "VisibleDecision",
+    "audit_metadata",
 ]

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Index,
+    Integer,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -28,6 +29,8 @@ from accessaudit.record._rows import column_name
 from accessaudit.record.fields import EVENT_FIELDS, Kind
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from sqlalchemy.types import TypeEngine
 
 TABLE_NAME: Final = "accessaudit_events"
@@ -74,14 +77,28 @@ events = Table(
     Index(f"{TABLE_NAME}_evidence_ref", "evidence_ref", "event_type"),
 )
 
+#: Which schema versions the log went through: one row per upgrade, never changed.
+VERSION_TABLE: Final = "accessaudit_schema"
+schema_versions = Table(
+    VERSION_TABLE,
+    metadata,
+    Column("version", Integer(), nullable=False),
+    Column("applied_at_us", BigInteger(), nullable=False),
+    Column("release", Text(), nullable=False),
+    PrimaryKeyConstraint("version", name=f"{VERSION_TABLE}_pkey"),
+)
+#: Every table of a log, for tools that must leave them alone (Alembic's include_object).
+AUDIT_TABLES: Final = frozenset({TABLE_NAME, VERSION_TABLE})
+
 APPEND_ONLY_MESSAGE: Final = f"{TABLE_NAME} is append-only"
 
 # SQLite: anyone who can write the file can drop these; they stop mistakes, not owners.
 SQLITE_TRIGGERS: Final = {
-    f"{TABLE_NAME}_no_{op.lower()}": (
-        f"CREATE TRIGGER IF NOT EXISTS {TABLE_NAME}_no_{op.lower()} BEFORE {op} ON {TABLE_NAME} "
-        f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}: {op} is not allowed'); END"
+    f"{table}_no_{op.lower()}": (
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: {op} is not allowed'); END"
     )
+    for table in (TABLE_NAME, VERSION_TABLE)
     for op in ("UPDATE", "DELETE")
 }
 
@@ -98,20 +115,34 @@ BEGIN
 END
 $$"""
 POSTGRES_TRIGGERS: Final = {
-    f"{TABLE_NAME}_no_update_delete": "BEFORE UPDATE OR DELETE ON {t} FOR EACH ROW",
-    f"{TABLE_NAME}_no_truncate": "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT",
+    "no_update_delete": "BEFORE UPDATE OR DELETE ON {t} FOR EACH ROW",
+    "no_truncate": "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT",
 }
 
 
-def postgres_trigger_ddl() -> list[str]:
-    """Statements (idempotent, PostgreSQL 14+) creating the append-only triggers."""
-    ddl = [_PG_FUNCTION]
-    for name, when in POSTGRES_TRIGGERS.items():
-        ddl.append(
-            f"CREATE OR REPLACE TRIGGER {name} {when.format(t=TABLE_NAME)} "
-            f"EXECUTE FUNCTION {TABLE_NAME}_reject_change()"
-        )
-        ddl.append(f"ALTER TABLE {TABLE_NAME} ENABLE ALWAYS TRIGGER {name}")
+def postgres_trigger_ddl(
+    *, have_function: bool = False, triggers: Mapping[str, str] | None = None
+) -> list[str]:
+    """Statements creating the append-only triggers (PostgreSQL 14+), less what exists.
+
+    On both tables: the version table's history is append-only too, and its triggers are
+    how PostgreSQL's DDL guard recognises a log's table under any name. ``triggers`` maps
+    the names present to ``pg_trigger.tgenabled``: nothing that is already in place is
+    created or altered again, so re-running init needs no more rights than the log's owner
+    has, and passes a DDL guard.
+    """
+    present = triggers or {}
+    ddl = [] if have_function else [_PG_FUNCTION]
+    for table in (TABLE_NAME, VERSION_TABLE):
+        for suffix, when in POSTGRES_TRIGGERS.items():
+            name = f"{table}_{suffix}"
+            if name not in present:
+                ddl.append(
+                    f"CREATE TRIGGER {name} {when.format(t=table)} "
+                    f"EXECUTE FUNCTION {TABLE_NAME}_reject_change()"
+                )
+            if present.get(name) != "A":  # "A": fires always, even for replicas
+                ddl.append(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {name}")
     return ddl
 
 

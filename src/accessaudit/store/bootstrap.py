@@ -20,11 +20,13 @@ def init_store(
     key_file: Path | None = None,
     writer_role: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    ddl_guard: bool = False,
 ) -> list[str]:
-    """Create whatever is missing; return one line per thing created or kept. Idempotent.
+    """Create whatever is missing, upgrade an older log in place; one line per change.
 
-    Arguments are checked before anything is created. The key file is skipped when
-    ``$ACCESSAUDIT_HMAC_KEY`` supplies the key and no file was named explicitly.
+    Idempotent. Arguments are checked before anything is created. The key file is skipped
+    when ``$ACCESSAUDIT_HMAC_KEY`` supplies the key and no file was named explicitly.
+    ``ddl_guard``: also install PostgreSQL's guard against DROP and ALTER of the log.
     """
     with SqlStore(url, timeout=timeout, must_exist=False) as store:
         if writer_role is not None:
@@ -38,7 +40,7 @@ def init_store(
             if not created:
                 load_key(path)  # an existing file must hold a usable key, or init says so
             done.append(f"key file {path}: {'created (mode 0600)' if created else 'exists, kept'}")
-        made = store.create_schema()
+        made = store.create_schema(ddl_guard=ddl_guard)
         done += [f"created {item}" for item in made] or [f"schema in {store.url}: exists, kept"]
         if writer_role is not None:
             store.grant_writer_role(writer_role)

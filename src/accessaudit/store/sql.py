@@ -56,11 +56,18 @@ from accessaudit.store._guarded import EvidenceUse, GuardedBatch, Precondition, 
 from accessaudit.store._schema import (
     SQLITE_TRIGGERS,
     TABLE_NAME,
+    VERSION_TABLE,
     check_role_name,
     events,
     metadata,
     postgres_trigger_ddl,
     writer_role_ddl,
+)
+from accessaudit.store._upgrade import (
+    DDL_GUARD_TRIGGERS,
+    ddl_guard_ddl,
+    schema_version,
+    upgrade,
 )
 from accessaudit.store._writer import Writer
 
@@ -251,8 +258,16 @@ class SqlStore:
 
     # -- schema ---------------------------------------------------------------------------
 
-    def create_schema(self) -> list[str]:
-        """Create the table, indexes and append-only triggers where missing; say what was made."""
+    def create_schema(self, *, ddl_guard: bool = False) -> list[str]:
+        """Create or upgrade the table, indexes and triggers; say what was made or changed.
+
+        One transaction: a log is either upgraded to ``SCHEMA_VERSION`` or left as it was.
+        ``ddl_guard`` (PostgreSQL, needs a superuser) installs the event triggers that refuse
+        DROP and ALTER of the log's tables (see ``store._upgrade``).
+        """
+        if ddl_guard and self.is_sqlite:
+            msg = "the DDL guard is PostgreSQL's (event triggers); SQLite has no equivalent"
+            raise ConfigurationError(msg)
         with self._connection("creating the audit schema", write=True) as conn:
             self._check_database(conn)
             with conn.begin():
@@ -261,23 +276,63 @@ class SqlStore:
                         text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
                         {"k": "accessaudit/create_schema"},
                     )
-                inspector = inspect(conn)
-                exists = inspector.has_table(TABLE_NAME)
+                    # Our own upgrades pass a DDL guard installed earlier (superusers only).
+                    conn.execute(text("SET LOCAL accessaudit.allow_ddl = 'on'"))
+                found = schema_version(conn)
                 indexes = (
-                    {i["name"] for i in inspector.get_indexes(TABLE_NAME)} if exists else set()
+                    set()
+                    if found is None
+                    else {i["name"] for i in inspect(conn).get_indexes(TABLE_NAME)}
                 )
-                created = [] if exists else [f"table {TABLE_NAME}"]
+                created = [] if found is not None else [f"table {TABLE_NAME}"]
                 metadata.create_all(conn)
                 for index in sorted(events.indexes, key=lambda i: str(i.name)):
-                    if exists and index.name not in indexes:  # added by a later version
+                    if found is not None and index.name not in indexes:  # added by a later version
                         index.create(conn)
                         created.append(f"index {index.name}")
+                created += upgrade(conn, found)
                 before = self._trigger_names(conn)
-                ddl = SQLITE_TRIGGERS.values() if self.is_sqlite else postgres_trigger_ddl()
-                for statement in ddl:
+                for statement in SQLITE_TRIGGERS.values() if self.is_sqlite else self._pg_ddl(conn):
                     conn.execute(text(statement))
                 created += [f"trigger {n}" for n in sorted(self._trigger_names(conn) - before)]
+                if ddl_guard:
+                    created += self._install_ddl_guard(conn)
         return created
+
+    def _pg_ddl(self, conn: Connection) -> list[str]:
+        """The append-only triggers' DDL, less what is already in place."""
+        triggers = {
+            str(name): str(enabled)
+            for name, enabled in conn.exec_driver_sql(
+                "SELECT tgname, tgenabled FROM pg_trigger "  # noqa: S608 - our constants only
+                f"WHERE tgrelid IN ('{TABLE_NAME}'::regclass, '{VERSION_TABLE}'::regclass) "
+                "AND NOT tgisinternal"
+            )
+        }
+        have_function = conn.exec_driver_sql(
+            f"SELECT to_regprocedure('{TABLE_NAME}_reject_change()') IS NOT NULL"
+        ).scalar_one()
+        return postgres_trigger_ddl(have_function=bool(have_function), triggers=triggers)
+
+    def _install_ddl_guard(self, conn: Connection) -> list[str]:
+        superuser = conn.exec_driver_sql(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).scalar_one()
+        if not superuser:
+            msg = (
+                "installing the DDL guard needs a superuser (event triggers); run "
+                "`accessaudit init --ddl-guard` once as one, or separate the roles instead "
+                '(README: "Protecting the log from the application\'s migrations")'
+            )
+            raise ConfigurationError(msg)
+        for statement in ddl_guard_ddl():
+            conn.execute(text(statement))
+        return [f"event trigger {name}" for name in DDL_GUARD_TRIGGERS]
+
+    def schema_version(self) -> int | None:
+        """The log's schema version (None: no log here; 1: older than the version marker)."""
+        with self._connection("reading the schema version") as conn:
+            return schema_version(conn)
 
     def _check_database(self, conn: Connection) -> None:
         """SQLite: switch the file to WAL. PostgreSQL: insist on UTF8, which hashing needs."""
@@ -303,9 +358,10 @@ class SqlStore:
         if self.is_sqlite:
             query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
         else:
-            query = (  # TABLE_NAME is our own constant, not input
+            query = (  # the names are our own constants, not input
                 "SELECT tgname FROM pg_trigger "  # noqa: S608
-                f"WHERE tgrelid = '{TABLE_NAME}'::regclass AND NOT tgisinternal"
+                f"WHERE tgrelid IN ('{TABLE_NAME}'::regclass, '{VERSION_TABLE}'::regclass) "
+                "AND NOT tgisinternal"
             )
         return {row[0] for row in conn.exec_driver_sql(query)}
 
