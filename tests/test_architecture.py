@@ -1,8 +1,8 @@
 """The package's layers: the map in ARCHITECTURE.md, the import direction, public names.
 
-``record`` <- ``store`` <- ``gate`` <- ``sqlalchemy`` <- ``review`` <- ``cli``: a module
-imports only from its own layer and the ones before it (and from ``accessaudit.exceptions``),
-so the layers the code has stay visible in the tree.
+``record`` <- ``store`` <- ``gate`` <- ``sqlalchemy`` <- ``asgi`` <- ``review`` <- ``cli``:
+a module imports only from its own layer and the ones before it (and from
+``accessaudit.exceptions``), so the layers the code has stay visible in the tree.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from accessaudit._moved import MOVED
 
 PACKAGE = Path(accessaudit.__file__).parent
 ROOT = PACKAGE.parent.parent
-LAYERS = ("record", "store", "gate", "sqlalchemy", "review", "cli")
+LAYERS = ("record", "store", "gate", "sqlalchemy", "asgi", "review", "cli")
 
 
 def _modules() -> list[Path]:
@@ -55,7 +55,7 @@ def test_the_module_map_lists_exactly_the_modules_in_the_tree() -> None:
 
 
 def test_each_layer_imports_only_from_the_layers_before_it() -> None:
-    """No module reaches up: record < store < gate < sqlalchemy < review < cli."""
+    """No module reaches up: record < store < gate < sqlalchemy < asgi < review < cli."""
     upward = []
     for path in _modules():
         layer = _layer(path)

@@ -173,6 +173,9 @@ def grant_revoke(
 def grant_list(
     log: LogOptions,
     customer: CustomerFilter = None,
+    case: Annotated[
+        str | None, typer.Option("--case", help="Only grants for this support case (ticket id).")
+    ] = None,
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Every grant with its status (live, expired, revoked, tampered). Recorded."""
@@ -180,7 +183,7 @@ def grant_list(
         reported_errors(as_json=output is OutputFormat.JSON),
         _registry(log) as registry,
     ):
-        grants = registry.grants(customer)
+        grants = registry.grants(customer, case_id=case)
         _record_list(registry, log, "grant list", customer, len(grants))
     _print(
         grants,

@@ -29,7 +29,7 @@ from accessaudit.exceptions import (
     StoreError,
 )
 from accessaudit.gate._allowance import ALLOWANCE_EVENTS, RESERVED, records_used
-from accessaudit.gate.context import AccessContext, current_context
+from accessaudit.gate.context import AccessContext, RequestInfo, current_context, current_request
 from accessaudit.gate.decisions import AccessDecision, ReasonCode
 from accessaudit.gate.evidence import ENDING_EVENTS, Grant, LegalRequest
 from accessaudit.gate.policy import AccessRequest
@@ -103,6 +103,7 @@ class Access:
     def __init__(self, setup: GateSetup, target: Target) -> None:
         self._setup, self.target = setup, target
         self.context: AccessContext | None = current_context()
+        self.request: RequestInfo | None = current_request()
         self.decision: AccessDecision | None = None
         self.record: StoredEvent | None = None
         """The committed ``access.allowed`` (or ``access.denied``) record."""
@@ -533,6 +534,7 @@ class Access:
             # The outcome: the same actor, target and origin as the decision record, which
             # validated them; only what differs is validated again.
             return self.record.event.derive(**varying)
+        request = self.request
         who: dict[str, Any] = (
             {"actor_id": NO_CONTEXT_ACTOR, "actor_type": ActorType.SERVICE}
             if ctx is None
@@ -548,6 +550,11 @@ class Access:
                 "trace_id": ctx.trace_id,
             }
         )
+        if request is not None:
+            # The request's ids where the context has none; denials without one included.
+            who["request_id"] = who.get("request_id") or request.request_id
+            who["trace_id"] = who.get("trace_id") or request.trace_id
+            who["origin_client_addr"] = request.client_addr
         return AccessEvent(
             **varying,
             **who,

@@ -17,9 +17,10 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 from accessaudit.exceptions import FieldProblem, InvalidEvent
 from accessaudit.gate.purposes import Purpose, parse_purpose
@@ -27,10 +28,19 @@ from accessaudit.record._validate import check_text, exact_text
 from accessaudit.record.fields import FIELDS_BY_NAME, MAX_IDENTIFIER_CHARS, ActorType
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from types import TracebackType
 
-__all__ = ["AccessContext", "ContextScope", "access_context", "carry_context", "current_context"]
+__all__ = [
+    "AccessContext",
+    "ContextScope",
+    "RequestInfo",
+    "access_context",
+    "carry_context",
+    "current_context",
+    "current_request",
+    "request_scope",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -110,6 +120,52 @@ def current_context() -> AccessContext | None:
     return _current.get()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestInfo:
+    """The request an access happens in, known before (and without) any access context.
+
+    Set by a web integration (``accessaudit.asgi``) for the whole request, so that even a
+    denial for want of a context (an unauthenticated call) names its request, trace and
+    client. The access context's own ``request_id`` and ``trace_id`` win where both are set.
+    """
+
+    request_id: str | None = None
+    trace_id: str | None = None
+    client_addr: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("request_id", "trace_id", "client_addr"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            problem = check_text(name, value, MAX_IDENTIFIER_CHARS)
+            if problem is not None:
+                problems.append(problem)
+            else:
+                object.__setattr__(self, name, exact_text(value))
+        if problems:
+            raise InvalidEvent(problems)
+
+
+_request: ContextVar[RequestInfo | None] = ContextVar("accessaudit_request", default=None)
+
+
+def current_request() -> RequestInfo | None:
+    """The request in force here (see ``request_scope``), or None."""
+    return _request.get()
+
+
+@contextmanager
+def request_scope(info: RequestInfo) -> Iterator[RequestInfo]:
+    """Put ``info`` in force for the block (a whole request, in a web integration)."""
+    token = _request.set(info)
+    try:
+        yield info
+    finally:
+        _request.reset(token)
+
+
 class ContextScope:
     """Puts an ``AccessContext`` in force: as a context manager, or as a decorator.
 
@@ -132,9 +188,15 @@ class ContextScope:
         traceback: TracebackType | None,
     ) -> None:
         # ``with`` blocks nest within a thread or task, so the innermost token is ours.
-        *rest, token = _tokens.get()
+        tokens = _tokens.get()
+        if not tokens:
+            raise RuntimeError(_ACROSS_CONTEXTS)
+        *rest, token = tokens
+        try:
+            _current.reset(token)
+        except ValueError:
+            raise RuntimeError(_ACROSS_CONTEXTS) from None
         _tokens.set(tuple(rest))
-        _current.reset(token)
 
     def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
         """Run every call of ``function`` (sync or async) inside this context."""
@@ -161,6 +223,14 @@ class ContextScope:
                 return function(*args, **kwargs)
 
         return run
+
+
+_ACROSS_CONTEXTS: Final = (
+    "access_context was left in another context than it was entered in, so the access "
+    "context it set was never seen by the code in between. This happens with a FastAPI "
+    "sync `yield` dependency (its entry and exit run in different worker threads): use "
+    "accessaudit.asgi.AccessContextMiddleware, or an `async def` dependency"
+)
 
 
 def access_context(context: AccessContext | None = None, /, **values: Any) -> ContextScope:

@@ -151,10 +151,30 @@ class EvidenceRegistry:
             kind, ref, self.store.evidence_rows(ref, event_types=EVIDENCE_EVENTS[kind])
         )
 
-    def grants(self, customer_id: str | None = None) -> list[Grant]:
-        """Every grant (optionally of one customer), oldest first."""
-        found = [g for g in self._all(EvidenceKind.GRANT) if isinstance(g, Grant)]
-        return [g for g in found if customer_id is None or g.customer_id == customer_id]
+    def grants(self, customer_id: str | None = None, *, case_id: str | None = None) -> list[Grant]:
+        """Every grant (optionally of one customer, for one case), oldest first."""
+        return [
+            g
+            for g in self._all(EvidenceKind.GRANT)
+            if isinstance(g, Grant)
+            and (customer_id is None or g.customer_id == customer_id)
+            and (case_id is None or g.case_id == case_id)
+        ]
+
+    def grant_for_case(self, customer_id: str, case_id: str) -> Grant | None:
+        """The grant a support tool needs for a ticket: the newest live one, else None.
+
+        ``case_id`` is the ticket id the tool has in hand; its ``grant_id`` goes into the
+        access context's ``evidence_ref``. Tampered, expired and revoked grants are not
+        returned.
+        """
+        now = self.clock()
+        live = [
+            g
+            for g in self.grants(customer_id, case_id=case_id)
+            if g.intact and g.status(now) == "live"
+        ]
+        return live[-1] if live else None
 
     def incidents(self) -> list[Incident]:
         """Every incident, oldest first."""
