@@ -48,6 +48,7 @@ from bench_log import build
 from bench_micro import cpu_split
 from bench_report import ASYNC_TASKS, render, targets
 from bench_threads import log_like_the_cli_to_devnull, structlog_quiet
+from bench_web import leg_web
 from sqlalchemy.engine import make_url
 
 from accessaudit import MacKey
@@ -82,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verify-events", type=int, help="verify log size (1,000,000; 50,000)")
     parser.add_argument("--skip-calls", action="store_true", help="no per-call legs")
     parser.add_argument("--skip-micro", action="store_true", help="no cost split")
+    parser.add_argument("--skip-web", action="store_true", help="no web (ASGI + ORM) leg")
     parser.add_argument("--skip-export", action="store_true", help="no export legs")
     parser.add_argument("--skip-verify", action="store_true", help="no verify leg")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "bench.json")
@@ -243,6 +245,9 @@ def main() -> None:
             call_legs(results, work, key, args)
             if args.postgres:
                 postgres_legs(results, key, args)
+        if not args.skip_web:
+            progress("web leg: the example app, gated and ungated")
+            results["web"] = leg_web(work, key, args.reps, args.calls)
         if not args.skip_micro:
             progress("cost split")
             results["micro"] = cpu_split(work / "micro.db", key, args.reps, args.calls)

@@ -282,6 +282,23 @@ def render(results: dict[str, Any]) -> str:
             " (synced with the next decision); baselines: 1 durable record, no decision)",
         ]
         out += [_header("calls/s"), *calls]
+    web = results.get("web")
+    if web is not None:
+        out += [
+            "",
+            "per request, examples/fastapi_app.py called as an ASGI app (gated: middleware, "
+            "ORM integration, gate; ungated: the same endpoint and query, none of them)",
+            _header("requests/s"),
+        ]
+        for name in ("gated", "gate only", "ungated"):
+            leg = web[name]
+            row = _row(name, leg["calls_per_s"], leg["p50_us"], leg["p99_us"], None)
+            out.append(f"{row}  {leg['cpu_us_per_request']:,.0f} µs CPU/request")
+        out.append(
+            f"    gated costs {web['time_ratio']:.2f}x the ungated time per request "
+            f"({web['cpu_ratio']:.2f}x its CPU); the gated function alone "
+            f"{web['gate_only_ratio']:.2f}x"
+        )
     dump = dump_table(results)
     if dump:
         out += ["", "log scans, each in a fresh process", _header("rows/s"), *dump]

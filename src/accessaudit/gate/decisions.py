@@ -116,7 +116,7 @@ REASONS: Final[dict[ReasonCode, tuple[str, str]]] = {
         "or open one at the query: .execution_options(accessaudit=gate.guard(...))",
     ),
     ReasonCode.CUSTOMER_MISMATCH: (
-        "a gated read loaded rows of another customer than the one it was allowed for",
+        "a gated read loaded, or could load, rows of another customer than the one it was for",
         "filter the query by the gated customer (e.g. .where(Model.customer_id == customer_id))",
     ),
 }

@@ -20,10 +20,10 @@ From then on, a query reading a protected table:
   checked row by row as they load; a row of another customer fails the access
   (``AccessDenied``, recorded as ``access.failed`` with reason ``customer_mismatch``, the
   result withheld) and is never handed out. The outcome's ``record_count`` is the number of
-  rows loaded. Core and column reads get a ``WHERE <customer column> = <gated customer>``
-  added, so no other customer's row is fetched. A read that can be neither checked nor
-  restricted (the table only inside a subquery, CTE, UNION or SQL text) is withheld the
-  same way.
+  rows loaded. Core and column reads must show in their WHERE that they keep to the gated
+  customer (``customer column = id``, ANDed at the top level); one that does not, or that
+  reads the table only inside a subquery, CTE, UNION or SQL text, is withheld the same way
+  before it runs.
 
 Migrations: ``audit_metadata`` holds the log's tables; pass ``include_object`` to Alembic's
 ``context.configure`` so that autogenerate never proposes to drop or alter them.
@@ -39,7 +39,7 @@ import sys
 import weakref
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from sqlalchemy import Engine, Select, Table, event
+from sqlalchemy import Engine, Table, event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapper, Session, scoped_session, sessionmaker
@@ -55,14 +55,15 @@ from accessaudit.sqlalchemy._statements import (
     ProtectedTable,
     Reach,
     is_read,
+    kept_to_customer,
     named_in_text,
     reached,
-    restrict,
 )
 from accessaudit.store import AUDIT_TABLES, audit_metadata
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+    from types import FrameType
 
     from sqlalchemy.engine import Connection, ExecutionContext
     from sqlalchemy.orm import QueryContext
@@ -76,10 +77,12 @@ __all__ = ["AUDIT_TABLES", "CustomerData", "Mode", "audit_metadata", "include_ob
 Mode = Literal["enforce", "observe"]
 _MODES: Final = ("enforce", "observe")
 
-#: Which ``CustomerData`` guards each engine and watches each mapped class: one each, so no
-#: read is judged, and no row counted, twice.
+#: Which ``CustomerData`` guards each engine: one, so no read is judged, and no row counted,
+#: twice. A loaded row is judged by the one guarding the engine it came from, so two apps
+#: (or two tests) in one process may protect the same mapped class.
 _INSTALLED: weakref.WeakKeyDictionary[Engine, CustomerData] = weakref.WeakKeyDictionary()
-_WATCHED: weakref.WeakKeyDictionary[type[Any], CustomerData] = weakref.WeakKeyDictionary()
+#: Mapped classes with our load listeners (registered once per class, for every engine).
+_LISTENING: weakref.WeakSet[type[Any]] = weakref.WeakSet()
 
 Installable = (
     Engine
@@ -227,21 +230,33 @@ class CustomerData:
                 self._judge(None, {table.key: Reach.HIDDEN for table in found})
 
     def _judge(self, statement: Any, reads: dict[str, Reach]) -> Any:
-        """The statement to run, restricted where needed; raises for a read it refuses."""
+        """The statement to run; raises for a read it refuses."""
         access = running_access()
+        customer = None if access is None else access.target.customer_id
+
+        def is_customer(value: object) -> bool:
+            return customer is not None and as_identifier(value) == customer
+
         for key, reach in reads.items():
             table = self._tables[key]
             if access is None or access.target.resource != table.resource:
                 self._ungated(table, access)
-            elif reach is Reach.TOP and isinstance(statement, Select):
-                statement = restrict(statement, table, access.target.customer_id)
-            elif reach is not Reach.ENTITY:
-                raise access.withhold(
-                    ReasonCode.CUSTOMER_MISMATCH,
-                    f"{table.key} is read inside a subquery, CTE, UNION or SQL text, where "
-                    f"its rows cannot be kept to customer {access.target.customer_id!r}; "
-                    "select it as ORM entities or at the top level of a select",
-                )
+                continue
+            if reach is Reach.ENTITY:
+                continue  # each row is checked as it loads
+            if reach is Reach.TOP and kept_to_customer(statement, table, is_customer):
+                continue
+            where = (
+                "its WHERE does not keep it to the gated customer"
+                if reach is Reach.TOP
+                else "it is read inside a subquery, CTE, UNION or SQL text"
+            )
+            raise access.withhold(
+                ReasonCode.CUSTOMER_MISMATCH,
+                f"rows of {table.key} could belong to other customers: {where}; add "
+                f".where({table.key}.c.{table.customer_column} == {customer!r}) at the top "
+                "level of the select, or select ORM entities (checked row by row)",
+            )
         return statement
 
     def _ungated(self, table: ProtectedTable, inside: Access | None) -> None:
@@ -273,23 +288,19 @@ class CustomerData:
         raise access.refuse(decision, extra)
 
     def _watch(self, cls: type[Any], table: ProtectedTable, attribute: str) -> None:
-        owner = _WATCHED.get(cls)
-        if owner is self:
-            return
-        if owner is not None:
-            msg = f"{cls.__qualname__} is already protected by another CustomerData"
-            raise ConfigurationError(msg)
-        _WATCHED[cls] = self
         self._entities[cls] = (table, attribute)
+        if cls not in _LISTENING:
+            _LISTENING.add(cls)
+            event.listen(cls, "load", _on_load, propagate=True)
+            event.listen(cls, "refresh", _on_refresh, propagate=True)
 
-        def on_load(instance: object, context: QueryContext) -> None:
-            self._loaded(instance, context, table, attribute)
-
-        def on_refresh(instance: object, context: QueryContext, attrs: object) -> None:
-            self._loaded(instance, context, table, attribute)
-
-        event.listen(cls, "load", on_load, propagate=True)
-        event.listen(cls, "refresh", on_refresh, propagate=True)
+    def _entity(self, cls: type[Any]) -> tuple[ProtectedTable, str] | None:
+        """How rows of ``cls`` (or of the protected class it inherits from) are checked."""
+        for base in cls.__mro__:
+            found = self._entities.get(base)
+            if found is not None:
+                return found
+        return None
 
     def _loaded(
         self, instance: object, context: QueryContext, table: ProtectedTable, attribute: str
@@ -333,6 +344,27 @@ def include_object(
     return table not in AUDIT_TABLES
 
 
+def _on_load(instance: object, context: QueryContext) -> None:
+    _judge_row(instance, context)
+
+
+def _on_refresh(instance: object, context: QueryContext, attrs: object) -> None:
+    _judge_row(instance, context)
+
+
+def _judge_row(instance: object, context: QueryContext) -> None:
+    """Hand a loaded row to the ``CustomerData`` guarding the engine it came from."""
+    key = ("accessaudit.owner", type(instance))
+    if key not in context.attributes:  # once per query and class, not per row
+        bind = context.session.get_bind(sa_inspect(type(instance)))
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        owner = _INSTALLED.get(engine)
+        context.attributes[key] = (owner, owner._entity(type(instance)) if owner else None)
+    owner, entity = context.attributes[key]
+    if owner is not None and entity is not None:
+        owner._loaded(instance, context, *entity)
+
+
 def _column_of_table(table: Table, name: str) -> str:
     if name not in table.c:
         msg = f"table {table.fullname} has no column {name!r} to read the customer id from"
@@ -358,11 +390,40 @@ def _mapped(cls: type[Any], attribute: str) -> tuple[Table, str, str]:
 
 
 def _caller() -> str:
-    """Where the query came from: the first frame outside SQLAlchemy and accessaudit."""
-    frame = sys._getframe(1)  # the cheap way to the caller's frame
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if not module.startswith(("sqlalchemy", "accessaudit.", "contextlib", "asyncio")):
-            return f"{module}.{frame.f_code.co_qualname}"[:MAX_IDENTIFIER_CHARS]
-        frame = frame.f_back  # type: ignore[assignment]
+    """Where the query came from: the innermost frame outside the libraries involved.
+
+    Under ``AsyncSession`` the query runs in a greenlet whose frames end at SQLAlchemy's;
+    the caller's frames are then those of the greenlet that switched into it.
+    """
+    frame: FrameType | None = sys._getframe(1)  # the cheap way to the caller's frame
+    for start in (frame, *_parent_greenlet_frames()):
+        frame = start
+        while frame is not None:
+            if not _is_library(frame):
+                return _where(frame)
+            frame = frame.f_back
     return "(unknown)"
+
+
+def _parent_greenlet_frames() -> list[FrameType | None]:
+    try:
+        import greenlet  # noqa: PLC0415 - only there with SQLAlchemy's asyncio support
+    except ImportError:  # pragma: no cover - the dev environment has it
+        return []
+    found, current = [], greenlet.getcurrent().parent
+    while current is not None:
+        found.append(current.gr_frame)
+        current = current.parent
+    return found
+
+
+_LIBRARIES: Final = ("sqlalchemy", "accessaudit.", "contextlib", "asyncio", "greenlet")
+
+
+def _is_library(frame: FrameType) -> bool:
+    return str(frame.f_globals.get("__name__", "")).startswith(_LIBRARIES)
+
+
+def _where(frame: FrameType) -> str:
+    module = frame.f_globals.get("__name__", "")
+    return f"{module}.{frame.f_code.co_qualname}"[:MAX_IDENTIFIER_CHARS]

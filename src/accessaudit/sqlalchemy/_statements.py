@@ -1,4 +1,4 @@
-"""What a statement reads of the protected tables, and restricting it to one customer.
+"""What a statement reads of the protected tables, and whether it keeps to one customer.
 
 Pure functions over SQLAlchemy statement objects: no events, no I/O. A protected table can
 stand in a statement in three ways, and each is handled differently (see ``Reach``).
@@ -9,14 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import Select, Table, TextClause, false, inspect
-from sqlalchemy.sql import visitors
+from sqlalchemy import Select, Table, TextClause, inspect
+from sqlalchemy.sql import operators, visitors
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList, ColumnClause
 from sqlalchemy.sql.selectable import Alias, CompoundSelect, Join
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Set
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 
     from sqlalchemy import ColumnElement
     from sqlalchemy.sql.selectable import FromClause
@@ -28,9 +29,10 @@ class Reach(Enum):
     ENTITY = "entity"
     """Selected as ORM entities: every row is checked as it is loaded (``load`` events)."""
     TOP = "top"
-    """In the top-level FROM (alone or joined), not as an entity: restricted by a WHERE."""
+    """In the top-level FROM (alone or joined), not as an entity: its WHERE must prove it
+    keeps to the gated customer (``kept_to_customer``)."""
     HIDDEN = "hidden"
-    """Only inside a subquery, CTE, UNION or SQL text: can be neither checked nor restricted."""
+    """Only inside a subquery, CTE, UNION or SQL text: its rows cannot be checked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +91,14 @@ def reached(
             found[element.fullname] = Reach.HIDDEN
     if not found or not isinstance(statement, Select):
         return found
-    for key in _top_tables(statement):
-        if key in found:
-            found[key] = Reach.TOP
     for key in _entity_tables(statement, watched):
         if key in found:
             found[key] = Reach.ENTITY
+    if all(reach is Reach.ENTITY for reach in found.values()):
+        return found  # the common ORM case: no need for the FROM list (costly to compute)
+    for key in _top_tables(statement):
+        if found.get(key) is Reach.HIDDEN:
+            found[key] = Reach.TOP
     return found
 
 
@@ -129,28 +133,47 @@ def _entity_tables(select: Select[Any], watched: Set[type[Any]]) -> Iterator[str
                 yield table.fullname
 
 
-def restrict(select: Select[Any], table: ProtectedTable, customer: str | None) -> Select[Any]:
-    """``select``, keeping only ``customer``'s rows of each top-level use of ``table``."""
-    conditions = [
-        _is_customer(element.c[table.customer_column], customer)
-        for element in _top_froms(select.get_final_froms())
-        if isinstance(base := element.element if isinstance(element, Alias) else element, Table)
-        and base.fullname == table.key
-    ]
-    return select.where(*conditions)
+def kept_to_customer(
+    select: Select[Any], table: ProtectedTable, is_customer: Callable[[object], bool]
+) -> bool:
+    """Whether ``select``'s WHERE keeps ``table`` to one customer: ``column = value``.
+
+    The proof is a top-level AND term comparing the table's customer column (or an alias's)
+    with a value ``is_customer`` accepts. Anything else (no such term, OR, a subquery, a
+    function of the column) proves nothing: a read that cannot be shown to stay with the
+    gated customer is refused rather than trusted.
+    """
+    return any(
+        _is_customer_column(column, table) and is_customer(_bound_value(value))
+        for term in _and_terms(select.whereclause)
+        if isinstance(term, BinaryExpression) and term.operator is operators.eq
+        for column, value in ((term.left, term.right), (term.right, term.left))
+    )
 
 
-def _is_customer(column: ColumnElement[Any], customer: str | None) -> ColumnElement[bool]:
-    """``column = customer``, with the id as the column's type (ids in int columns are ints)."""
-    if customer is None:
-        return false()
-    try:
-        python_type = column.type.python_type
-    except NotImplementedError:
-        python_type = str
-    if python_type is int:
-        try:
-            return column == int(customer)
-        except ValueError:
-            return false()  # no row of an int column belongs to a customer named in letters
-    return column == customer
+def _and_terms(clause: ColumnElement[Any] | None) -> Iterator[ColumnElement[Any]]:
+    if clause is None:
+        return
+    if isinstance(clause, BooleanClauseList) and clause.operator is operators.and_:
+        for part in clause.clauses:
+            yield from _and_terms(part)
+    else:
+        yield clause
+
+
+def _is_customer_column(element: object, table: ProtectedTable) -> bool:
+    if not isinstance(element, ColumnClause) or element.name != table.customer_column:
+        return False
+    owner = element.table
+    base = owner.element if isinstance(owner, Alias) else owner
+    return isinstance(base, Table) and base.fullname == table.key
+
+
+def _bound_value(element: object) -> object:
+    """The value a bound parameter or literal stands for (a sentinel for anything else)."""
+    if isinstance(element, BindParameter):
+        return element.effective_value
+    return _NOT_A_VALUE
+
+
+_NOT_A_VALUE: Final = object()

@@ -1,0 +1,1 @@
+"""Examples: a policy file and a web app using accessaudit (exercised by the tests)."""
