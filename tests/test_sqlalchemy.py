@@ -17,8 +17,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, or_, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker, subqueryload
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import (
+    Session,
+    joinedload,
+    scoped_session,
+    selectinload,
+    sessionmaker,
+    subqueryload,
+)
 
 from accessaudit import AccessDenied, ConfigurationError, EventType, ReasonCode, access_context
 from accessaudit.review.report import ReportFilter, access_report
@@ -537,13 +544,18 @@ def test_installing_on_a_sessionmaker_guards_the_engines_it_uses(
     data = CustomerData(gate)
     data.protect(models.Contact, resource="crm.contacts")
     factory = sessionmaker()
+    scoped = scoped_session(sessionmaker(bind=engine))
     data.install(factory)
+    data.install(scoped)
     try:
         with factory(bind=engine) as session, pytest.raises(AccessDenied):
             session.execute(select(models.Contact)).all()
+        with pytest.raises(AccessDenied):
+            scoped.execute(select(models.Contact)).all()
     finally:
+        scoped.remove()
         engine.dispose()
-    assert len(refused(store)) == 1
+    assert len(refused(store)) == 2
 
 
 # -- async sessions ---------------------------------------------------------------------------
@@ -556,6 +568,55 @@ def async_url(url: str) -> str:
         "sqlite+aiosqlite" if parsed.drivername.startswith("sqlite") else "postgresql+psycopg_async"
     )
     return parsed.set(drivername=driver).render_as_string(False)
+
+
+async def _async_get(session: AsyncSession, models: Models) -> object:
+    return await session.get(models.Contact, 1)
+
+
+async def _async_selectin(session: AsyncSession, models: Models) -> object:
+    query = select(models.Account).options(selectinload(models.Account.contacts))
+    return (await session.scalars(query)).all()
+
+
+async def _async_joined(session: AsyncSession, models: Models) -> object:
+    query = select(models.Account).options(joinedload(models.Account.contacts))
+    return (await session.execute(query)).unique().scalars().all()
+
+
+async def _async_stream(session: AsyncSession, models: Models) -> object:
+    return [c async for c in await session.stream_scalars(select(models.Contact))]
+
+
+async def _async_core(session: AsyncSession, models: Models) -> object:
+    return (await session.execute(select(models.documents))).all()
+
+
+@pytest.mark.parametrize(
+    "read",
+    [_async_get, _async_selectin, _async_joined, _async_stream, _async_core],
+    ids=lambda f: f.__name__.strip("_"),
+)
+def test_async_reads_outside_a_gate_are_refused(
+    gate: Gate, backend: Backend, tmp_path: Path, store: SqlStore, read: Any
+) -> None:
+    """AsyncSession.get, selectin and joined loaders, stream_scalars, Core: ungated_read."""
+    url = app_url(backend, tmp_path)
+    models, engine = seeded(url)
+    engine.dispose()
+    aengine = create_async_engine(async_url(url))
+    guarded(gate, models).install(async_sessionmaker(aengine))
+
+    async def scenario() -> None:
+        try:
+            async with AsyncSession(aengine) as session:
+                with pytest.raises(AccessDenied, match="ungated_read"):
+                    await read(session, models)
+        finally:
+            await aengine.dispose()
+
+    asyncio.run(scenario())
+    assert kinds(store) == ["access.denied:ungated_read"]
 
 
 def test_async_sessions_are_gated_the_same_way(

@@ -139,6 +139,9 @@ class Access:
         )
         if self.violation is None:
             self.violation = decision
+        return self._withheld_error(decision)
+
+    def _withheld_error(self, decision: AccessDecision) -> AccessDenied:
         return AccessDenied(
             f"result of {self.target.resource} withheld, {decision.explain()}", decision=decision
         )
@@ -396,22 +399,14 @@ class Access:
             )
         except _EvidenceChanged:
             self._finished = False
-            yield from self._finish(
-                EventType.ACCESS_FAILED,
-                record_count=0,
-                reason=ReasonCode.EVIDENCE_REVOKED,
-                extra={"withheld": True},
-            )
-            raise AccessDenied(
-                f"result of {self.target.resource} withheld: the evidence {self._cited} was "
-                "withdrawn while it was being read",
-                decision=AccessDecision(
+            yield from self._withheld(
+                AccessDecision(
                     allowed=False,
                     reason=ReasonCode.EVIDENCE_REVOKED,
                     policy_version=self._setup.policy.version,
-                    detail=f"{self._cited} was withdrawn during the read",
-                ),
-            ) from None
+                    detail=f"the evidence {self._cited} was withdrawn while it was being read",
+                )
+            )
 
     def _withheld(self, decision: AccessDecision) -> _Steps:
         """Record the result as withheld for ``decision`` and raise ``AccessDenied``."""
@@ -421,9 +416,7 @@ class Access:
             reason=decision.reason,
             extra={"withheld": True},
         )
-        raise AccessDenied(
-            f"result of {self.target.resource} withheld, {decision.explain()}", decision=decision
-        )
+        raise self._withheld_error(decision) from None
 
     def fail(self, error: BaseException, *, handed_out: int | None = None) -> None:
         """Record that the protected code raised (its type only); never masks ``error``."""
