@@ -12,7 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Response, WebSocket, WebSocketDisconnect
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
@@ -225,3 +225,52 @@ def test_any_header_value_gives_a_trace_id_or_none(value: str) -> None:
     found = trace_id_from_traceparent(value)
     assert found is None or (len(found) == 32 and set(found) <= set("0123456789abcdef"))
     assert json.dumps(found)  # and safe to store
+
+
+def _invalid_context(scope: MutableMapping[str, Any]) -> AccessContext | None:
+    return AccessContext(actor_id="")  # empty: the record could not hold it
+
+
+def test_an_invalid_context_is_a_400_problem_or_a_closed_websocket() -> None:
+    """The app's own values that the record cannot hold: 400 over HTTP, close 1008 on a socket."""
+    app = FastAPI()
+    app.add_middleware(AccessContextMiddleware, context=_invalid_context)
+
+    @app.get("/x")
+    def x() -> dict[str, str]:
+        return {}
+
+    @app.websocket("/ws")
+    async def ws(socket: WebSocket) -> None:
+        await socket.accept()
+
+    with TestClient(app) as client:
+        answer = client.get("/x")
+        assert answer.status_code == 400
+        assert answer.json()["type"] == "urn:accessaudit:invalid-access-context"
+        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/ws"):
+            pass
+    assert closed.value.code == 1008
+
+
+def test_the_apps_own_request_id_header_is_kept_and_forwarded_for_takes_the_last_hop(
+    gate: Gate, store: SqlStore
+) -> None:
+    """No second X-Request-ID; behind a proxy, the address it appended (not the client's)."""
+    app = make_app(gate)
+
+    @app.get("/own-id")
+    def own_id(response: Response) -> dict[str, str]:
+        response.headers["x-request-id"] = "app-chosen"
+        return {}
+
+    app.user_middleware.clear()
+    app.add_middleware(AccessContextMiddleware, context=_context, trust_forwarded_for=True)
+    with TestClient(app) as client:
+        answer = client.get("/own-id")
+        client.get(
+            "/async/acme",
+            headers={"x-test-user": "checkout", "x-forwarded-for": "6.6.6.6, 10.1.2.3"},
+        )
+    assert answer.headers.get_list("x-request-id") == ["app-chosen"]
+    assert {r.event.origin_client_addr for r in accesses(store)} == {"10.1.2.3"}

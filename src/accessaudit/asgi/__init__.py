@@ -82,8 +82,9 @@ class AccessContextMiddleware:
     ``AccessContext``, or None for a request nobody authenticated (its gated reads are
     then denied ``no_context``, and recorded with the request's ids).
     ``request_id_header``: where a client's request id is taken from and echoed to.
-    ``trust_forwarded_for``: take the client address from ``X-Forwarded-For`` (its first
-    hop): only behind a proxy that sets it, since clients can send anything.
+    ``trust_forwarded_for``: take the client address from ``X-Forwarded-For`` (its last
+    entry, which the proxy in front of the app added): only behind exactly one proxy that
+    appends to it, since clients can send anything.
     ``retry_after``: seconds, sent with 503.
     """
 
@@ -109,14 +110,16 @@ class AccessContextMiddleware:
         request = self._request(scope, headers)
         started = False
 
+        name = self.request_id_header.encode()
+
         async def send_with_id(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (self.request_id_header.encode(), (request.request_id or "").encode()),
-                ]
+                headers = list(message.get("headers", []))
+                if not any(key.lower() == name for key, _ in headers):  # the app's own wins
+                    headers.append((name, (request.request_id or "").encode()))
+                message["headers"] = headers
             await send(message)
 
         with request_scope(request):
@@ -124,6 +127,9 @@ class AccessContextMiddleware:
                 found = self.context(scope)
                 context = await found if inspect.isawaitable(found) else found
             except InvalidEvent as e:  # the app's own values do not fit the record
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})  # policy violation
+                    return
                 await self._problem(send, 400, "invalid-access-context", str(e), request)
                 return
             scope_of = nullcontext() if context is None else access_context(context)
@@ -153,7 +159,9 @@ class AccessContextMiddleware:
         client = scope.get("client")
         address = client[0] if client else None
         if self.trust_forwarded_for and headers.get("x-forwarded-for"):
-            address = headers["x-forwarded-for"].split(",")[0].strip() or address
+            # The last hop is the one the trusted proxy added; the ones before it are
+            # whatever the client sent.
+            address = headers["x-forwarded-for"].split(",")[-1].strip() or address
         if address is not None and not re.fullmatch(r"[0-9A-Za-z.:\[\]%_-]{1,64}", address):
             address = None  # not an address: never store what a client made up
         return RequestInfo(request_id=request_id, trace_id=trace_id, client_addr=address)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -30,16 +32,20 @@ from accessaudit.cli._options import (
     configure_events,
     shared_options,
 )
+from accessaudit.cli.checkpoint import checkpoint, key_app
 from accessaudit.cli.evidence import grant_app, incident_app, legal_app, policy_app
 from accessaudit.cli.recover import recover
 from accessaudit.cli.report import report
 from accessaudit.exceptions import ConfigurationError, MacKeyError, StoreError
+from accessaudit.record._clock import now_utc, parse_duration
 from accessaudit.record.events import StoredEvent
 from accessaudit.record.fields import AttributeValue
-from accessaudit.record.findings import ExpectedHead, VerifyReport
+from accessaudit.record.findings import ExpectedHead, Finding, VerifyReport
 from accessaudit.record.keys import MacKey
 from accessaudit.record.log import log_fields
+from accessaudit.record.notes import VerifierKey, load_verifier_keys
 from accessaudit.review._terminal import terminal_safe
+from accessaudit.review.checkpoints import DEFAULT_MAX_AGE_HOURS, check_anchors
 from accessaudit.review.export import MANIFEST, export_log, verify_export
 from accessaudit.review.report import ReportFilter, record_report
 from accessaudit.review.tail import follow as tail_follow
@@ -56,6 +62,8 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(grant_app, name="grant")
 app.add_typer(incident_app, name="incident")
 app.add_typer(legal_app, name="legal")
+app.add_typer(key_app, name="key")
+app.command()(checkpoint)
 app.command()(report)
 app.command()(recover)
 
@@ -123,6 +131,32 @@ ExpectHeadOption = Annotated[
         help="A head printed by an earlier verify and kept outside the database; "
         "catches deleted newest records and rollback. Repeatable: --expect-head H1 "
         "--expect-head H2.",
+    ),
+]
+AnchorDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--anchor",
+        metavar="DIR",
+        help="Also check the log against the signed checkpoints in DIR (needs "
+        "--public-key): finds truncation, rollback and rewrites without --expect-head.",
+    ),
+]
+PublicKeyOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--public-key",
+        metavar="PATH.pub",
+        help="A trusted checkpoint public key. Repeatable (key rotation): any of them may "
+        "have signed.",
+    ),
+]
+MaxAgeOption = Annotated[
+    str,
+    typer.Option(
+        "--max-checkpoint-age",
+        metavar="DURATION",
+        help="A newest checkpoint older than this is a finding (stale_checkpoint).",
     ),
 ]
 ExportDirOption = Annotated[
@@ -197,8 +231,39 @@ def _record_verify(
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Anchors:
+    """What ``--anchor`` asks for: the directory, the trusted keys, the age limit."""
+
+    directory: Path
+    keys: list[VerifierKey]
+    max_age: timedelta
+
+    def findings(self, store: SqlStore) -> list[Finding]:
+        return check_anchors(store, self.directory, self.keys, now=now_utc(), max_age=self.max_age)
+
+
+def _anchors(anchor: Path | None, public_keys: list[Path] | None, max_age: str) -> _Anchors | None:
+    if anchor is None:
+        if public_keys:
+            raise ConfigurationError("--public-key checks checkpoints: give --anchor DIR too")
+        return None
+    if not public_keys:
+        raise ConfigurationError("--anchor needs the trusted key: --public-key PATH.pub")
+    try:
+        limit = parse_duration(max_age)
+    except ValueError as e:
+        raise ConfigurationError(f"--max-checkpoint-age: {e}") from e
+    return _Anchors(anchor, load_verifier_keys(public_keys), limit)
+
+
 def _verify_log(
-    log: LogOptions, chain: str | None, heads: list[ExpectedHead], *, skip_mac: bool
+    log: LogOptions,
+    chain: str | None,
+    heads: list[ExpectedHead],
+    *,
+    skip_mac: bool,
+    anchors: _Anchors | None = None,
 ) -> tuple[VerifyReport, str | None]:
     """Verify the log, then record that; the report and why it was not recorded, or None."""
     # The URL and the SQLite file are checked (exit 2) before the key is looked for.
@@ -206,12 +271,16 @@ def _verify_log(
         key, no_key = _key_if_any(log) if skip_mac else (log.key(), None)
         if skip_mac:
             report = verify_store(reader, None, chain_id=chain, expected_heads=heads)
+            if anchors is not None:
+                report.findings.extend(anchors.findings(reader))
     # Recorded before anything is shown, like every read of the log.
     if key is None:
         return report, f"this verify is not recorded in the log: {no_key}"
     with log.open(key=key) as store:
         if not skip_mac:  # checked with the key the store holds: the key is given once
             report = verify_store(store, chain_id=chain, expected_heads=heads)
+            if anchors is not None:
+                report.findings.extend(anchors.findings(store))
         return report, _record_verify(store, log.actor, report, chain, skip_mac=skip_mac)
 
 
@@ -233,14 +302,20 @@ def verify(
     skip_mac: SkipMacOption = False,
     expect_head: ExpectHeadOption = None,
     export: ExportDirOption = None,
+    anchor: AnchorDirOption = None,
+    public_key: PublicKeyOption = None,
+    max_checkpoint_age: MaxAgeOption = f"{DEFAULT_MAX_AGE_HOURS}h",
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Recompute every hash, link and MAC; report every finding. Exit 1 if any. Recorded."""
     not_recorded = None
     with reported_errors(as_json=output is OutputFormat.JSON):
         heads = [ExpectedHead.parse(text) for text in expect_head or []]
+        anchors = _anchors(anchor, public_key, max_checkpoint_age)
         if export is None:
-            report, not_recorded = _verify_log(log, chain, heads, skip_mac=skip_mac)
+            report, not_recorded = _verify_log(
+                log, chain, heads, skip_mac=skip_mac, anchors=anchors
+            )
         else:
             narrowed = bool(heads or chain)
             report = _verify_export(export, log, narrowed=narrowed, skip_mac=skip_mac)

@@ -121,6 +121,11 @@ class Access:
         self.violation: AccessDecision | None = None
         """Why the result must be withheld, found while the protected code ran."""
 
+    @property
+    def finished(self) -> bool:
+        """Whether the access has ended: denied, or its outcome recorded."""
+        return self._finished
+
     # -- told by an integration while the protected code runs ------------------------------
 
     def count_loaded(self, rows: int) -> None:

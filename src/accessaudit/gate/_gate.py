@@ -21,6 +21,7 @@ context).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import socket
@@ -199,7 +200,10 @@ class Guard:
             raise RuntimeError(msg)
         scope, self._running = self._running, None
         if scope is not None:
-            scope.__exit__(None, None, None)
+            # Left in another context than it was entered in (a sync yield dependency):
+            # the variable cannot be reset there, but the outcome must still be recorded.
+            with contextlib.suppress(ValueError):
+                scope.__exit__(None, None, None)
         return access
 
     def __enter__(self) -> Guard:

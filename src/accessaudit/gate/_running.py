@@ -21,8 +21,13 @@ _running: ContextVar[Access | None] = ContextVar("accessaudit_running_access", d
 
 
 def running_access() -> Access | None:
-    """The innermost gated access whose protected code is running here, or None."""
-    return _running.get()
+    """The innermost gated access whose protected code is running here, or None.
+
+    An access that has ended is not running, even where a context copied while it ran
+    (a task or thread it started) still names it.
+    """
+    access = _running.get()
+    return None if access is None or access.finished else access
 
 
 @contextmanager

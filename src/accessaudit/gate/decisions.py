@@ -112,8 +112,8 @@ REASONS: Final[dict[ReasonCode, tuple[str, str]]] = {
     ),
     ReasonCode.UNGATED_READ: (
         "a query read a protected table outside any gated access to it",
-        "run the query inside the gated function or `gate.guard(...)` for that resource, "
-        "or open one at the query: .execution_options(accessaudit=gate.guard(...))",
+        "run the query inside a @gate.protect function for that resource, or open a gated "
+        "read around it: `with gate.guard(resource, customer_id=...):`",
     ),
     ReasonCode.CUSTOMER_MISMATCH: (
         "a gated read loaded, or could load, rows of another customer than the one it was for",

@@ -45,6 +45,15 @@ _DURATION = re.compile(r"(?P<amount>[1-9][0-9]{0,5})(?P<unit>[mhdw])")
 _UNITS: Final = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+def parse_duration(text: str) -> timedelta:
+    """A length of time from user input: ``90m``, ``12h``, ``7d``, ``2w``; ValueError if not."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        msg = f"{text!r} is not a duration (a whole number and m, h, d or w: 90m, 12h, 7d, 2w)"
+        raise ValueError(msg)
+    return timedelta(**{_UNITS[match["unit"]]: int(match["amount"])})
+
+
 def parse_when(text: str, now: datetime, *, ago: bool = False) -> datetime:
     """A moment from user input: ISO 8601 with a timezone, or a duration from ``now``.
 

@@ -30,6 +30,10 @@ class FindingCode(StrEnum):
     MODIFIED_FILE = "modified_file"  # an export file's bytes differ from its manifest sha256
     UNLISTED_FILE = "unlisted_file"  # a file in the export directory the manifest lacks
     MISSING_MANIFEST = "missing_manifest"  # an export directory's _manifest.json is gone
+    FORK = "fork"  # records a signed checkpoint covered differ from it (rewritten, restored)
+    BAD_CHECKPOINT = "bad_checkpoint"  # an anchored checkpoint unsigned, forged or malformed
+    STALE_CHECKPOINT = "stale_checkpoint"  # the newest checkpoint is older than the limit
+    NO_CHECKPOINT = "no_checkpoint"  # a chain no anchored checkpoint covers
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,10 +54,13 @@ from accessaudit.record.fields import MAX_IDENTIFIER_CHARS
 from accessaudit.sqlalchemy._statements import (
     ProtectedTable,
     Reach,
+    Reading,
     is_read,
     kept_to_customer,
     named_in_text,
     reached,
+    table_key,
+    text_reads,
 )
 from accessaudit.store import AUDIT_TABLES, audit_metadata
 
@@ -81,8 +84,12 @@ _MODES: Final = ("enforce", "observe")
 #: twice. A loaded row is judged by the one guarding the engine it came from, so two apps
 #: (or two tests) in one process may protect the same mapped class.
 _INSTALLED: weakref.WeakKeyDictionary[Engine, CustomerData] = weakref.WeakKeyDictionary()
-#: Mapped classes with our load listeners (registered once per class, for every engine).
+#: Mapped classes with our load listeners (registered once per class, for every engine),
+#: and the ``CustomerData`` protecting each.
 _LISTENING: weakref.WeakSet[type[Any]] = weakref.WeakSet()
+_WATCHERS: weakref.WeakKeyDictionary[type[Any], weakref.WeakSet[CustomerData]] = (
+    weakref.WeakKeyDictionary()
+)
 
 Installable = (
     Engine
@@ -104,6 +111,7 @@ class CustomerData:
             raise ValueError(msg)
         self.gate, self.mode = gate, mode
         self._tables: dict[str, ProtectedTable] = {}
+        self._observed: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
         self._entities: dict[type[Any], tuple[ProtectedTable, str]] = {}
 
     @property
@@ -141,7 +149,7 @@ class CustomerData:
         else:
             table, column, attribute = _mapped(target, customer)
         declared = ProtectedTable(
-            key=table.fullname,
+            key=table_key(table.name),
             resource=exact_text(resource),
             customer_column=column,
             data_categories=tuple(exact_text(c) for c in categories),
@@ -208,7 +216,8 @@ class CustomerData:
         if is_read(statement):
             reads = reached(statement, self._tables, self._entities.keys())
             if reads:
-                statement = self._judge(statement, reads)
+                parameter_sets = [*(multiparams or []), params or {}]
+                self._judge(statement, reads, parameter_sets)
         return statement, multiparams, params
 
     def _before_cursor_execute(  # noqa: PLR0917 - SQLAlchemy calls it with six positionals
@@ -224,42 +233,53 @@ class CustomerData:
         # strings handed to the driver as they are (exec_driver_sql).
         if context is not None and context.compiled is not None:
             return
-        if is_read(statement):
+        if text_reads(statement):
             found = named_in_text(statement, self._tables)
             if found:
-                self._judge(None, {table.key: Reach.HIDDEN for table in found})
+                self._judge(None, {table.key: Reading(Reach.HIDDEN) for table in found}, [])
 
-    def _judge(self, statement: Any, reads: dict[str, Reach]) -> Any:
-        """The statement to run; raises for a read it refuses."""
+    def _judge(
+        self, statement: Any, reads: dict[str, Reading], parameter_sets: list[Mapping[str, Any]]
+    ) -> None:
+        """Raise for a read it refuses; record the reads it lets through unchecked."""
         access = running_access()
         customer = None if access is None else access.target.customer_id
 
         def is_customer(value: object) -> bool:
             return customer is not None and as_identifier(value) == customer
 
-        for key, reach in reads.items():
+        for key, reading in reads.items():
             table = self._tables[key]
             if access is None or access.target.resource != table.resource:
-                self._ungated(table, access)
+                self._ungated(table, access, statement)
                 continue
-            if reach is Reach.ENTITY:
+            if reading.reach is Reach.ENTITY:
                 continue  # each row is checked as it loads
-            if reach is Reach.TOP and kept_to_customer(statement, table, is_customer):
+            unproven = sorted(
+                occurrence
+                for occurrence in reading.unchecked
+                if not all(
+                    kept_to_customer(statement, table, occurrence, is_customer, parameters)
+                    for parameters in parameter_sets or [{}]
+                )
+            )
+            if reading.reach is Reach.TOP and not unproven:
                 continue
             where = (
-                "its WHERE does not keep it to the gated customer"
-                if reach is Reach.TOP
-                else "it is read inside a subquery, CTE, UNION or SQL text"
+                f"its WHERE does not keep {', '.join(unproven)} to the gated customer"
+                if reading.reach is Reach.TOP
+                else "it is read inside a subquery, CTE, UNION, EXISTS or SQL text"
             )
             raise access.withhold(
                 ReasonCode.CUSTOMER_MISMATCH,
                 f"rows of {table.key} could belong to other customers: {where}; add "
-                f".where({table.key}.c.{table.customer_column} == {customer!r}) at the top "
-                "level of the select, or select ORM entities (checked row by row)",
+                f"`{table.key}.{table.customer_column} == {customer!r}` to the top-level WHERE "
+                "for each use of the table, or select ORM entities (checked row by row)",
             )
-        return statement
 
-    def _ungated(self, table: ProtectedTable, inside: Access | None) -> None:
+    def _ungated(
+        self, table: ProtectedTable, inside: Access | None, statement: object = None
+    ) -> None:
         """Record a read of ``table`` that no gated access covers; refuse it unless observing."""
         where = (
             "outside any gated access"
@@ -284,11 +304,14 @@ class CustomerData:
         access = Access(self.gate.setup, target)
         if self.mode == "observe":
             access.observe(decision, extra)
+            if statement is not None:  # its rows, when they load, are not recorded again
+                self._observed.setdefault(statement, set()).add(table.key)
             return
         raise access.refuse(decision, extra)
 
     def _watch(self, cls: type[Any], table: ProtectedTable, attribute: str) -> None:
         self._entities[cls] = (table, attribute)
+        _WATCHERS.setdefault(cls, weakref.WeakSet()).add(self)
         if cls not in _LISTENING:
             _LISTENING.add(cls)
             event.listen(cls, "load", _on_load, propagate=True)
@@ -308,11 +331,13 @@ class CustomerData:
         """One row of a watched class has loaded: check whose it is and count it."""
         access = running_access()
         if access is None or access.target.resource != table.resource:
-            # Rows the statement-level check could not see (a joined eager load); one
-            # record per query, not per row.
+            # Rows arriving with no gated access for them running: a query whose statement
+            # did not show the table (a joined eager load), or one started inside an access
+            # and iterated after it ended (a Result handed back). Refused, or recorded once
+            # per query in observe mode (unless its statement already was).
             marker = ("accessaudit.ungated", table.key)
-            seen = reached(context.query, self._tables, self._entities.keys())
-            if marker not in context.attributes and table.key not in seen:
+            observed = table.key in self._observed.get(context.query, ())
+            if marker not in context.attributes and not (self.mode == "observe" and observed):
                 context.attributes[marker] = True
                 self._ungated(table, access)
             return
@@ -357,12 +382,29 @@ def _judge_row(instance: object, context: QueryContext) -> None:
     key = ("accessaudit.owner", type(instance))
     if key not in context.attributes:  # once per query and class, not per row
         bind = context.session.get_bind(sa_inspect(type(instance)))
-        engine = bind if isinstance(bind, Engine) else bind.engine
-        owner = _INSTALLED.get(engine)
+        owner = _owner(bind if isinstance(bind, Engine) else bind.engine, type(instance))
         context.attributes[key] = (owner, owner._entity(type(instance)) if owner else None)
     owner, entity = context.attributes[key]
     if owner is not None and entity is not None:
         owner._loaded(instance, context, *entity)
+
+
+def _owner(engine: Engine, cls: type[Any]) -> CustomerData | None:
+    """The ``CustomerData`` guarding ``engine``, or the one protecting ``cls``.
+
+    An engine made by ``engine.execution_options(...)`` shares its parent's events, so its
+    statements were judged by the parent's guard, which judges its rows too. Failing that,
+    a class protected by exactly one ``CustomerData`` is judged by it.
+    """
+    current: Engine | None = engine
+    while current is not None:
+        owner = _INSTALLED.get(current)
+        if owner is not None:
+            return owner
+        current = getattr(current, "_proxied", None)  # OptionEngine -> its parent
+    base = next((base for base in cls.__mro__ if base in _WATCHERS), None)
+    watchers = set(_WATCHERS[base]) if base is not None else set()
+    return next(iter(watchers)) if len(watchers) == 1 else None
 
 
 def _column_of_table(table: Table, name: str) -> str:

@@ -8,9 +8,11 @@ one transaction: an upgrade that fails leaves the log as it was.
 The DDL guard (PostgreSQL, opt-in: ``init --ddl-guard``) is a pair of database-wide event
 triggers. They refuse ``DROP`` of any table named ``accessaudit_events`` or
 ``accessaudit_schema`` (in any schema, also through ``DROP SCHEMA ... CASCADE``), of their
-triggers and indexes, every ``ALTER TABLE`` on them (``DISABLE TRIGGER`` and ``RENAME``
-included), and new or altered triggers and rules on them (a rule could turn an INSERT into
-nothing).
+triggers, indexes and trigger function; every ``ALTER TABLE`` on them (``DISABLE TRIGGER``
+and ``RENAME`` included); new or altered triggers and rules on them (a rule could turn an
+INSERT into nothing); and replacing the trigger function (one that lets changes through
+would disable every trigger at once). With the guard in place, creating a new log in the
+database needs a superuser too.
 ``TRUNCATE`` is already refused by the table's own trigger. Only a superuser who first runs
 ``SET accessaudit.allow_ddl = 'on'`` in the session gets past it: an application's role and
 its migrations cannot, even as the table's owner. Creating event triggers needs a superuser.
@@ -82,14 +84,17 @@ def upgrade(conn: Connection, found: int | None) -> list[str]:
         )
     start = SCHEMA_VERSION if found is None else found
     done = [UPGRADES[version](conn) for version in range(start + 1, SCHEMA_VERSION + 1)]
-    if found is None or done:
+    recorded = set(conn.execute(select(schema_versions.c.version)).scalars())
+    missing = [
+        v
+        for v in range(start if found is None else start + 1, SCHEMA_VERSION + 1)
+        if v not in recorded  # a version table left from a log dropped by hand keeps its rows
+    ]
+    if missing:
         now_us = time.time_ns() // 1000
         conn.execute(
             insert(schema_versions),
-            [
-                {"version": v, "applied_at_us": now_us, "release": _release()}
-                for v in range(start if found is None else start + 1, SCHEMA_VERSION + 1)
-            ],
+            [{"version": v, "applied_at_us": now_us, "release": _release()} for v in missing],
         )
     return done
 
@@ -116,7 +121,7 @@ BEGIN
     END IF;
     IF TG_EVENT = 'sql_drop' THEN
         FOR item IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
-            IF (item.object_type IN ('table', 'trigger', 'index')
+            IF (item.object_type IN ('table', 'trigger', 'index', 'function')
                 AND item.object_identity ~ '(^|[ .])(accessaudit_events|accessaudit_schema)($|_)')
                OR (item.object_type IN ('schema', 'function')
                 AND item.object_identity ~ '^{GUARD_SCHEMA}($|[.])')
@@ -131,6 +136,15 @@ BEGIN
         -- A log's tables carry the append-only triggers: found by them, not by name, so a
         -- RENAME is caught too; a trigger or rule is judged by the table it is on.
         FOR item IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+            -- The trigger function: replaced by one that lets changes through, it would
+            -- disable every append-only trigger at once.
+            IF item.object_type = 'function'
+               AND item.object_identity ~ '(^|[.])accessaudit_events_reject_change[(]'
+            THEN
+                RAISE EXCEPTION 'accessaudit: % of % is refused: it guards the audit log',
+                    item.command_tag, item.object_identity
+                    USING ERRCODE = 'insufficient_privilege';
+            END IF;
             target := CASE item.object_type
                 WHEN 'table' THEN item.objid
                 WHEN 'trigger' THEN (SELECT tgrelid FROM pg_trigger WHERE oid = item.objid)
@@ -162,6 +176,7 @@ def ddl_guard_ddl() -> list[str]:
         f"EXECUTE FUNCTION {GUARD_SCHEMA}.guard_ddl()",
         "DROP EVENT TRIGGER IF EXISTS accessaudit_guard_alter",
         "CREATE EVENT TRIGGER accessaudit_guard_alter ON ddl_command_end "
-        "WHEN TAG IN ('ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE RULE') "
+        "WHEN TAG IN ('ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE RULE', "
+        "'CREATE FUNCTION', 'ALTER FUNCTION') "
         f"EXECUTE FUNCTION {GUARD_SCHEMA}.guard_ddl()",
     ]

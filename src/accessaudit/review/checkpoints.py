@@ -1,0 +1,401 @@
+"""Signed checkpoints outside the database, and the log checked against them.
+
+``make_checkpoints`` (the ``accessaudit checkpoint`` command, run from cron or a timer)
+verifies the log, builds each chain's RFC 6962 tree over its leaf hashes, checks that it
+is consistent with the newest checkpoint already anchored (a consistency proof from that
+tree to this one), signs a new checkpoint, writes it to the anchor directory (a new file,
+fsynced, never rewritten) and records a ``checkpoint`` record in the chain.
+
+``check_anchors`` (``accessaudit verify --anchor DIR --public-key KEY.pub``) needs no HMAC
+key and no ``--expect-head``: with the public key alone it finds newest records deleted
+(``truncated``), a log restored to an earlier state or rewritten after a checkpoint
+(``fork``), anchor files that are unsigned, forged or malformed (``bad_checkpoint``), a
+newest checkpoint older than the limit (``stale_checkpoint``), and chains never
+checkpointed (``no_checkpoint``).
+
+A chain's origin (the checkpoint's first line) is ``accessaudit/<chain id>/<event id of its
+first record>``: a log rebuilt from scratch under the same chain id is another log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+from urllib.parse import quote, unquote
+
+from accessaudit.exceptions import ConfigurationError, IntegrityError
+from accessaudit.record._clock import to_iso
+from accessaudit.record.events import AccessEvent
+from accessaudit.record.fields import ActorType, EventType
+from accessaudit.record.findings import Finding, FindingCode
+from accessaudit.record.merkle import consistency_proof, root, verify_consistency
+from accessaudit.record.notes import Checkpoint, NoteError, open_note
+from accessaudit.review.verify import verify_store
+from accessaudit.store import SqlStore
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from datetime import datetime, timedelta
+    from pathlib import Path
+
+    from accessaudit.record.notes import SigningKey, VerifierKey
+
+__all__ = [
+    "DEFAULT_MAX_AGE_HOURS",
+    "Anchored",
+    "ChainTree",
+    "MadeCheckpoint",
+    "check_anchors",
+    "make_checkpoints",
+    "read_anchors",
+    "read_tree",
+]
+
+#: A newest checkpoint older than this is stale: a daily job, with an hour's slack.
+DEFAULT_MAX_AGE_HOURS: Final = 25
+_SUFFIX: Final = ".note"
+_PREFIX: Final = "accessaudit"
+
+
+def origin_of(chain_id: str, first_event_id: str) -> str:
+    """The log identity a chain's checkpoints state."""
+    return f"{_PREFIX}/{quote(chain_id, safe='')}/{first_event_id}"
+
+
+def chain_of(origin: str) -> str | None:
+    """The chain id an origin names, or None if it is not one of ours."""
+    parts = origin.split("/")
+    return unquote(parts[1]) if len(parts) == 3 and parts[0] == _PREFIX else None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTree:
+    """A chain's leaves as stored, in seq order, and what a checkpoint of it states."""
+
+    chain_id: str
+    leaves: list[bytes]
+    first_event_id: str | None
+    chain_hash: str | None
+
+    @property
+    def origin(self) -> str | None:
+        """The chain's origin (None for an empty chain)."""
+        return (
+            None if self.first_event_id is None else origin_of(self.chain_id, self.first_event_id)
+        )
+
+
+def read_tree(store: SqlStore, chain_id: str) -> ChainTree:
+    """Every leaf hash of a chain, in seq order (one row per position: the first)."""
+    leaves: list[bytes] = []
+    first: str | None = None
+    chain_hash: str | None = None
+    last_seq = 0
+    for batch in store.row_batches(chain_id):
+        index = {name: i for i, name in enumerate(batch.columns)}
+        seq_at, leaf_at, id_at, hash_at = (
+            index["seq"],
+            index["leaf_hash"],
+            index["event_id"],
+            index["chain_hash"],
+        )
+        for row in batch.rows:
+            if row[seq_at] == last_seq:
+                continue  # a duplicate position: verify reports it; the tree takes the first
+            last_seq = row[seq_at]
+            if first is None:
+                first = str(row[id_at])
+            try:
+                leaves.append(bytes.fromhex(row[leaf_at]))
+            except (TypeError, ValueError):
+                leaves.append(b"")  # unparseable: makes any root comparison fail, as it should
+            chain_hash = row[hash_at]
+    return ChainTree(chain_id, leaves, first, chain_hash)
+
+
+# -- the anchor directory ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Anchored:
+    """One checkpoint file of the anchor directory, checked against the trusted keys."""
+
+    path: Path
+    checkpoint: Checkpoint | None
+    problem: str | None = None
+
+
+def read_anchors(directory: Path, keys: Sequence[VerifierKey]) -> list[Anchored]:
+    """Every ``*.note`` file of ``directory``: its checkpoint, or why it is not trusted."""
+    if not directory.is_dir():
+        raise ConfigurationError(f"anchor directory {directory} does not exist")
+    found = []
+    for path in sorted(directory.glob(f"*{_SUFFIX}")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            found.append(Anchored(path, None, f"unreadable: {e}"))
+            continue
+        try:
+            checkpoint, _ = open_note(text, keys)
+        except NoteError as e:
+            found.append(Anchored(path, None, str(e)))
+            continue
+        found.append(Anchored(path, checkpoint))
+    return found
+
+
+def _write_anchor(directory: Path, checkpoint: Checkpoint, note: str) -> Path:
+    """A new file for ``note``, complete or absent, fsynced with its directory."""
+    tag = hashlib.sha256(checkpoint.origin.encode()).hexdigest()[:12]
+    stamp = "" if checkpoint.time is None else to_iso(checkpoint.time).replace(":", "")
+    path = directory / f"checkpoint-{tag}-{checkpoint.size:015d}-{stamp}{_SUFFIX}"
+    temporary = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(note)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(temporary, path)  # never replaces an anchored checkpoint
+        handle = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+    except OSError as e:
+        raise ConfigurationError(f"cannot write the checkpoint to {directory}: {e}") from e
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+# -- making checkpoints -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MadeCheckpoint:
+    """A checkpoint signed, anchored and recorded."""
+
+    checkpoint: Checkpoint
+    path: Path
+    previous_size: int | None
+    record_seq: int
+
+
+def make_checkpoints(
+    store: SqlStore,
+    signing_key: SigningKey,
+    anchor_dir: Path,
+    *,
+    now: datetime,
+    actor: str = "accessaudit-checkpointer",
+) -> list[MadeCheckpoint]:
+    """Checkpoint every chain of ``store`` (opened with its HMAC key); see the module.
+
+    Refuses (``IntegrityError``, nothing signed) a log whose records fail verification, an
+    anchor directory holding a file the signing key does not verify, and a chain that is
+    shorter than its newest checkpoint or not consistent with it.
+    """
+    report = verify_store(store)
+    if not report.intact:
+        codes = sorted({f.code.value for f in report.findings})
+        raise IntegrityError(
+            f"the log fails verification ({', '.join(codes)}); a checkpoint would sign the "
+            "damage: run `accessaudit verify` and investigate first"
+        )
+    anchored = read_anchors(anchor_dir, [signing_key.verifier])
+    untrusted = [a for a in anchored if a.checkpoint is None]
+    if untrusted:
+        raise IntegrityError(
+            f"{untrusted[0].path} in the anchor directory is not a checkpoint this key "
+            f"signed ({untrusted[0].problem}); investigate before signing more"
+        )
+    made = []
+    for chain_id in store.chains():
+        tree = read_tree(store, chain_id)
+        previous = _newest(
+            cp
+            for cp in (a.checkpoint for a in anchored)
+            if cp is not None and chain_of(cp.origin) == chain_id
+        )
+        origin = tree.origin
+        if origin is None:
+            continue
+        _check_growth(tree, previous)
+        checkpoint = Checkpoint(origin, len(tree.leaves), root(tree.leaves), now, tree.chain_hash)
+        path = _write_anchor(anchor_dir, checkpoint, signing_key.sign(checkpoint.body))
+        seq = _record(
+            store,
+            chain_id=chain_id,
+            checkpoint=checkpoint,
+            signing_key=signing_key,
+            actor=actor,
+            now=now,
+        )
+        made.append(MadeCheckpoint(checkpoint, path, previous.size if previous else None, seq))
+    return made
+
+
+def _newest(checkpoints: Iterable[Checkpoint]) -> Checkpoint | None:
+    ordered = sorted(checkpoints, key=lambda cp: (cp.size, cp.time is not None, cp.time or 0))
+    return ordered[-1] if ordered else None
+
+
+def _check_growth(tree: ChainTree, previous: Checkpoint | None) -> None:
+    """The chain must extend its newest checkpoint: same origin, no fewer leaves, consistent."""
+    if previous is None:
+        return
+    where = f"chain {tree.chain_id}"
+    if previous.origin != tree.origin:
+        raise IntegrityError(
+            f"{where} is another log than its checkpoints say ({previous.origin}): fork"
+        )
+    size = len(tree.leaves)
+    if size < previous.size:
+        raise IntegrityError(
+            f"{where} has {size} records, fewer than the {previous.size} of its newest "
+            "checkpoint: truncated"
+        )
+    proof = consistency_proof(tree.leaves, previous.size)
+    if not verify_consistency(previous.size, size, previous.root, root(tree.leaves), proof):
+        raise IntegrityError(
+            f"{where} is not consistent with its newest checkpoint (size {previous.size}): "
+            "records it covered were changed: fork"
+        )
+
+
+def _record(
+    store: SqlStore,
+    *,
+    chain_id: str,
+    checkpoint: Checkpoint,
+    signing_key: SigningKey,
+    actor: str,
+    now: datetime,
+) -> int:
+    """The ``checkpoint`` record in the chain itself (covered by the next checkpoint)."""
+    event = AccessEvent(
+        event_type=EventType.CHECKPOINT,
+        occurred_at=now,
+        actor_id=actor,
+        actor_type=ActorType.SERVICE,
+        customer_visible=False,
+        attributes={
+            "tree_size": checkpoint.size,
+            "root": checkpoint.root.hex(),
+            "key": signing_key.verifier.text[:256],
+        },
+    )
+    if chain_id == store.chain_id:
+        (stored,) = store.append([event])
+        return stored.seq
+    with SqlStore(store.url, key=store.key, chain_id=chain_id, timeout=store.timeout) as other:
+        (stored,) = other.append([event])
+        return stored.seq
+
+
+# -- checking a log against its anchors -------------------------------------------------------
+
+
+def check_anchors(
+    store: SqlStore,
+    anchor_dir: Path,
+    keys: Sequence[VerifierKey],
+    *,
+    now: datetime,
+    max_age: timedelta,
+) -> list[Finding]:
+    """What the anchored checkpoints say is wrong with the log (see the module)."""
+    anchored = read_anchors(anchor_dir, keys)
+    findings = [
+        Finding(FindingCode.BAD_CHECKPOINT, "-", None, f"{a.path.name}: {a.problem}")
+        for a in anchored
+        if a.checkpoint is None
+    ]
+    by_chain: dict[str, list[Checkpoint]] = {}
+    for a in anchored:
+        if a.checkpoint is None:
+            continue
+        chain = chain_of(a.checkpoint.origin)
+        if chain is None:
+            findings.append(
+                Finding(
+                    FindingCode.BAD_CHECKPOINT,
+                    "-",
+                    None,
+                    f"{a.path.name}: origin {a.checkpoint.origin!r} is not an accessaudit chain",
+                )
+            )
+            continue
+        by_chain.setdefault(chain, []).append(a.checkpoint)
+    present = set(store.chains())
+    for chain in sorted(present - set(by_chain)):
+        findings.append(
+            Finding(FindingCode.NO_CHECKPOINT, chain, None, "no anchored checkpoint covers it")
+        )
+    for chain, checkpoints in sorted(by_chain.items()):
+        tree = read_tree(store, chain) if chain in present else ChainTree(chain, [], None, None)
+        findings += _against_tree(tree, checkpoints, now, max_age)
+    return findings
+
+
+def _against_tree(
+    tree: ChainTree, checkpoints: list[Checkpoint], now: datetime, max_age: timedelta
+) -> list[Finding]:
+    chain, size = tree.chain_id, len(tree.leaves)
+    newest = _newest(checkpoints)
+    assert newest is not None  # noqa: S101 - at least one checkpoint per chain here
+    findings = []
+    if size < newest.size:
+        findings.append(
+            Finding(
+                FindingCode.TRUNCATED,
+                chain,
+                size + 1,
+                f"the log has {size} records; the checkpoint of "
+                f"{_when(newest)} covers {newest.size}",
+                last_seq=newest.size,
+            )
+        )
+    for checkpoint in sorted(checkpoints, key=lambda cp: cp.size):
+        if checkpoint.origin != tree.origin and tree.origin is not None:
+            findings.append(
+                Finding(
+                    FindingCode.FORK,
+                    chain,
+                    1,
+                    f"the chain starts with another record than the checkpoint of "
+                    f"{_when(checkpoint)} states: the log was replaced",
+                )
+            )
+            break
+        if checkpoint.size <= size and root(tree.leaves[: checkpoint.size]) != checkpoint.root:
+            findings.append(
+                Finding(
+                    FindingCode.FORK,
+                    chain,
+                    None,
+                    f"the first {checkpoint.size} records differ from those the checkpoint "
+                    f"of {_when(checkpoint)} signed: rewritten or restored after it",
+                )
+            )
+            break
+    if newest.time is None or now - newest.time > max_age:
+        findings.append(
+            Finding(
+                FindingCode.STALE_CHECKPOINT,
+                chain,
+                None,
+                f"the newest checkpoint is of {_when(newest)}, older than {max_age}; "
+                "is the checkpoint job running?",
+            )
+        )
+    return findings
+
+
+def _when(checkpoint: Checkpoint) -> str:
+    return "unknown time" if checkpoint.time is None else to_iso(checkpoint.time)
