@@ -230,7 +230,16 @@ def test_bad_usage_is_exit_2(in_tmp: Path, args: list[str]) -> None:
 def test_every_top_level_command_has_help() -> None:
     """Each top-level command documents itself in --help (groups: test_cli_evidence)."""
     names = [c.name or c.callback.__name__ for c in app.registered_commands if c.callback]
-    assert sorted(names) == ["demo", "export", "init", "recover", "report", "tail", "verify"]
+    assert sorted(names) == [
+        "checkpoint",
+        "demo",
+        "export",
+        "init",
+        "recover",
+        "report",
+        "tail",
+        "verify",
+    ]
     for name in names:
         code, out, _ = _invoke(name, "--help")
         assert code == 0

@@ -189,6 +189,7 @@ def test_every_command_is_documented() -> None:
         assert sub is not None
         commands += [f"{group.name} {c.name}" for c in sub.registered_commands]
     assert sorted(commands) == [
+        "checkpoint",
         "demo",
         "export",
         "grant issue",
@@ -198,6 +199,7 @@ def test_every_command_is_documented() -> None:
         "incident list",
         "incident open",
         "init",
+        "key new-signing-key",
         "legal list",
         "legal register",
         "policy check",

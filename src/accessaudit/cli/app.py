@@ -147,8 +147,8 @@ PublicKeyOption = Annotated[
     typer.Option(
         "--public-key",
         metavar="PATH.pub",
-        help="A trusted checkpoint public key. Repeatable (key rotation): any of them may "
-        "have signed.",
+        help="A trusted checkpoint public key; any of them may have signed (key rotation). "
+        "Repeatable: --public-key new.pub --public-key old.pub.",
     ),
 ]
 MaxAgeOption = Annotated[

@@ -50,6 +50,7 @@ EveryOption = Annotated[
 
 
 @key_app.command("new-signing-key")
+@shared_options
 def new_signing_key(
     path: Annotated[Path, typer.Argument(help="Where to write the private key (0600).")],
     name: Annotated[

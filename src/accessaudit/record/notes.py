@@ -85,7 +85,7 @@ class VerifierKey:
     @classmethod
     def parse(cls, text: str, where: str = "the public key") -> VerifierKey:
         """A verifier key from its ``name+id+base64`` text form."""
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)  # base64 may hold '+' itself
         if len(parts) != 3 or not _KEY_NAME.fullmatch(parts[0]):
             raise ConfigurationError(f"{where} is not an accessaudit public key (name+id+key)")
         name, id_hex, blob = parts
@@ -132,6 +132,10 @@ def create_signing_key(path: Path, name: str = "accessaudit") -> SigningKey:
     """
     if not _KEY_NAME.fullmatch(name):
         raise ConfigurationError(f"key name {name!r} must be 1-128 characters, no blanks or '+'")
+    if not path.name or path.is_dir():
+        raise ConfigurationError(f"{str(path)!r} is a directory: give the key file's path")
+    if not path.parent.is_dir():
+        raise ConfigurationError(f"{path.parent} does not exist: create it first")
     public_path = path.with_name(path.name + ".pub")
     for target in (path, public_path):
         if target.exists():
@@ -183,7 +187,7 @@ def load_signing_key(path: Path) -> SigningKey:
         raise ConfigurationError(
             f"the signing key {path} is readable by other users; run `chmod 600 {path}`"
         )
-    parts = text.split("+")
+    parts = text.split("+", 4)  # base64 may hold '+' itself
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"] or not _KEY_NAME.fullmatch(parts[2]):
         raise ConfigurationError(f"{path} is not an accessaudit signing key")
     raw = _unb64(parts[4], str(path))
