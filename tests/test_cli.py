@@ -233,6 +233,7 @@ def test_every_top_level_command_has_help() -> None:
     assert sorted(names) == [
         "checkpoint",
         "demo",
+        "doctor",
         "export",
         "init",
         "recover",

@@ -191,6 +191,7 @@ def test_every_command_is_documented() -> None:
     assert sorted(commands) == [
         "checkpoint",
         "demo",
+        "doctor",
         "export",
         "grant issue",
         "grant list",

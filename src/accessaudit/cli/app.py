@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -32,20 +30,27 @@ from accessaudit.cli._options import (
     configure_events,
     shared_options,
 )
-from accessaudit.cli.checkpoint import checkpoint, key_app
+from accessaudit.cli.checkpoint import (
+    AnchorCheck,
+    AnchorDirOption,
+    MaxAgeOption,
+    PublicKeyOption,
+    anchor_check,
+    checkpoint,
+    key_app,
+)
+from accessaudit.cli.doctor import doctor
 from accessaudit.cli.evidence import grant_app, incident_app, legal_app, policy_app
 from accessaudit.cli.recover import recover
 from accessaudit.cli.report import report
 from accessaudit.exceptions import ConfigurationError, MacKeyError, StoreError
-from accessaudit.record._clock import now_utc, parse_duration
 from accessaudit.record.events import StoredEvent
 from accessaudit.record.fields import AttributeValue
-from accessaudit.record.findings import ExpectedHead, Finding, VerifyReport
+from accessaudit.record.findings import ExpectedHead, VerifyReport
 from accessaudit.record.keys import MacKey
 from accessaudit.record.log import log_fields
-from accessaudit.record.notes import VerifierKey, load_verifier_keys
 from accessaudit.review._terminal import terminal_safe
-from accessaudit.review.checkpoints import DEFAULT_MAX_AGE_HOURS, check_anchors
+from accessaudit.review.checkpoints import DEFAULT_MAX_AGE_HOURS
 from accessaudit.review.export import MANIFEST, export_log, verify_export
 from accessaudit.review.report import ReportFilter, record_report
 from accessaudit.review.tail import follow as tail_follow
@@ -64,6 +69,7 @@ app.add_typer(incident_app, name="incident")
 app.add_typer(legal_app, name="legal")
 app.add_typer(key_app, name="key")
 app.command()(checkpoint)
+app.command()(doctor)
 app.command()(report)
 app.command()(recover)
 
@@ -131,32 +137,6 @@ ExpectHeadOption = Annotated[
         help="A head printed by an earlier verify and kept outside the database; "
         "catches deleted newest records and rollback. Repeatable: --expect-head H1 "
         "--expect-head H2.",
-    ),
-]
-AnchorDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--anchor",
-        metavar="DIR",
-        help="Also check the log against the signed checkpoints in DIR (needs "
-        "--public-key): finds truncation, rollback and rewrites without --expect-head.",
-    ),
-]
-PublicKeyOption = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--public-key",
-        metavar="PATH.pub",
-        help="A trusted checkpoint public key; any of them may have signed (key rotation). "
-        "Repeatable: --public-key new.pub --public-key old.pub.",
-    ),
-]
-MaxAgeOption = Annotated[
-    str,
-    typer.Option(
-        "--max-checkpoint-age",
-        metavar="DURATION",
-        help="A newest checkpoint older than this is a finding (stale_checkpoint).",
     ),
 ]
 ExportDirOption = Annotated[
@@ -231,39 +211,13 @@ def _record_verify(
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class _Anchors:
-    """What ``--anchor`` asks for: the directory, the trusted keys, the age limit."""
-
-    directory: Path
-    keys: list[VerifierKey]
-    max_age: timedelta
-
-    def findings(self, store: SqlStore) -> list[Finding]:
-        return check_anchors(store, self.directory, self.keys, now=now_utc(), max_age=self.max_age)
-
-
-def _anchors(anchor: Path | None, public_keys: list[Path] | None, max_age: str) -> _Anchors | None:
-    if anchor is None:
-        if public_keys:
-            raise ConfigurationError("--public-key checks checkpoints: give --anchor DIR too")
-        return None
-    if not public_keys:
-        raise ConfigurationError("--anchor needs the trusted key: --public-key PATH.pub")
-    try:
-        limit = parse_duration(max_age)
-    except ValueError as e:
-        raise ConfigurationError(f"--max-checkpoint-age: {e}") from e
-    return _Anchors(anchor, load_verifier_keys(public_keys), limit)
-
-
 def _verify_log(
     log: LogOptions,
     chain: str | None,
     heads: list[ExpectedHead],
     *,
     skip_mac: bool,
-    anchors: _Anchors | None = None,
+    anchors: AnchorCheck | None = None,
 ) -> tuple[VerifyReport, str | None]:
     """Verify the log, then record that; the report and why it was not recorded, or None."""
     # The URL and the SQLite file are checked (exit 2) before the key is looked for.
@@ -311,7 +265,7 @@ def verify(
     not_recorded = None
     with reported_errors(as_json=output is OutputFormat.JSON):
         heads = [ExpectedHead.parse(text) for text in expect_head or []]
-        anchors = _anchors(anchor, public_key, max_checkpoint_age)
+        anchors = anchor_check(anchor, public_key, max_checkpoint_age)
         if export is None:
             report, not_recorded = _verify_log(
                 log, chain, heads, skip_mac=skip_mac, anchors=anchors

@@ -7,6 +7,8 @@ Thin shells over ``accessaudit.record.notes`` (Ed25519 keys, signed notes) and
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -16,10 +18,25 @@ from accessaudit.cli._common import command_group, reported_errors, show_line
 from accessaudit.cli._options import LogOptions, shared_options
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.record._clock import now_utc, parse_duration, to_iso
-from accessaudit.record.notes import create_signing_key, load_signing_key
-from accessaudit.review.checkpoints import make_checkpoints
+from accessaudit.record.findings import Finding
+from accessaudit.record.notes import (
+    VerifierKey,
+    create_signing_key,
+    load_signing_key,
+    load_verifier_keys,
+)
+from accessaudit.review.checkpoints import check_anchors, make_checkpoints
+from accessaudit.store import SqlStore
 
-__all__ = ["checkpoint", "key_app"]
+__all__ = [
+    "AnchorCheck",
+    "AnchorDirOption",
+    "MaxAgeOption",
+    "PublicKeyOption",
+    "anchor_check",
+    "checkpoint",
+    "key_app",
+]
 
 key_app = command_group("Keys: the checkpoint signing key (Ed25519).")
 
@@ -47,6 +64,64 @@ EveryOption = Annotated[
         help="Keep running: a checkpoint every DURATION (e.g. 15m, 1h), even when idle.",
     ),
 ]
+
+
+AnchorDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--anchor",
+        metavar="DIR",
+        help="Also check the log against the signed checkpoints in DIR (needs "
+        "--public-key): finds truncation, rollback and rewrites without --expect-head.",
+    ),
+]
+PublicKeyOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--public-key",
+        metavar="PATH.pub",
+        help="A trusted checkpoint public key; any of them may have signed (key rotation). "
+        "Repeatable: --public-key new.pub --public-key old.pub.",
+    ),
+]
+MaxAgeOption = Annotated[
+    str,
+    typer.Option(
+        "--max-checkpoint-age",
+        metavar="DURATION",
+        help="A newest checkpoint older than this is a finding (stale_checkpoint).",
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorCheck:
+    """What ``--anchor`` asks for: the directory, the trusted keys, the age limit."""
+
+    directory: Path
+    keys: list[VerifierKey]
+    max_age: timedelta
+
+    def findings(self, store: SqlStore) -> list[Finding]:
+        """What the anchored checkpoints say is wrong with ``store``'s log."""
+        return check_anchors(store, self.directory, self.keys, now=now_utc(), max_age=self.max_age)
+
+
+def anchor_check(
+    anchor: Path | None, public_keys: list[Path] | None, max_age: str
+) -> AnchorCheck | None:
+    """What --anchor, --public-key and --max-checkpoint-age ask for, checked (exit 2)."""
+    if anchor is None:
+        if public_keys:
+            raise ConfigurationError("--public-key checks checkpoints: give --anchor DIR too")
+        return None
+    if not public_keys:
+        raise ConfigurationError("--anchor needs the trusted key: --public-key PATH.pub")
+    try:
+        limit = parse_duration(max_age)
+    except ValueError as e:
+        raise ConfigurationError(f"--max-checkpoint-age: {e}") from e
+    return AnchorCheck(anchor, load_verifier_keys(public_keys), limit)
 
 
 @key_app.command("new-signing-key")

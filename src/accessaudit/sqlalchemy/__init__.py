@@ -84,12 +84,8 @@ _MODES: Final = ("enforce", "observe")
 #: twice. A loaded row is judged by the one guarding the engine it came from, so two apps
 #: (or two tests) in one process may protect the same mapped class.
 _INSTALLED: weakref.WeakKeyDictionary[Engine, CustomerData] = weakref.WeakKeyDictionary()
-#: Mapped classes with our load listeners (registered once per class, for every engine),
-#: and the ``CustomerData`` protecting each.
+#: Mapped classes with our load listeners (registered once per class, for every engine).
 _LISTENING: weakref.WeakSet[type[Any]] = weakref.WeakSet()
-_WATCHERS: weakref.WeakKeyDictionary[type[Any], weakref.WeakSet[CustomerData]] = (
-    weakref.WeakKeyDictionary()
-)
 
 Installable = (
     Engine
@@ -311,7 +307,6 @@ class CustomerData:
 
     def _watch(self, cls: type[Any], table: ProtectedTable, attribute: str) -> None:
         self._entities[cls] = (table, attribute)
-        _WATCHERS.setdefault(cls, weakref.WeakSet()).add(self)
         if cls not in _LISTENING:
             _LISTENING.add(cls)
             event.listen(cls, "load", _on_load, propagate=True)
@@ -382,19 +377,19 @@ def _judge_row(instance: object, context: QueryContext) -> None:
     key = ("accessaudit.owner", type(instance))
     if key not in context.attributes:  # once per query and class, not per row
         bind = context.session.get_bind(sa_inspect(type(instance)))
-        owner = _owner(bind if isinstance(bind, Engine) else bind.engine, type(instance))
+        owner = _owner(bind if isinstance(bind, Engine) else bind.engine)
         context.attributes[key] = (owner, owner._entity(type(instance)) if owner else None)
     owner, entity = context.attributes[key]
     if owner is not None and entity is not None:
         owner._loaded(instance, context, *entity)
 
 
-def _owner(engine: Engine, cls: type[Any]) -> CustomerData | None:
-    """The ``CustomerData`` guarding ``engine``, or the one protecting ``cls``.
+def _owner(engine: Engine) -> CustomerData | None:
+    """The ``CustomerData`` guarding ``engine`` (or the engine it was derived from).
 
     An engine made by ``engine.execution_options(...)`` shares its parent's events, so its
-    statements were judged by the parent's guard, which judges its rows too. Failing that,
-    a class protected by exactly one ``CustomerData`` is judged by it.
+    statements were judged by the parent's guard, which judges its rows too. An engine
+    nobody installed a guard on is not guarded (the README's limits say so).
     """
     current: Engine | None = engine
     while current is not None:
@@ -402,9 +397,7 @@ def _owner(engine: Engine, cls: type[Any]) -> CustomerData | None:
         if owner is not None:
             return owner
         current = getattr(current, "_proxied", None)  # OptionEngine -> its parent
-    base = next((base for base in cls.__mro__ if base in _WATCHERS), None)
-    watchers = set(_WATCHERS[base]) if base is not None else set()
-    return next(iter(watchers)) if len(watchers) == 1 else None
+    return None
 
 
 def _column_of_table(table: Table, name: str) -> str:

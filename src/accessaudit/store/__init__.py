@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from accessaudit.store._append import DamagedTail
 from accessaudit.store._engine import DEFAULT_URL
 from accessaudit.store._guarded import ChainView, EvidenceUse, Precondition, PreconditionFailed
+from accessaudit.store._health import HealthFacts
 from accessaudit.store._review import (
     ChainPoint,
     DecisionFilter,
@@ -159,6 +160,7 @@ __all__ = [
     "Dimension",
     "EvidenceCount",
     "EvidenceUse",
+    "HealthFacts",
     "Precondition",
     "PreconditionFailed",
     "RowBatch",

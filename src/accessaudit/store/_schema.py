@@ -169,4 +169,7 @@ def writer_role_ddl(role: str, schema: str) -> list[str]:
         f"GRANT USAGE ON SCHEMA {quoted_schema} TO {role}",
         f"REVOKE ALL ON {TABLE_NAME} FROM {role}",
         f"GRANT SELECT, INSERT ON {TABLE_NAME} TO {role}",
+        # The schema version is read (doctor, verify), never written, by the writer.
+        f"REVOKE ALL ON {VERSION_TABLE} FROM {role}",
+        f"GRANT SELECT ON {VERSION_TABLE} TO {role}",
     ]

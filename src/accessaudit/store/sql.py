@@ -53,6 +53,7 @@ from accessaudit.store._engine import (
 from accessaudit.store._errors import Seen, classify, translated
 from accessaudit.store._group import GroupCommit
 from accessaudit.store._guarded import EvidenceUse, GuardedBatch, Precondition, evidence_uses
+from accessaudit.store._health import HealthFacts, gather
 from accessaudit.store._schema import (
     SQLITE_TRIGGERS,
     TABLE_NAME,
@@ -328,6 +329,11 @@ class SqlStore:
         for statement in ddl_guard_ddl():
             conn.execute(text(statement))
         return [f"event trigger {name}" for name in DDL_GUARD_TRIGGERS]
+
+    def health(self) -> HealthFacts:
+        """What the database says about this log's durability and protection (read-only)."""
+        with self._connection("reading the log's settings") as conn:
+            return gather(conn, is_sqlite=self.is_sqlite)
 
     def schema_version(self) -> int | None:
         """The log's schema version (None: no log here; 1: older than the version marker)."""
