@@ -211,8 +211,13 @@ def test_the_cli_checks_with_the_public_key_alone(  # noqa: PLR0917 - pytest fix
     tmp_path: Path,
     anchors: Path,
     monkeypatch: pytest.MonkeyPatch,
+    in_tmp: Path,
 ) -> None:
-    """new-signing-key, checkpoint, verify --anchor --public-key --skip-mac: exit 0, then 1."""
+    """new-signing-key, checkpoint, verify --anchor --public-key --skip-mac: exit 0, then 1.
+
+    Run in an empty directory (``in_tmp``): a key file left in the working directory, as
+    the demo leaves one, must not be picked up instead of the key given.
+    """
     runner = CliRunner()
     monkeypatch.setenv("ACCESSAUDIT_HMAC_KEY", store.key.secret.hex())  # type: ignore[union-attr]
     _reads(gate, 2)
