@@ -20,10 +20,11 @@ From then on, a query reading a protected table:
   checked row by row as they load; a row of another customer fails the access
   (``AccessDenied``, recorded as ``access.failed`` with reason ``customer_mismatch``, the
   result withheld) and is never handed out. The outcome's ``record_count`` is the number of
-  rows loaded. Core and column reads must show in their WHERE that they keep to the gated
-  customer (``customer column = id``, ANDed at the top level); one that does not, or that
-  reads the table only inside a subquery, CTE, UNION or SQL text, is withheld the same way
-  before it runs.
+  rows loaded. Every other use of the table (Core and column reads, aliases of it beside an
+  entity) must show in the WHERE that it keeps to the gated customer (``customer column =
+  id``, ANDed at the top level); one that does not, or a use inside a subquery, CTE, UNION,
+  EXISTS or SQL text, is withheld the same way before it runs. Rows that load after the
+  gated code returned (a ``Result`` handed back) are refused as ungated reads.
 
 Migrations: ``audit_metadata`` holds the log's tables; pass ``include_object`` to Alembic's
 ``context.configure`` so that autogenerate never proposes to drop or alter them.
