@@ -163,7 +163,7 @@ def test_edited_or_forged_checkpoints_are_bad(
         lines = [*lines[: lines.index("")], "", ""]
     made.path.write_text("\n".join(lines))
     assert "bad_checkpoint" in _codes(store, anchors, signing_key)
-    with pytest.raises(IntegrityError, match="not a checkpoint this key signed"):
+    with pytest.raises(IntegrityError, match="not a checkpoint this key"):
         make_checkpoints(store, signing_key, anchors, now=now_utc())
 
 
@@ -256,3 +256,26 @@ def test_the_cli_checks_with_the_public_key_alone(  # noqa: PLR0917 - pytest fix
         for a in read_anchors(anchors, load_verifier_keys([tmp_path / "cp.key.pub"]))
     ] == [True]
     assert FindingCode.TRUNCATED.value == "truncated"
+
+
+def test_a_rotated_signing_key_continues_the_checkpoints(
+    store: SqlStore, gate: Gate, signing_key: SigningKey, anchors: Path, tmp_path: Path
+) -> None:
+    """A new key signs on from the old key's checkpoints when given its public key.
+
+    A verifier trusting both keys finds nothing; one trusting only the new key flags the old.
+    """
+    _reads(gate, 2)
+    make_checkpoints(store, signing_key, anchors, now=now_utc())
+    new = create_signing_key(tmp_path / "new.key")
+    with pytest.raises(IntegrityError, match="not a checkpoint this key"):
+        make_checkpoints(store, new, anchors, now=now_utc())
+    _reads(gate, 1)
+    (made,) = make_checkpoints(
+        store, new, anchors, now=now_utc(), earlier_keys=[signing_key.verifier]
+    )
+    assert made.previous_size == 4
+    both = [new.verifier, signing_key.verifier]
+    assert check_anchors(store, anchors, both, now=now_utc(), max_age=DAY) == []
+    only_new = check_anchors(store, anchors, [new.verifier], now=now_utc(), max_age=DAY)
+    assert [f.code.value for f in only_new] == ["bad_checkpoint"]

@@ -140,23 +140,39 @@ def new_signing_key(
     show_line("give reviewers the public key; verify with --anchor DIR --public-key PATH.pub")
 
 
+EarlierKeyOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--earlier-key",
+        metavar="OLD.pub",
+        help="After rotating the signing key: the public key of one it replaced, whose "
+        "checkpoints are in the anchor directory. Repeatable: --earlier-key a.pub "
+        "--earlier-key b.pub.",
+    ),
+]
+
+
 @shared_options
 def checkpoint(
     log: LogOptions,
     signing_key: SigningKeyOption,
     anchor: AnchorOption,
     every: EveryOption = None,
+    earlier_key: EarlierKeyOption = None,
 ) -> None:
     """Sign a checkpoint of every chain into the anchor directory (consistent with the last)."""
     with reported_errors():
         pause = None if every is None else _duration(every, "--every")
         key = load_signing_key(signing_key)
+        earlier = load_verifier_keys(earlier_key) if earlier_key else []
         if not anchor.is_dir():
             msg = f"--anchor: {anchor} is not a directory; create it (outside the database)"
             raise ConfigurationError(msg)
     while True:
         with reported_errors(), log.open() as store:
-            made = make_checkpoints(store, key, anchor, now=now_utc(), actor=log.actor)
+            made = make_checkpoints(
+                store, key, anchor, now=now_utc(), actor=log.actor, earlier_keys=earlier
+            )
         for item in made:
             cp = item.checkpoint
             grew = "" if item.previous_size is None else f" (from {item.previous_size})"

@@ -193,12 +193,14 @@ def make_checkpoints(
     *,
     now: datetime,
     actor: str = "accessaudit-checkpointer",
+    earlier_keys: Sequence[VerifierKey] = (),
 ) -> list[MadeCheckpoint]:
     """Checkpoint every chain of ``store`` (opened with its HMAC key); see the module.
 
     Refuses (``IntegrityError``, nothing signed) a log whose records fail verification, an
-    anchor directory holding a file the signing key does not verify, and a chain that is
-    shorter than its newest checkpoint or not consistent with it.
+    anchor directory holding a file that neither the signing key nor one of
+    ``earlier_keys`` (the public keys of signing keys it replaced) verifies, and a chain
+    that is shorter than its newest checkpoint or not consistent with it.
     """
     report = verify_store(store)
     if not report.intact:
@@ -207,12 +209,13 @@ def make_checkpoints(
             f"the log fails verification ({', '.join(codes)}); a checkpoint would sign the "
             "damage: run `accessaudit verify` and investigate first"
         )
-    anchored = read_anchors(anchor_dir, [signing_key.verifier])
+    anchored = read_anchors(anchor_dir, [signing_key.verifier, *earlier_keys])
     untrusted = [a for a in anchored if a.checkpoint is None]
     if untrusted:
         raise IntegrityError(
-            f"{untrusted[0].path} in the anchor directory is not a checkpoint this key "
-            f"signed ({untrusted[0].problem}); investigate before signing more"
+            f"{untrusted[0].path} in the anchor directory is not a checkpoint this key (or "
+            f"an earlier one given) signed ({untrusted[0].problem}); investigate before "
+            "signing more"
         )
     made = []
     for chain_id in store.chains():
