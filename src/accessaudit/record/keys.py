@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, Union
 
 from accessaudit.exceptions import MacKeyError
+from accessaudit.record._files import write_new
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -167,34 +168,10 @@ def load_key(path: Path | None = None) -> MacKey:
 def create_key_file(path: Path) -> bool:
     """Write a new random key to ``path`` with mode 0600; False if the file already exists.
 
-    The key is written and synced under a temporary name, then linked into place, so the
-    file is either absent or complete, even after a crash, and two concurrent ``init`` runs
+    Written whole or not at all (see ``_files.write_new``), so two concurrent ``init`` runs
     cannot both create a key.
     """
-    if path.exists():
-        return False
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(secrets.token_hex(KEY_BYTES) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            os.link(temporary, path)  # fails if someone else created the key meanwhile
-        except FileExistsError:
-            return False
-        _sync_directory(path.parent)
-        return True
+        return write_new(path, secrets.token_hex(KEY_BYTES) + "\n", 0o600)
     except OSError as e:
         raise MacKeyError(f"cannot create the key file {path}: {e}") from e
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory or Path(), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -20,9 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
-import secrets
 import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -32,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from accessaudit.exceptions import ConfigurationError, IntegrityError
 from accessaudit.record._clock import from_iso, to_iso
+from accessaudit.record._files import write_new
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -151,25 +150,12 @@ def create_signing_key(path: Path, name: str = "accessaudit") -> SigningKey:
 
 def _write_new(path: Path, text: str, mode: int) -> None:
     """Write ``text`` to a new file ``path`` with ``mode``, complete or not at all."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.link(temporary, path)  # fails if the file appeared meanwhile
-    except FileExistsError as e:
-        raise ConfigurationError(f"{path} exists; refusing to overwrite a key") from e
+        written = write_new(path, text, mode)
     except OSError as e:
         raise ConfigurationError(f"cannot write {path}: {e.strerror or e}") from e
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    if not written:
+        raise ConfigurationError(f"{path} exists; refusing to overwrite a key")
 
 
 def load_signing_key(path: Path) -> SigningKey:

@@ -20,14 +20,13 @@ first record>``: a log rebuilt from scratch under the same chain id is another l
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from urllib.parse import quote, unquote
 
 from accessaudit.exceptions import ConfigurationError, IntegrityError
 from accessaudit.record._clock import to_iso
+from accessaudit.record._files import write_new
 from accessaudit.record.events import AccessEvent
 from accessaudit.record.fields import ActorType, EventType
 from accessaudit.record.findings import Finding, FindingCode
@@ -153,23 +152,12 @@ def _write_anchor(directory: Path, checkpoint: Checkpoint, note: str) -> Path:
     tag = hashlib.sha256(checkpoint.origin.encode()).hexdigest()[:12]
     stamp = "" if checkpoint.time is None else to_iso(checkpoint.time).replace(":", "")
     path = directory / f"checkpoint-{tag}-{checkpoint.size:015d}-{stamp}{_SUFFIX}"
-    temporary = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(note)
-            out.flush()
-            os.fsync(out.fileno())
-        os.link(temporary, path)  # never replaces an anchored checkpoint
-        handle = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
+        written = write_new(path, note, 0o644)
     except OSError as e:
         raise ConfigurationError(f"cannot write the checkpoint to {directory}: {e}") from e
-    finally:
-        temporary.unlink(missing_ok=True)
+    if not written:  # never replaces an anchored checkpoint
+        raise ConfigurationError(f"{path} exists already: another checkpointer is running?")
     return path
 
 
