@@ -11,6 +11,7 @@ import stat
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -34,7 +35,9 @@ from accessaudit.record.notes import (
     open_note,
 )
 from accessaudit.review.checkpoints import check_anchors, make_checkpoints, read_anchors
+from accessaudit.review.export import export_log, verify_export
 from tests.gatekit import EXAMPLE_POLICY, Desk, service
+from tests.test_export_verify import _files, _fix_manifest, _write
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -279,3 +282,85 @@ def test_a_rotated_signing_key_continues_the_checkpoints(
     assert check_anchors(store, anchors, both, now=now_utc(), max_age=DAY) == []
     only_new = check_anchors(store, anchors, [new.verifier], now=now_utc(), max_age=DAY)
     assert [f.code.value for f in only_new] == ["bad_checkpoint"]
+
+
+# -- exports bound to checkpoints -------------------------------------------------------------
+
+
+def _export_with_checkpoint(
+    store: SqlStore, gate: Gate, signing_key: SigningKey, anchors: Path, out: Path
+) -> None:
+    _reads(gate, 3)
+    make_checkpoints(store, signing_key, anchors, now=now_utc())
+    export_log(store, out, actor="reviewer", anchors=(anchors, [signing_key.verifier]))
+
+
+def test_an_export_with_its_checkpoint_verifies_with_the_public_key_alone(
+    store: SqlStore, gate: Gate, signing_key: SigningKey, anchors: Path, tmp_path: Path
+) -> None:
+    """No HMAC key: the records hash to the signed root, so they are whole and complete."""
+    out = tmp_path / "export"
+    _export_with_checkpoint(store, gate, signing_key, anchors, out)
+    assert [p.name for p in (out / "_checkpoints").iterdir()]
+    report = verify_export(out, None, [signing_key.verifier])
+    assert report.intact, report.findings
+
+
+def test_an_export_trimmed_and_its_manifest_rewritten_is_caught_by_the_checkpoint(
+    store: SqlStore, signing_key: SigningKey, anchors: Path, tmp_path: Path
+) -> None:
+    """A trimmed file with a rewritten manifest: the signed checkpoint catches it.
+
+    Without the HMAC key, hashes and links alone let it pass.
+    """
+    out = tmp_path / "export"
+    _reads(Gate(store, Policy.load(EXAMPLE_POLICY)), 3)  # today: one file for everything
+    make_checkpoints(store, signing_key, anchors, now=now_utc())
+    export_log(store, out, actor="reviewer", anchors=(anchors, [signing_key.verifier]))
+    (path,) = _files(out)
+    rows = pq.read_table(path).to_pylist()
+    _write(path, rows[:3])  # the newest covered records dropped
+    _fix_manifest(out, last_chain_hash=rows[2]["chain_hash"], last_seq=3)
+    assert verify_export(out, None).intact  # hashes and links alone cannot tell
+    codes = {f.code.value for f in verify_export(out, None, [signing_key.verifier]).findings}
+    assert codes == {"truncated"}
+    (out / "_checkpoints").rename(tmp_path / "elsewhere")
+    codes = {f.code.value for f in verify_export(out, None, [signing_key.verifier]).findings}
+    assert codes == {"no_checkpoint"}
+
+
+def test_the_cli_exports_with_checkpoints_and_verifies_without_the_hmac_key(  # noqa: PLR0917
+    backend: Backend,
+    store: SqlStore,
+    gate: Gate,
+    signing_key: SigningKey,
+    anchors: Path,
+    in_tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Export with --anchor, then verify --export --public-key with no HMAC key at all."""
+    runner = CliRunner()
+    public = in_tmp / "checkpoint.key.pub"
+    public.write_text(signing_key.verifier.text + "\n")
+    _reads(gate, 2)
+    make_checkpoints(store, signing_key, anchors, now=now_utc())
+    monkeypatch.setenv("ACCESSAUDIT_HMAC_KEY", store.key.secret.hex())  # type: ignore[union-attr]
+    exported = runner.invoke(
+        app,
+        [
+            "export",
+            "--db",
+            backend.url,
+            "--out",
+            "ds",
+            "--anchor",
+            str(anchors),
+            "--public-key",
+            str(public),
+        ],
+    )
+    assert exported.exit_code == 0, exported.output
+    monkeypatch.delenv("ACCESSAUDIT_HMAC_KEY")
+    checked = runner.invoke(app, ["verify", "--export", "ds", "--public-key", str(public)])
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout.splitlines()[-1] == "intact"

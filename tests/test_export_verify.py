@@ -68,7 +68,9 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=EXPORT_SCHEMA), path, compression="zstd")
 
 
-def _fix_manifest(out: Path, *, last_chain_hash: str | None = None) -> None:
+def _fix_manifest(
+    out: Path, *, last_chain_hash: str | None = None, last_seq: int | None = None
+) -> None:
     """Make the manifest match the files' bytes again (and the head), without the key."""
     manifest = json.loads((out / MANIFEST).read_text())
     for entry in manifest["files"]:
@@ -80,8 +82,12 @@ def _fix_manifest(out: Path, *, last_chain_hash: str | None = None) -> None:
             rows=len(rows),
             end_chain_hash=rows[-1]["chain_hash"],
         )
+        if last_seq is not None:
+            entry["last_seq"] = rows[-1]["seq"]
     if last_chain_hash is not None:
         manifest["chains"]["main"]["last_chain_hash"] = last_chain_hash
+    if last_seq is not None:
+        manifest["chains"]["main"]["last_seq"] = last_seq
     (out / MANIFEST).write_text(json.dumps(manifest))
 
 

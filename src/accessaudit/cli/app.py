@@ -49,6 +49,7 @@ from accessaudit.record.fields import AttributeValue
 from accessaudit.record.findings import ExpectedHead, VerifyReport
 from accessaudit.record.keys import MacKey
 from accessaudit.record.log import log_fields
+from accessaudit.record.notes import load_verifier_keys
 from accessaudit.review._terminal import terminal_safe
 from accessaudit.review.checkpoints import DEFAULT_MAX_AGE_HOURS
 from accessaudit.review.export import MANIFEST, export_log, verify_export
@@ -239,13 +240,29 @@ def _verify_log(
 
 
 def _verify_export(
-    export: Path, log: LogOptions, *, narrowed: bool, skip_mac: bool
+    export: Path,
+    log: LogOptions,
+    *,
+    narrowed: bool,
+    skip_mac: bool,
+    public_keys: list[Path] | None,
 ) -> VerifyReport:
-    """Check an exported dataset offline, against its own manifest (``narrowed``: refused)."""
+    """Check an exported dataset offline, against its own manifest (``narrowed``: refused).
+
+    With ``--public-key`` also against the signed checkpoints it holds; then no HMAC key
+    is needed (a reviewer has none): its MACs are checked only if one is at hand.
+    """
     if narrowed:
         msg = "--export checks the dataset's own manifest; drop --chain/--expect-head"
         raise ConfigurationError(msg)
-    return verify_export(export, None if skip_mac else log.key())
+    keys = load_verifier_keys(public_keys) if public_keys else None
+    if skip_mac:
+        key = None
+    elif keys:
+        key, _ = _key_if_any(log)
+    else:
+        key = log.key()
+    return verify_export(export, key, keys)
 
 
 @app.command()
@@ -265,14 +282,19 @@ def verify(
     not_recorded = None
     with reported_errors(as_json=output is OutputFormat.JSON):
         heads = [ExpectedHead.parse(text) for text in expect_head or []]
-        anchors = anchor_check(anchor, public_key, max_checkpoint_age)
         if export is None:
+            anchors = anchor_check(anchor, public_key, max_checkpoint_age)
             report, not_recorded = _verify_log(
                 log, chain, heads, skip_mac=skip_mac, anchors=anchors
             )
         else:
+            if anchor is not None:
+                msg = "--export is checked against the checkpoints it holds: drop --anchor"
+                raise ConfigurationError(msg)
             narrowed = bool(heads or chain)
-            report = _verify_export(export, log, narrowed=narrowed, skip_mac=skip_mac)
+            report = _verify_export(
+                export, log, narrowed=narrowed, skip_mac=skip_mac, public_keys=public_key
+            )
     if not_recorded is not None:
         typer.echo(f"warning: {terminal_safe(not_recorded)}", err=True)
     _print_report(report, output)
@@ -307,12 +329,32 @@ def demo(log: NewLogOptions, events: EventsOption = 2000, seed: SeedOption = 7) 
 OutOption = Annotated[Path, typer.Option("--out", help="The dataset directory.")]
 
 
+ExportAnchorOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--anchor",
+        metavar="DIR",
+        help="Copy into the dataset the newest signed checkpoint of each chain it holds in "
+        "full (needs --public-key), so `verify --export DIR --public-key` can prove it "
+        "complete without the HMAC key.",
+    ),
+]
+
+
 @app.command()
 @shared_options
-def export(out: OutOption, log: LogOptions) -> None:
+def export(
+    out: OutOption,
+    log: LogOptions,
+    anchor: ExportAnchorOption = None,
+    public_key: PublicKeyOption = None,
+) -> None:
     """Append what is new to a Parquet dataset (checked, atomic, incremental)."""
+    with reported_errors():
+        check = anchor_check(anchor, public_key, f"{DEFAULT_MAX_AGE_HOURS}h")
+    anchors = None if check is None else (check.directory, check.keys)
     with reported_errors(), log.open() as store, progress_bar("exporting") as step:
-        result = export_log(store, out, actor=log.actor, progress=step)
+        result = export_log(store, out, actor=log.actor, progress=step, anchors=anchors)
     for name in result.removed:
         show_line(f"removed {name} (left by an interrupted export; its range is exported again)")
     if not result.files:

@@ -44,10 +44,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_AGE_HOURS",
+    "EXPORT_CHECKPOINTS",
     "Anchored",
     "ChainTree",
     "MadeCheckpoint",
     "check_anchors",
+    "check_export",
+    "copy_checkpoints",
     "make_checkpoints",
     "read_anchors",
     "read_tree",
@@ -390,3 +393,93 @@ def _against_tree(
 
 def _when(checkpoint: Checkpoint) -> str:
     return "unknown time" if checkpoint.time is None else to_iso(checkpoint.time)
+
+
+# -- exports bound to checkpoints -------------------------------------------------------------
+
+#: Where an export keeps copies of the checkpoints its records are checked against.
+EXPORT_CHECKPOINTS: Final = "_checkpoints"
+
+
+def copy_checkpoints(
+    anchor_dir: Path, keys: Sequence[VerifierKey], out: Path, heads: dict[str, int]
+) -> list[Path]:
+    """Copy into an export the newest trusted checkpoint of each chain it holds in full.
+
+    ``heads``: chain -> the last seq exported. A checkpoint larger than that is not copied
+    (the export does not hold all it covers yet). Copies are new files, never rewritten.
+    """
+    target = out / EXPORT_CHECKPOINTS
+    target.mkdir(exist_ok=True)
+    copied = []
+    for anchored in read_anchors(anchor_dir, keys):
+        checkpoint = anchored.checkpoint
+        chain = None if checkpoint is None else chain_of(checkpoint.origin)
+        if checkpoint is None or chain is None or checkpoint.size > heads.get(chain, 0):
+            continue
+        path = target / anchored.path.name
+        if write_new(path, anchored.path.read_text(encoding="utf-8"), 0o644):
+            copied.append(path)
+    return copied
+
+
+def check_export(
+    out: Path, keys: Sequence[VerifierKey], leaves: dict[str, list[bytes]]
+) -> list[Finding]:
+    """What an export's own checkpoints say of the records it holds (``leaves`` by chain).
+
+    With the public key alone: every exported chain must be covered by a checkpoint it
+    holds, and its first ``size`` records must hash to that checkpoint's root, which proves
+    them unchanged and complete (none dropped, none added) up to the checkpoint.
+    """
+    directory = out / EXPORT_CHECKPOINTS
+    if not directory.is_dir():
+        return [
+            Finding(
+                FindingCode.NO_CHECKPOINT,
+                "-",
+                None,
+                f"the export holds no {EXPORT_CHECKPOINTS}/ (export it with --anchor)",
+            )
+        ]
+    anchored = read_anchors(directory, keys)
+    findings = [
+        Finding(FindingCode.BAD_CHECKPOINT, "-", None, f"{a.path.name}: {a.problem}")
+        for a in anchored
+        if a.checkpoint is None
+    ]
+    by_chain: dict[str, list[Checkpoint]] = {}
+    for a in anchored:
+        chain = None if a.checkpoint is None else chain_of(a.checkpoint.origin)
+        if a.checkpoint is not None and chain is not None:
+            by_chain.setdefault(chain, []).append(a.checkpoint)
+    for chain in sorted(set(leaves) | set(by_chain)):
+        own = leaves.get(chain, [])  # a chain the checkpoints cover but the export lost
+        if chain not in by_chain:
+            findings.append(
+                Finding(FindingCode.NO_CHECKPOINT, chain, None, "no checkpoint in the export")
+            )
+            continue
+        for checkpoint in sorted(by_chain[chain], key=lambda cp: cp.size):
+            if checkpoint.size > len(own):
+                findings.append(
+                    Finding(
+                        FindingCode.TRUNCATED,
+                        chain,
+                        len(own) + 1,
+                        f"the export holds {len(own)} records; its checkpoint of "
+                        f"{_when(checkpoint)} covers {checkpoint.size}",
+                        last_seq=checkpoint.size,
+                    )
+                )
+            elif root(own[: checkpoint.size]) != checkpoint.root:
+                findings.append(
+                    Finding(
+                        FindingCode.FORK,
+                        chain,
+                        None,
+                        f"the first {checkpoint.size} exported records differ from those the "
+                        f"checkpoint of {_when(checkpoint)} signed",
+                    )
+                )
+    return findings

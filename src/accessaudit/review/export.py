@@ -59,12 +59,14 @@ from accessaudit.review._export_files import (
 )
 from accessaudit.review._reading import stored_rows
 from accessaudit.review._self_audit import record_log_read
+from accessaudit.review.checkpoints import EXPORT_CHECKPOINTS, check_export, copy_checkpoints
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
     from accessaudit.record.keys import MacKey
+    from accessaudit.record.notes import VerifierKey
     from accessaudit.store import AuditStore
 
 __all__ = ["MANIFEST", "ExportError", "ExportResult", "ExportedFile", "export_log", "verify_export"]
@@ -199,7 +201,7 @@ def _survey(out: Path, listed: set[str]) -> tuple[list[Path], list[Path], list[s
     temporary, unlisted, foreign = [], [], []
     for entry in sorted(out.iterdir()):
         name = entry.name
-        if name in (MANIFEST, _OLD_LOCK):
+        if name in (MANIFEST, _OLD_LOCK) or (name == EXPORT_CHECKPOINTS and entry.is_dir()):
             continue
         if name.startswith(TEMP_PREFIX) and entry.is_file():
             temporary.append(entry)
@@ -432,6 +434,7 @@ def export_log(
     *,
     actor: str,
     progress: Callable[[int], None] | None = None,
+    anchors: tuple[Path, Sequence[VerifierKey]] | None = None,
 ) -> ExportResult:
     """Export every record not yet in ``out``; see the module docstring for the guarantees.
 
@@ -441,7 +444,10 @@ def export_log(
     Raises ``ExportError`` for an unusable directory or manifest, and ``IntegrityError``
     when the log or the dataset fails its checks (nothing of the range is published; run
     ``accessaudit verify``); either way the directory is left exactly as it was.
-    ``progress`` is called with the number of rows read so far.
+    ``progress`` is called with the number of rows read so far. ``anchors`` (the anchor
+    directory and its trusted public keys): the newest checkpoint of each chain the
+    dataset then holds in full is copied into it (``_checkpoints/``), so that
+    ``verify_export`` can prove it complete with the public key alone.
     """
     mac_key = key_for(store.key, key, "exporting")
     if mac_key is None:
@@ -480,6 +486,9 @@ def export_log(
                     "last_chain_hash": file.end_chain_hash,
                 }
             _write_manifest(out, manifest, mac_key)
+        if anchors is not None and manifest is not None:
+            heads = {chain: int(head["last_seq"]) for chain, head in manifest["chains"].items()}
+            copy_checkpoints(anchors[0], anchors[1], out, heads)
     return result
 
 
@@ -535,11 +544,15 @@ class _FileCheck:
             )
 
 
-def verify_export(out: Path, key: MacKey | None) -> VerifyReport:
+def verify_export(
+    out: Path, key: MacKey | None, public_keys: Sequence[VerifierKey] | None = None
+) -> VerifyReport:
     """Check an exported dataset offline, against its manifest and its own chain links.
 
     With ``key`` the manifest's own MAC is checked too, so a manifest edited to hide
-    dropped or changed files is found; without it, only hashes and links are.
+    dropped or changed files is found; without it, only hashes and links are. With
+    ``public_keys`` the records are also checked against the signed checkpoints the export
+    holds: unchanged and complete up to each (see ``checkpoints.check_export``).
     """
     if not out.is_dir():
         raise ExportError(f"{out} {'is not a directory' if out.exists() else 'does not exist'}")
@@ -578,16 +591,33 @@ def verify_export(out: Path, key: MacKey | None) -> VerifyReport:
                 "which the manifest's chains do not list"
             )
             findings.append(Finding(FindingCode.MODIFIED_FILE, entry["chain_id"], None, detail))
+    leaves: dict[str, list[bytes]] = {}
     for chain, head in sorted(chains.items()):
         own = sorted((f for f in files if f["chain_id"] == chain), key=lambda f: f["first_seq"])
         checks = [_FileCheck(out, entry, report) for entry in own]
 
-        def rows(checks: list[_FileCheck] = checks) -> Iterator[dict[str, Any]]:
+        own_leaves = leaves.setdefault(chain, [])
+
+        def rows(
+            checks: list[_FileCheck] = checks, own: list[bytes] = own_leaves
+        ) -> Iterator[dict[str, Any]]:
             for check in checks:
-                yield from check.rows()
+                for row in check.rows():
+                    own.append(_leaf(row))
+                    yield row
 
         expected = [ExpectedHead(chain, head["last_seq"], head["last_chain_hash"])]
         summary, chain_findings = check_chain(chain, rows(), key, expected)
         report.chains.append(summary)
         findings.extend(chain_findings)
+    if public_keys:
+        findings.extend(check_export(out, public_keys, leaves))
     return report
+
+
+def _leaf(row: Mapping[str, Any]) -> bytes:
+    """A row's stored leaf hash as bytes (garbage in: a value no root matches)."""
+    try:
+        return bytes.fromhex(str(row.get("leaf_hash")))
+    except ValueError:
+        return b""
