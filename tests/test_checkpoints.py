@@ -35,7 +35,7 @@ from accessaudit.record.notes import (
     open_note,
 )
 from accessaudit.review.checkpoints import check_anchors, make_checkpoints, read_anchors
-from accessaudit.review.export import export_log, verify_export
+from accessaudit.review.export import ExportError, export_log, verify_export
 from tests.gatekit import EXAMPLE_POLICY, Desk, service
 from tests.test_export_verify import _files, _fix_manifest, _write
 
@@ -364,3 +364,14 @@ def test_the_cli_exports_with_checkpoints_and_verifies_without_the_hmac_key(  # 
     checked = runner.invoke(app, ["verify", "--export", "ds", "--public-key", str(public)])
     assert checked.exit_code == 0, checked.output
     assert checked.stdout.splitlines()[-1] == "intact"
+
+
+def test_an_export_with_a_missing_anchor_directory_exports_nothing(
+    store: SqlStore, gate: Gate, signing_key: SigningKey, tmp_path: Path
+) -> None:
+    """A mistyped --anchor is refused before anything is written."""
+    _reads(gate, 1)
+    out = tmp_path / "export"
+    with pytest.raises(ExportError, match="does not exist"):
+        export_log(store, out, actor="r", anchors=(tmp_path / "nope", [signing_key.verifier]))
+    assert not out.exists()

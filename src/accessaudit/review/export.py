@@ -452,6 +452,10 @@ def export_log(
     mac_key = key_for(store.key, key, "exporting")
     if mac_key is None:
         raise MacKeyError("exporting needs the HMAC key: every record is checked with it")
+    if anchors is not None and not anchors[0].is_dir():
+        # Checked first: the checkpoints are copied after the export, which must not
+        # succeed only to fail on a mistyped --anchor.
+        raise ExportError(f"anchor directory {anchors[0]} does not exist")
     with _exclusive(out):
         manifest, leftovers = _prepare(out, mac_key)
         done: dict[str, Any] = {} if manifest is None else manifest["chains"]
