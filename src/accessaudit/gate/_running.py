@@ -8,13 +8,10 @@ outside, and is treated as the ungated read it is.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from accessaudit.gate._access import Access
 
 _running: ContextVar[Access | None] = ContextVar("accessaudit_running_access", default=None)
@@ -30,11 +27,20 @@ def running_access() -> Access | None:
     return None if access is None or access.finished else access
 
 
-@contextmanager
-def running(access: Access) -> Iterator[None]:
-    """Mark ``access``'s protected code as running for the duration of the block."""
-    token = _running.set(access)
-    try:
-        yield
-    finally:
-        _running.reset(token)
+class running:  # noqa: N801 - used like the context-manager function it replaces
+    """Mark ``access``'s protected code as running for the duration of the block.
+
+    A class, not a ``@contextmanager`` generator: it wraps every gated call, and a plain
+    ``__enter__``/``__exit__`` costs a fraction of a generator's setup and teardown.
+    """
+
+    __slots__ = ("_access", "_token")
+
+    def __init__(self, access: Access) -> None:
+        self._access = access
+
+    def __enter__(self) -> None:
+        self._token = _running.set(self._access)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _running.reset(self._token)

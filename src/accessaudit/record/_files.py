@@ -1,4 +1,4 @@
-"""Small files written whole or not at all: key files and anchored checkpoints.
+"""Small files: written whole or not at all, and secrets read only if kept private.
 
 Written and synced under a temporary name, then linked into place: the file is either
 absent or complete, even after a crash, and ``os.link`` fails if the name was taken
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
 
 
@@ -43,3 +44,24 @@ def sync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_private(path: Path, what: str, missing: str, error: type[Exception]) -> str:
+    """The text of a secret's file, refused (``error``) unless only its owner can read it.
+
+    ``what`` names the file in messages ("the key file"); ``missing`` is the message when
+    there is none.
+    """
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError as e:
+        raise error(missing) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"cannot read {what} {path}: {e}") from e
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise error(
+            f"{what} {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+            f"run `chmod 600 {path}`"
+        )
+    return text

@@ -11,14 +11,13 @@ import hashlib
 import hmac
 import os
 import secrets
-import stat
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, Union
 
 from accessaudit.exceptions import MacKeyError
-from accessaudit.record._files import write_new
+from accessaudit.record._files import read_private, write_new
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -147,21 +146,11 @@ def load_key(path: Path | None = None) -> MacKey:
     if path is None and os.environ.get(KEY_ENV):
         return MacKey.from_hex(os.environ[KEY_ENV], f"${KEY_ENV}")
     file = key_file_path(path)
-    try:
-        mode = file.stat().st_mode
-        text = file.read_text(encoding="ascii")
-    except FileNotFoundError as e:
-        raise MacKeyError(
-            f"no HMAC key: {file} does not exist and ${KEY_ENV} is not set; "
-            "run `accessaudit init` or set one of them"
-        ) from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise MacKeyError(f"cannot read the key file {file}: {e}") from e
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise MacKeyError(
-            f"the key file {file} is readable by other users (mode {stat.S_IMODE(mode):o}); "
-            f"run `chmod 600 {file}`"
-        )
+    missing = (
+        f"no HMAC key: {file} does not exist and ${KEY_ENV} is not set; "
+        "run `accessaudit init` or set one of them"
+    )
+    text = read_private(file, "the key file", missing, MacKeyError)
     return MacKey.from_hex(text, f"the key file {file}")
 
 

@@ -21,7 +21,6 @@ import base64
 import binascii
 import hashlib
 import re
-import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -30,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from accessaudit.exceptions import ConfigurationError, IntegrityError
 from accessaudit.record._clock import from_iso, to_iso
-from accessaudit.record._files import write_new
+from accessaudit.record._files import read_private, write_new
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -160,19 +159,8 @@ def _write_new(path: Path, text: str, mode: int) -> None:
 
 def load_signing_key(path: Path) -> SigningKey:
     """The signing key in ``path``; it must not be readable by other users."""
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError as e:
-        raise ConfigurationError(
-            f"no signing key at {path}; create one with `accessaudit key new-signing-key`"
-        ) from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigurationError(f"cannot read the signing key {path}: {e}") from e
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigurationError(
-            f"the signing key {path} is readable by other users; run `chmod 600 {path}`"
-        )
+    missing = f"no signing key at {path}; create one with `accessaudit key new-signing-key`"
+    text = read_private(path, "the signing key", missing, ConfigurationError).strip()
     parts = text.split("+", 4)  # base64 may hold '+' itself
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"] or not _KEY_NAME.fullmatch(parts[2]):
         raise ConfigurationError(f"{path} is not an accessaudit signing key")

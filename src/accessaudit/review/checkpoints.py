@@ -304,28 +304,7 @@ def check_anchors(
     max_age: timedelta,
 ) -> list[Finding]:
     """What the anchored checkpoints say is wrong with the log (see the module)."""
-    anchored = read_anchors(anchor_dir, keys)
-    findings = [
-        Finding(FindingCode.BAD_CHECKPOINT, "-", None, f"{a.path.name}: {a.problem}")
-        for a in anchored
-        if a.checkpoint is None
-    ]
-    by_chain: dict[str, list[Checkpoint]] = {}
-    for a in anchored:
-        if a.checkpoint is None:
-            continue
-        chain = chain_of(a.checkpoint.origin)
-        if chain is None:
-            findings.append(
-                Finding(
-                    FindingCode.BAD_CHECKPOINT,
-                    "-",
-                    None,
-                    f"{a.path.name}: origin {a.checkpoint.origin!r} is not an accessaudit chain",
-                )
-            )
-            continue
-        by_chain.setdefault(chain, []).append(a.checkpoint)
+    findings, by_chain = _by_chain(read_anchors(anchor_dir, keys))
     present = set(store.chains())
     for chain in sorted(present - set(by_chain)):
         findings.append(
@@ -337,47 +316,80 @@ def check_anchors(
     return findings
 
 
-def _against_tree(
-    tree: ChainTree, checkpoints: list[Checkpoint], now: datetime, max_age: timedelta
-) -> list[Finding]:
-    chain, size = tree.chain_id, len(tree.leaves)
-    newest = _newest(checkpoints)
-    assert newest is not None  # noqa: S101 - at least one checkpoint per chain here
+def _by_chain(anchored: list[Anchored]) -> tuple[list[Finding], dict[str, list[Checkpoint]]]:
+    """Trusted checkpoints by the chain they name; a finding for each file that is not one."""
     findings = []
-    if size < newest.size:
+    by_chain: dict[str, list[Checkpoint]] = {}
+    for a in anchored:
+        chain = None if a.checkpoint is None else chain_of(a.checkpoint.origin)
+        if a.checkpoint is not None and chain is not None:
+            by_chain.setdefault(chain, []).append(a.checkpoint)
+            continue
+        problem = (
+            a.problem
+            if a.checkpoint is None
+            else f"origin {a.checkpoint.origin!r} is not an accessaudit chain"
+        )
+        findings.append(Finding(FindingCode.BAD_CHECKPOINT, "-", None, f"{a.path.name}: {problem}"))
+    return findings, by_chain
+
+
+def _covered(
+    chain: str, leaves: list[bytes], checkpoints: list[Checkpoint], holder: str
+) -> list[Finding]:
+    """Whether ``leaves`` hold all each checkpoint covers (truncated), exactly (fork).
+
+    ``holder`` names what holds them in the finding's text: "the log" or "the export".
+    """
+    findings = []
+    newest = _newest(checkpoints)
+    if newest is not None and len(leaves) < newest.size:
         findings.append(
             Finding(
                 FindingCode.TRUNCATED,
                 chain,
-                size + 1,
-                f"the log has {size} records; the checkpoint of "
+                len(leaves) + 1,
+                f"{holder} has {len(leaves)} records; the checkpoint of "
                 f"{_when(newest)} covers {newest.size}",
                 last_seq=newest.size,
             )
         )
     for checkpoint in sorted(checkpoints, key=lambda cp: cp.size):
-        if checkpoint.origin != tree.origin and tree.origin is not None:
-            findings.append(
-                Finding(
-                    FindingCode.FORK,
-                    chain,
-                    1,
-                    f"the chain starts with another record than the checkpoint of "
-                    f"{_when(checkpoint)} states: the log was replaced",
-                )
-            )
-            break
-        if checkpoint.size <= size and root(tree.leaves[: checkpoint.size]) != checkpoint.root:
+        if checkpoint.size <= len(leaves) and root(leaves[: checkpoint.size]) != checkpoint.root:
             findings.append(
                 Finding(
                     FindingCode.FORK,
                     chain,
                     None,
-                    f"the first {checkpoint.size} records differ from those the checkpoint "
-                    f"of {_when(checkpoint)} signed: rewritten or restored after it",
+                    f"the first {checkpoint.size} records of {holder} differ from those the "
+                    f"checkpoint of {_when(checkpoint)} signed: rewritten or restored after it",
                 )
             )
             break
+    return findings
+
+
+def _against_tree(
+    tree: ChainTree, checkpoints: list[Checkpoint], now: datetime, max_age: timedelta
+) -> list[Finding]:
+    chain = tree.chain_id
+    newest = _newest(checkpoints)
+    assert newest is not None  # noqa: S101 - at least one checkpoint per chain here
+    replaced = next(
+        (cp for cp in checkpoints if tree.origin is not None and cp.origin != tree.origin), None
+    )
+    findings = _covered(chain, tree.leaves, checkpoints, "the log")
+    if replaced is not None:  # a log replaced whole: said once, not as its roots differing
+        findings = [f for f in findings if f.code is not FindingCode.FORK]
+        findings.append(
+            Finding(
+                FindingCode.FORK,
+                chain,
+                1,
+                f"the chain starts with another record than the checkpoint of "
+                f"{_when(replaced)} states: the log was replaced",
+            )
+        )
     if newest.time is None or now - newest.time > max_age:
         findings.append(
             Finding(
@@ -442,17 +454,7 @@ def check_export(
                 f"the export holds no {EXPORT_CHECKPOINTS}/ (export it with --anchor)",
             )
         ]
-    anchored = read_anchors(directory, keys)
-    findings = [
-        Finding(FindingCode.BAD_CHECKPOINT, "-", None, f"{a.path.name}: {a.problem}")
-        for a in anchored
-        if a.checkpoint is None
-    ]
-    by_chain: dict[str, list[Checkpoint]] = {}
-    for a in anchored:
-        chain = None if a.checkpoint is None else chain_of(a.checkpoint.origin)
-        if a.checkpoint is not None and chain is not None:
-            by_chain.setdefault(chain, []).append(a.checkpoint)
+    findings, by_chain = _by_chain(read_anchors(directory, keys))
     for chain in sorted(set(leaves) | set(by_chain)):
         own = leaves.get(chain, [])  # a chain the checkpoints cover but the export lost
         if chain not in by_chain:
@@ -460,26 +462,5 @@ def check_export(
                 Finding(FindingCode.NO_CHECKPOINT, chain, None, "no checkpoint in the export")
             )
             continue
-        for checkpoint in sorted(by_chain[chain], key=lambda cp: cp.size):
-            if checkpoint.size > len(own):
-                findings.append(
-                    Finding(
-                        FindingCode.TRUNCATED,
-                        chain,
-                        len(own) + 1,
-                        f"the export holds {len(own)} records; its checkpoint of "
-                        f"{_when(checkpoint)} covers {checkpoint.size}",
-                        last_seq=checkpoint.size,
-                    )
-                )
-            elif root(own[: checkpoint.size]) != checkpoint.root:
-                findings.append(
-                    Finding(
-                        FindingCode.FORK,
-                        chain,
-                        None,
-                        f"the first {checkpoint.size} exported records differ from those the "
-                        f"checkpoint of {_when(checkpoint)} signed",
-                    )
-                )
+        findings += _covered(chain, own, by_chain[chain], "the export")
     return findings
