@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from accessaudit import AccessEvent, InvalidEvent
-from accessaudit.record.encoding import decode, encode
+from accessaudit.record._validate import _ACCEPTED, ACCEPTED_MAX
+from accessaudit.record.encoding import _ENCODED_TEXT, ENCODED_TEXT_MAX, decode, encode
 from accessaudit.record.fields import EVENT_FIELDS, MAX_IDENTIFIER_CHARS, MAX_LIST_ITEMS
 from tests.strategies import FIXED_EVENT, events, make_event
 from tests.test_vectors import GOLDEN_EVENT
@@ -195,3 +196,52 @@ def test_datetime_subclass_becomes_a_plain_utc_datetime() -> None:
     event = make_event(occurred_at=Stamp(2026, 5, 1, 12, 0, 0, 7, tzinfo=UTC))
     assert type(event.occurred_at) is datetime
     assert event.occurred_at == datetime(2026, 5, 1, 12, 0, 0, 7, tzinfo=UTC)
+
+
+def test_text_accepted_before_is_not_a_pass_for_a_lookalike() -> None:
+    """Text is remembered once accepted; a str subclass equal to it is still checked in full.
+
+    (The validator remembers accepted text so that a service's repeated actor, resource and
+    host are not checked on every record; only exact ``str`` values may use that memory.)
+    """
+
+    class Lookalike(str):
+        __slots__ = ()
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        def __hash__(self) -> int:
+            return hash("svc-remembered")
+
+    make_event(actor_id="svc-remembered")  # now remembered
+    with pytest.raises(InvalidEvent, match="NUL"):
+        make_event(actor_id=Lookalike("svc\x00remembered"))
+
+
+def test_text_accepted_under_a_longer_limit_is_checked_against_a_shorter_one() -> None:
+    """The memory of accepted text is per length limit: 300 characters fit one field only."""
+    text = "j" * (MAX_IDENTIFIER_CHARS + 44)
+    assert make_event(justification=text).justification == text
+    assert _problems(actor_id=text) == ["actor_id"]
+
+
+def test_the_memory_of_accepted_text_stays_bounded() -> None:
+    """Many distinct customer ids do not make the validator's memory grow without end."""
+    for n in range(ACCEPTED_MAX + 10):
+        make_event(customer_id=f"customer-{n}")
+    assert all(len(known) <= ACCEPTED_MAX for known in _ACCEPTED.values())
+    for n in range(ENCODED_TEXT_MAX + 10):
+        encode("main", 1, make_event(customer_id=f"customer-{n}"))
+    assert len(_ENCODED_TEXT) <= ENCODED_TEXT_MAX
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_remembered_text_encodes_as_it_did_the_first_time(text: str) -> None:
+    """Encoding text a second time (from memory) gives the same bytes as the first time."""
+    try:
+        event = make_event(resource=text)
+    except InvalidEvent:
+        return  # not a valid resource name: nothing to encode
+    assert encode("main", 1, event) == encode("main", 1, event)
+    assert decode(encode("main", 1, event))[2] == event

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from psycopg import pq
+from sqlalchemy.engine import make_url
 
 from accessaudit import (
     ChainHalted,
@@ -21,6 +23,7 @@ from accessaudit import (
     MacKey,
     Policy,
     SqlStore,
+    StoreUnavailable,
     access_context,
     verify_store,
 )
@@ -281,3 +284,33 @@ def test_evidence_is_looked_up_through_an_index_on_every_chain(
 def _writer_uses_sql(store: SqlStore) -> str:
     sql = store._writer._sql["uses"].format(types="'grant.revoked', 'grant.issued'")
     return sql.replace("evidence_ref = ?", "evidence_ref = 'g-1'")
+
+
+def test_sqlite_lock_waits_never_outlast_the_callers_budget(
+    sqlite_backend: Backend, key: MacKey
+) -> None:
+    """busy_timeout is lowered for a caller with less time left than the last one had.
+
+    The writer keeps SQLite's busy_timeout between appends while it fits the budget (sending
+    the pragma costs a parse each time); a shorter budget must still bound the lock wait.
+    """
+    with SqlStore(sqlite_backend.url, key=key, timeout=30, must_exist=False) as store:
+        store.create_schema()
+        store.append([make_event()])
+
+        def busy_ms() -> int:
+            return int(store._writer._db.execute("PRAGMA busy_timeout").fetchone()[0])
+
+        assert 27_000 <= busy_ms() <= 30_000
+        blocker = sqlite3.connect(str(make_url(sqlite_backend.url).database), isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreUnavailable), store.budget(0.2):
+                store.append([make_event()])
+            assert busy_ms() <= 200
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        store.append([make_event()])  # the whole budget again: the wait is widened again
+        assert busy_ms() >= 27_000
+        assert [r.seq for r in store.read()] == [1, 2]

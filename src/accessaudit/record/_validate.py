@@ -7,10 +7,11 @@ it, so an event with several faults is rejected with all of them listed.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from accessaudit.exceptions import FieldProblem, InvalidEvent
 from accessaudit.record._clock import EPOCH, from_micros, to_micros
@@ -23,6 +24,9 @@ from accessaudit.record.fields import (
     FieldSpec,
     Kind,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 Outcome = tuple[Any, FieldProblem | None]
 
@@ -61,14 +65,39 @@ def check_text(name: str, value: object, max_chars: int) -> FieldProblem | None:
 def _text(spec: FieldSpec, value: object) -> Outcome:
     if value is None:
         return None, (FieldProblem(spec.name, "is required") if spec.required else None)
-    if spec.choices is not None and isinstance(value, str):
-        try:
-            return spec.choices(value), None
-        except ValueError:
-            allowed = ", ".join(c.value for c in spec.choices)
-            return None, FieldProblem(spec.name, f"{_shown(value)} is not one of {allowed}")
+    if spec.choices is not None:
+        if type(value) is spec.choices:
+            return value, None
+        if isinstance(value, str):
+            try:
+                return spec.choices(value), None
+            except ValueError:
+                allowed = ", ".join(c.value for c in spec.choices)
+                return None, FieldProblem(spec.name, f"{_shown(value)} is not one of {allowed}")
+    if type(value) is str and value in _ACCEPTED[spec.max_chars]:
+        return value, None
     problem = check_text(spec.name, value, spec.max_chars)
-    return (None, problem) if problem else (exact_text(value), None)  # type: ignore[arg-type]
+    if problem is not None:
+        return None, problem
+    text = exact_text(value)  # type: ignore[arg-type]
+    _remember(spec.max_chars, text)
+    return text, None
+
+
+# Plain text already accepted, per limit. The gate states the same actor, purpose, resource,
+# function and host on every record of a service: checking each again on every record cost
+# more than encoding and hashing it. Only exact ``str`` values are looked up (a subclass
+# could compare equal to text it does not hold), and the sets are bounded: customer ids
+# and request ids are many, so a full set starts over rather than grow without end.
+_ACCEPTED: defaultdict[int, set[str]] = defaultdict(set)
+ACCEPTED_MAX: Final = 4096
+
+
+def _remember(max_chars: int, text: str) -> None:
+    known = _ACCEPTED[max_chars]
+    if len(known) >= ACCEPTED_MAX:
+        known.clear()
+    known.add(text)
 
 
 def exact_text(value: str) -> str:
@@ -139,10 +168,16 @@ def _text_list(spec: FieldSpec, value: object) -> Outcome:
         return None, FieldProblem(
             spec.name, f"has {len(value)} items, over the limit of {MAX_LIST_ITEMS}"
         )
+    known = _ACCEPTED[spec.max_chars]
     for index, item in enumerate(value):
+        if type(item) is str and item in known:
+            continue
         problem = check_text(f"{spec.name}[{index}]", item, spec.max_chars)
         if problem is not None:
             return None, problem
+        _remember(spec.max_chars, exact_text(item))
+    if type(value) is tuple and all(type(item) is str for item in value):
+        return value, None
     return tuple(exact_text(item) for item in value), None
 
 
@@ -186,26 +221,40 @@ _NORMALISERS = {
 }
 
 
+#: Each field of the record with its normaliser, in canonical order. Resolved once: looking
+#: a ``Kind`` up costs a call into ``Enum.__hash__``, and this runs for every field of every
+#: record the gate builds.
+FIELD_NORMALISERS: Final = tuple((spec, _NORMALISERS[spec.kind]) for spec in EVENT_FIELDS)
+
+
 def normalise(spec: FieldSpec, value: object) -> Outcome:
     """The field's normalised value, or the problem that stops it being accepted."""
     return _NORMALISERS[spec.kind](spec, value)
 
 
+def json_form(spec: FieldSpec) -> Callable[[Any], Any] | None:
+    """How a normalised, non-null value of ``spec`` becomes JSON; None if it already is."""
+    if spec.kind is Kind.UUID:
+        return str
+    if spec.kind is Kind.TIME:
+        return _iso_time
+    if spec.kind is Kind.TEXT_LIST:
+        return list
+    if spec.kind is Kind.ATTRIBUTES:
+        return dict
+    if spec.choices is not None:
+        return str
+    return None
+
+
+def _iso_time(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def to_json_value(spec: FieldSpec, value: Any) -> Any:
     """The JSON form of a normalised field value (see the JSON Schema)."""
-    if value is None:
-        return None
-    if spec.kind is Kind.UUID:
-        return str(value)
-    if spec.kind is Kind.TIME:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if spec.kind is Kind.TEXT_LIST:
-        return list(value)
-    if spec.kind is Kind.ATTRIBUTES:
-        return dict(value)
-    if spec.choices is not None:
-        return str(value)
-    return value
+    convert = json_form(spec)
+    return value if value is None or convert is None else convert(value)
 
 
 def check_keys(data: Mapping[str, Any]) -> None:

@@ -90,7 +90,21 @@ def _attributes(value: Mapping[str, object]) -> bytes:
 
 
 def _plain_text(value: str) -> bytes:
-    return _TEXT_TAG + _text(str(value))  # str(): enum members encode as their value
+    if type(value) is not str:  # an enum member encodes as its value
+        return _TEXT_TAG + _text(str(value))
+    encoded = _ENCODED_TEXT.get(value)
+    if encoded is None:
+        if len(_ENCODED_TEXT) >= ENCODED_TEXT_MAX:
+            _ENCODED_TEXT.clear()
+        encoded = _ENCODED_TEXT[value] = _TEXT_TAG + _text(value)
+    return encoded
+
+
+# The tagged encoding of text seen lately: most fields of a service's records (actor,
+# purpose, resource, host, policy version) repeat from one record to the next. Bounded like
+# the validator's memory of accepted text, and for the same reason.
+_ENCODED_TEXT: dict[str, bytes] = {}
+ENCODED_TEXT_MAX: Final = 4096
 
 
 _BY_KIND: dict[Kind, Callable[[Any], bytes]] = {

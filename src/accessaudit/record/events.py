@@ -16,7 +16,7 @@ from uuid6 import uuid7
 
 from accessaudit.exceptions import FieldProblem, InvalidEvent
 from accessaudit.record._clock import to_micros
-from accessaudit.record._validate import check_keys, normalise, to_json_value
+from accessaudit.record._validate import FIELD_NORMALISERS, check_keys, to_json_value
 from accessaudit.record.fields import (
     EVENT_FIELDS,
     FIELDS_BY_NAME,
@@ -83,7 +83,7 @@ class AccessEvent:
 
     def __post_init__(self) -> None:
         problems: list[FieldProblem] = []
-        for spec in EVENT_FIELDS:
+        for spec, normalise in FIELD_NORMALISERS:
             value, problem = normalise(spec, getattr(self, spec.name))
             if problem is not None:
                 problems.append(problem)
@@ -109,7 +109,7 @@ class AccessEvent:
             raise InvalidEvent(unknown)
         derived = object.__new__(AccessEvent)
         problems: list[FieldProblem] = []
-        for spec in EVENT_FIELDS:
+        for spec, normalise in FIELD_NORMALISERS:
             if spec.name not in changes:
                 object.__setattr__(derived, spec.name, getattr(self, spec.name))
                 continue

@@ -8,14 +8,13 @@ sinks, levels) is the application's call, so nothing here calls ``structlog.conf
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from accessaudit.record._validate import to_json_value
-from accessaudit.record.fields import EVENT_FIELDS, Kind
+from accessaudit.record._validate import json_form
+from accessaudit.record.fields import EVENT_FIELDS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -27,17 +26,9 @@ __all__ = ["emit_appended", "log_fields"]
 _logger = structlog.get_logger("accessaudit.audit")
 
 
-_LOGGED = tuple(spec for spec in EVENT_FIELDS if spec.name != "event_type")
-# Resolved once per field: plain text, integers and booleans are their own JSON form; the
-# rest go through to_json_value, the one definition of a field's JSON form.
+# Resolved once per field: this runs for every field of every record logged.
 _CONVERTED = tuple(
-    (
-        spec.name,
-        None
-        if spec.kind in (Kind.TEXT, Kind.INT, Kind.BOOL) and spec.choices is None
-        else functools.partial(to_json_value, spec),
-    )
-    for spec in _LOGGED
+    (spec.name, json_form(spec)) for spec in EVENT_FIELDS if spec.name != "event_type"
 )
 
 
@@ -47,8 +38,10 @@ def log_fields(stored: StoredEvent) -> dict[str, Any]:
     event = stored.event
     for name, convert in _CONVERTED:
         value = getattr(event, name)
-        if value is not None and value != () and not (name == "attributes" and not value):
-            fields[name] = value if convert is None else convert(value)
+        # None, an empty tuple and an empty map are all left out.
+        if value is None or (not value and type(value) is not int and type(value) is not bool):
+            continue
+        fields[name] = value if convert is None else convert(value)
     return fields
 
 

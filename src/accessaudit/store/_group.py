@@ -57,8 +57,11 @@ class _Member:
     deadline: float  # time.monotonic() by which the caller needs an answer
     # The caller's own wake-up, on the queue's lock: woken when it is done or may lead,
     # and by nothing else. (One shared condition woke every waiting thread at every
-    # change; with 16 threads that herd cost more CPU than the records themselves.)
-    wake: threading.Condition
+    # change; with 16 threads that herd cost more CPU than the records themselves.) Made
+    # only when the caller has to wait: a lone caller leads at once and never does. Every
+    # wait re-checks its member under the lock first, so a notice sent before it existed
+    # is not lost.
+    wake: threading.Condition | None = None
     taken: bool = False  # picked into a group by a leader
     leader: bool = False  # its own thread wrote the group
     done: bool = False
@@ -124,8 +127,7 @@ class GroupCommit:
             )
         now = time.monotonic()
         members = [
-            _Member(batch, durable, timeout, now + timeout, threading.Condition(self._lock))
-            for batch, timeout, durable in items
+            _Member(batch, durable, timeout, now + timeout) for batch, timeout, durable in items
         ]
         try:
             with self._cond:
@@ -184,7 +186,8 @@ class GroupCommit:
     def _wake_next(self) -> None:
         for member in self._queue:
             if not member.taken:
-                member.wake.notify()
+                if member.wake is not None:
+                    member.wake.notify()
                 return
 
     def _await_turn(self, member: _Member) -> bool:
@@ -204,6 +207,8 @@ class GroupCommit:
                     "batch may or may not be stored; append the same batch again to find out"
                 )
             limit = member.deadline + (HANDBACK_GRACE if member.taken else 0.0)
+            if member.wake is None:
+                member.wake = threading.Condition(self._lock)
             member.wake.wait(limit - now)
         return False
 
@@ -299,7 +304,8 @@ class GroupCommit:
             member.done = True
             member.stored = stored or []
             member.error = error
-            member.wake.notify()
+            if member.wake is not None:
+                member.wake.notify()
             self._cond.notify_all()  # drain() may be waiting for it
 
     def drain(self, timeout: float) -> bool:

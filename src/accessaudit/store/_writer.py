@@ -140,6 +140,7 @@ class Writer:
         self._tail: TailRow | None = None  # the row we committed last, while still the tail
         self._version: int | None = None  # SQLite data_version as of that commit
         self._synchronous: str | None = None  # the SQLite synchronous level set now
+        self._busy_ms: int | None = None  # the SQLite busy_timeout set now
         self._used_at = 0.0
         self._wal_path: str | None = None  # SQLite: the file to fsync for lazy commits
         self._unsynced_since: float | None = None  # first lazy commit not yet on disk
@@ -205,7 +206,7 @@ class Writer:
 
     def _drop(self) -> None:
         conn, self._conn, self._db = self._conn, None, None
-        self._tail, self._synchronous = None, None
+        self._tail, self._synchronous, self._busy_ms = None, None, None
         if conn is not None:
             with suppress(Exception):
                 conn.invalidate()
@@ -218,7 +219,7 @@ class Writer:
             with suppress(Exception):
                 self.flush()
             conn, self._conn, self._db = self._conn, None, None
-            self._tail, self._synchronous = None, None
+            self._tail, self._synchronous, self._busy_ms = None, None, None
             if conn is not None:
                 with suppress(Exception):
                     conn.close()
@@ -286,8 +287,13 @@ class Writer:
         if self._synchronous != level:  # a pragma, so outside the transaction
             db.execute(f"PRAGMA synchronous = {level}")
             self._synchronous = level
-        # Lock waits get what is left of the operation's budget, not a fresh timeout.
-        db.execute(f"PRAGMA busy_timeout = {max(1, int(remaining(self._timeout) * 1000))}")
+        # Lock waits get what is left of the operation's budget, never more. Set again only
+        # when the last value exceeds it or falls short of it by a tenth: the pragma's text
+        # changes with its value, so SQLite parses it anew each time it is sent.
+        budget_ms = max(1, int(remaining(self._timeout) * 1000))
+        if self._busy_ms is None or not budget_ms * 0.9 <= self._busy_ms <= budget_ms:
+            db.execute(f"PRAGMA busy_timeout = {budget_ms}")
+            self._busy_ms = budget_ms
         db.execute("BEGIN IMMEDIATE")
         try:
             (version,) = db.execute("PRAGMA data_version").fetchone()
