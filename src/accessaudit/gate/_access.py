@@ -17,7 +17,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Generator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,9 +39,9 @@ from accessaudit.record.fields import ActorType, AttributeValue, Decision, Event
 from accessaudit.store import PreconditionFailed
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-    from contextlib import AbstractContextManager
+    from collections.abc import Callable
     from datetime import datetime
+    from types import TracebackType
 
     from accessaudit.gate.evidence import Evidence
     from accessaudit.gate.policy import Policy
@@ -485,11 +484,8 @@ class Access:
 
     # -- shared -----------------------------------------------------------------------------
 
-    def _recording(self, doing: str, consequence: str) -> AbstractContextManager[None]:
-        timeout = self._setup.timeout
-        resource = self.target.resource
-        message = f"could not {doing} for {resource} within {timeout:g}s, so {consequence}"
-        return _recording(self._setup.store.budget(timeout), message)
+    def _recording(self, doing: str, consequence: str) -> _Recording:
+        return _Recording(self, doing, consequence)
 
     def _event(
         self,
@@ -621,13 +617,37 @@ async def _drive_async(steps: _Steps, store: SqlStore) -> None:
         return
 
 
-@contextmanager
-def _recording(budget: AbstractContextManager[None], message: str) -> Iterator[None]:
-    """Bound the store work inside by ``budget``; turn its failures into ``AuditUnavailable``."""
-    try:
-        with budget:
-            yield
-    except (StoreError, MacKeyError, ConfigurationError) as e:
-        # A store whose URL names no log (a ConfigurationError to a command line user) is,
-        # to a gated caller, one more store that cannot record: the same fail-closed error.
-        raise AuditUnavailable(f"{message}: {e}") from e
+class _Recording:
+    """Bound the store work inside by the gate's timeout; its failures become ``AuditUnavailable``.
+
+    A class rather than a ``@contextmanager`` generator, with its message written only on
+    failure: it wraps both appends of every gated call, where each microsecond is paid
+    under the GIL.
+    """
+
+    __slots__ = ("_access", "_budget", "_consequence", "_doing")
+
+    def __init__(self, access: Access, doing: str, consequence: str) -> None:
+        self._access, self._doing, self._consequence = access, doing, consequence
+
+    def __enter__(self) -> None:
+        setup = self._access._setup
+        self._budget = setup.store.budget(setup.timeout)
+        self._budget.__enter__()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._budget.__exit__(kind, error, trace)
+        if isinstance(error, StoreError | MacKeyError | ConfigurationError):
+            # A store whose URL names no log (a ConfigurationError to a command line user)
+            # is, to a gated caller, one more store that cannot record: the same fail-closed
+            # error.
+            timeout, resource = self._access._setup.timeout, self._access.target.resource
+            raise AuditUnavailable(
+                f"could not {self._doing} for {resource} within {timeout:g}s, so "
+                f"{self._consequence}: {error}"
+            ) from error
