@@ -204,6 +204,9 @@ def test_a_log_restored_from_an_older_copy_is_caught(
     assert _codes(audit, anchors, signing_key) == ["truncated"]
     _reads(gate, 4)  # the restored log grows past the newest checkpoint, differently
     assert _codes(audit, anchors, signing_key) == ["fork"]
+    # Its records verify with the HMAC key, so only the consistency proof can refuse it.
+    with pytest.raises(IntegrityError, match="not consistent with its newest checkpoint"):
+        make_checkpoints(audit, signing_key, anchors, now=now_utc())
     audit.close()
 
 

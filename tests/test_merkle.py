@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from accessaudit.record.merkle import (
     EMPTY_ROOT,
+    TreeHeads,
     consistency_proof,
     hash_leaf,
     inclusion_proof,
@@ -293,3 +294,37 @@ def test_a_proof_too_short_for_the_claimed_size_fails() -> None:
     assert verify_inclusion(0, 4, HASHES[0], path, ROOTS[3])
     assert not verify_inclusion(0, 5, HASHES[0], path, ROOTS[3])
     assert not verify_inclusion(0, 5, HASHES[0], path, ROOTS[4])
+
+
+@given(trees, st.data())
+def test_tree_heads_read_once_match_the_tree_in_memory(
+    leaves: list[bytes], data: st.DataObject
+) -> None:
+    """Heads at chosen sizes and a consistency proof, built as the leaves stream by.
+
+    They are what checkpoints compare and prove, in O(log n) memory: the same as the
+    recursive definitions over every leaf held in a list.
+    """
+    sizes = data.draw(st.lists(st.integers(0, len(leaves) + 2), max_size=5))
+    old = data.draw(st.integers(0, len(leaves)))
+    heads = TreeHeads(sizes, prove=(old, len(leaves)))
+    for leaf in leaves:
+        heads.add(leaf)
+    assert heads.size == len(leaves)
+    assert heads.root() == root(leaves)
+    for size in sizes:
+        expected = root(leaves[:size]) if size <= len(leaves) else None
+        assert heads.at(size) == expected
+    assert heads.proof() == consistency_proof(leaves, old)
+
+
+@given(trees, st.data())
+def test_a_proof_is_not_given_before_its_leaves_are_all_there(
+    leaves: list[bytes], data: st.DataObject
+) -> None:
+    """Asked for a proof up to one leaf more than it was given, TreeHeads has none to give."""
+    old = data.draw(st.integers(1, len(leaves)))
+    heads = TreeHeads(prove=(old, len(leaves) + 1))
+    for leaf in leaves:
+        heads.add(leaf)
+    assert heads.proof() is None

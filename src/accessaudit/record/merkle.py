@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EMPTY_ROOT",
+    "TreeBuilder",
+    "TreeHeads",
     "consistency_proof",
+    "consistency_ranges",
     "hash_children",
     "hash_leaf",
     "inclusion_proof",
@@ -66,25 +69,98 @@ def _mth(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:
 
 
 def streamed_root(leaves: Iterable[bytes]) -> bytes:
-    """The tree head of leaf hashes read once, in order, in O(log n) memory.
-
-    Complete subtrees are merged as soon as two of one height are there; at the end the
-    remaining ones, smallest to the right, are folded right to left, which is the RFC's
-    split at the largest power of two.
-    """
-    stack: list[tuple[int, bytes]] = []  # (leaves below, hash), heights strictly falling
+    """The tree head of leaf hashes read once, in order, in O(log n) memory."""
+    tree = TreeBuilder()
     for leaf in leaves:
+        tree.append(leaf)
+    return tree.root()
+
+
+class TreeBuilder:
+    """A tree grown one leaf at a time, holding only the subtrees not merged yet.
+
+    Complete subtrees are merged as soon as two of one height are there, so a million
+    leaves need about twenty hashes. The head folds what is left right to left, smallest
+    to the right, which is the RFC's split at the largest power of two.
+    """
+
+    __slots__ = ("_stack", "size")
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, bytes]] = []  # (leaves below, hash), sizes falling
+        self.size = 0
+
+    def append(self, leaf: bytes) -> None:
+        """Add the next leaf hash."""
         size, node = 1, leaf
+        stack = self._stack
         while stack and stack[-1][0] == size:
             left_size, left = stack.pop()
             size, node = left_size + size, hash_children(left, node)
         stack.append((size, node))
-    if not stack:
-        return EMPTY_ROOT
-    node = stack.pop()[1]
-    while stack:
-        node = hash_children(stack.pop()[1], node)
-    return node
+        self.size += 1
+
+    def root(self) -> bytes:
+        """The head of the tree of every leaf added so far."""
+        if not self._stack:
+            return EMPTY_ROOT
+        node = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            node = hash_children(left, node)
+        return node
+
+
+class TreeHeads:
+    """What checkpoints ask of a chain's leaves, read once, in order, in O(log n) memory.
+
+    ``at`` gives the head of the first ``size`` leaves for each size named up front (the
+    sizes of the checkpoints to compare with), ``root`` the head of all of them. With
+    ``prove=(old_size, new_size)``, ``proof()`` is the consistency proof between those two
+    sizes, the same as ``consistency_proof`` of the leaves held in memory: its nodes are
+    heads of disjoint leaf ranges, each built as its leaves go by.
+    """
+
+    def __init__(self, sizes: Iterable[int] = (), *, prove: tuple[int, int] | None = None) -> None:
+        self._tree = TreeBuilder()
+        self._wanted = {size for size in sizes if size > 0}
+        self._roots: dict[int, bytes] = {0: EMPTY_ROOT}
+        ranges = [] if prove is None else consistency_ranges(*prove)
+        # One builder per node of the proof, in the proof's order; and the same nodes in
+        # leaf order, to route each leaf to the one range (if any) it falls in.
+        self._nodes = [(lo, hi, TreeBuilder()) for lo, hi in ranges]
+        self._by_position = sorted(self._nodes, key=lambda node: node[0])
+        self._next = 0  # the first range in leaf order the next leaf can fall in
+
+    @property
+    def size(self) -> int:
+        """How many leaves were added."""
+        return self._tree.size
+
+    def add(self, leaf: bytes) -> None:
+        """Add the next leaf hash."""
+        index = self._tree.size
+        self._tree.append(leaf)
+        if self._tree.size in self._wanted:
+            self._roots[self._tree.size] = self._tree.root()
+        nodes = self._by_position
+        while self._next < len(nodes) and nodes[self._next][1] <= index:
+            self._next += 1
+        if self._next < len(nodes) and nodes[self._next][0] <= index:
+            nodes[self._next][2].append(leaf)
+
+    def root(self) -> bytes:
+        """The head of the tree of every leaf added."""
+        return self._tree.root()
+
+    def at(self, size: int) -> bytes | None:
+        """The head of the first ``size`` leaves (a size named up front), None if unknown."""
+        return self._roots.get(size)
+
+    def proof(self) -> list[bytes] | None:
+        """The consistency proof asked for; None unless every leaf it covers was added."""
+        if any(builder.size != hi - lo for lo, hi, builder in self._nodes):
+            return None
+        return [builder.root() for _, _, builder in self._nodes]
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
@@ -107,22 +183,31 @@ def _path(leaves: Sequence[bytes], index: int) -> list[bytes]:
 
 def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
     """The proof that the tree of ``leaves[:old_size]`` is a prefix of this one (PROOF)."""
-    if not 0 <= old_size <= len(leaves):
-        msg = f"a tree of {len(leaves)} has no prefix of {old_size}"
+    return [root(leaves[lo:hi]) for lo, hi in consistency_ranges(old_size, len(leaves))]
+
+
+def consistency_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
+    """The leaf ranges ``[lo, hi)`` whose heads are the consistency proof, in its order.
+
+    RFC 9162's SUBPROOF, with each node named by the leaves below it instead of hashed, so
+    that the proof can also be built from leaves read once (``TreeHeads``).
+    """
+    if not 0 <= old_size <= new_size:
+        msg = f"a tree of {new_size} has no prefix of {old_size}"
         raise ValueError(msg)
-    if old_size in (0, len(leaves)):
+    if old_size in (0, new_size):
         return []
-    return _subproof(old_size, leaves, complete=True)
+    return _subproof(old_size, 0, new_size, complete=True)
 
 
-def _subproof(m: int, leaves: Sequence[bytes], *, complete: bool) -> list[bytes]:
-    n = len(leaves)
+def _subproof(m: int, lo: int, hi: int, *, complete: bool) -> list[tuple[int, int]]:
+    n = hi - lo
     if m == n:
-        return [] if complete else [root(leaves)]
+        return [] if complete else [(lo, hi)]
     k = _split(n)
     if m <= k:
-        return [*_subproof(m, leaves[:k], complete=complete), root(leaves[k:])]
-    return [*_subproof(m - k, leaves[k:], complete=False), root(leaves[:k])]
+        return [*_subproof(m, lo, lo + k, complete=complete), (lo + k, hi)]
+    return [*_subproof(m - k, lo + k, hi, complete=False), (lo, lo + k)]
 
 
 def root_from_inclusion_proof(

@@ -30,7 +30,7 @@ from accessaudit.record._files import write_new
 from accessaudit.record.events import AccessEvent
 from accessaudit.record.fields import ActorType, EventType
 from accessaudit.record.findings import Finding, FindingCode
-from accessaudit.record.merkle import consistency_proof, root, verify_consistency
+from accessaudit.record.merkle import TreeHeads, verify_consistency
 from accessaudit.record.notes import Checkpoint, NoteError, open_note
 from accessaudit.review.verify import verify_store
 from accessaudit.store import SqlStore
@@ -51,6 +51,8 @@ __all__ = [
     "check_anchors",
     "check_export",
     "copy_checkpoints",
+    "export_checkpoint_sizes",
+    "leaf_bytes",
     "make_checkpoints",
     "read_anchors",
     "read_tree",
@@ -75,12 +77,21 @@ def chain_of(origin: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class ChainTree:
-    """A chain's leaves as stored, in seq order, and what a checkpoint of it states."""
+    """A chain's tree as stored (its leaves read once, in seq order) and where it starts.
+
+    ``heads`` holds the heads asked for (the tree's, at checkpoint sizes, a consistency
+    proof), not the leaves: memory stays O(log n) however long the chain.
+    """
 
     chain_id: str
-    leaves: list[bytes]
+    heads: TreeHeads
     first_event_id: str | None
     chain_hash: str | None
+
+    @property
+    def size(self) -> int:
+        """Its number of leaves."""
+        return self.heads.size
 
     @property
     def origin(self) -> str | None:
@@ -90,13 +101,26 @@ class ChainTree:
         )
 
 
-def read_tree(store: SqlStore, chain_id: str) -> ChainTree:
-    """Every leaf hash of a chain, in seq order (one row per position: the first)."""
-    leaves: list[bytes] = []
+def read_tree(
+    store: SqlStore,
+    chain_id: str,
+    *,
+    sizes: Iterable[int] = (),
+    upto: int | None = None,
+    prove_from: int | None = None,
+) -> ChainTree:
+    """A chain's leaf hashes, in seq order (one per position: the first), read once.
+
+    ``sizes``: the checkpoint sizes to take the tree's head at. ``upto``: the last seq to
+    read (the records of a checkpoint being made). ``prove_from``: with ``upto``, the size
+    of an earlier checkpoint to prove this tree consistent with.
+    """
+    prove = None if prove_from is None or upto is None else (min(prove_from, upto), upto)
+    heads = TreeHeads(sizes, prove=prove)
     first: str | None = None
     chain_hash: str | None = None
     last_seq = 0
-    for batch in store.row_batches(chain_id):
+    for batch in store.row_batches(chain_id, end_seq=upto):
         index = {name: i for i, name in enumerate(batch.columns)}
         seq_at, leaf_at, id_at, hash_at = (
             index["seq"],
@@ -110,12 +134,17 @@ def read_tree(store: SqlStore, chain_id: str) -> ChainTree:
             last_seq = row[seq_at]
             if first is None:
                 first = str(row[id_at])
-            try:
-                leaves.append(bytes.fromhex(row[leaf_at]))
-            except (TypeError, ValueError):
-                leaves.append(b"")  # unparseable: makes any root comparison fail, as it should
+            heads.add(leaf_bytes(row[leaf_at]))
             chain_hash = row[hash_at]
-    return ChainTree(chain_id, leaves, first, chain_hash)
+    return ChainTree(chain_id, heads, first, chain_hash)
+
+
+def leaf_bytes(value: object) -> bytes:
+    """A stored leaf hash as bytes; garbage gives a value no root comparison accepts."""
+    try:
+        return bytes.fromhex(str(value))
+    except ValueError:
+        return b""
 
 
 # -- the anchor directory ---------------------------------------------------------------------
@@ -210,17 +239,26 @@ def make_checkpoints(
         )
     made = []
     for chain_id in store.chains():
-        tree = read_tree(store, chain_id)
+        head = store.head(chain_id)
         previous = _newest(
             cp
             for cp in (a.checkpoint for a in anchored)
             if cp is not None and chain_of(cp.origin) == chain_id
         )
+        if head is None:
+            continue
+        # Up to the head seen now: records appended meanwhile wait for the next checkpoint.
+        tree = read_tree(
+            store,
+            chain_id,
+            upto=head.seq,
+            prove_from=None if previous is None else previous.size,
+        )
         origin = tree.origin
         if origin is None:
             continue
         _check_growth(tree, previous)
-        checkpoint = Checkpoint(origin, len(tree.leaves), root(tree.leaves), now, tree.chain_hash)
+        checkpoint = Checkpoint(origin, tree.size, tree.heads.root(), now, tree.chain_hash)
         path = _write_anchor(anchor_dir, checkpoint, signing_key.sign(checkpoint.body))
         seq = _record(
             store,
@@ -248,14 +286,16 @@ def _check_growth(tree: ChainTree, previous: Checkpoint | None) -> None:
         raise IntegrityError(
             f"{where} is another log than its checkpoints say ({previous.origin}): fork"
         )
-    size = len(tree.leaves)
+    size = tree.size
     if size < previous.size:
         raise IntegrityError(
             f"{where} has {size} records, fewer than the {previous.size} of its newest "
             "checkpoint: truncated"
         )
-    proof = consistency_proof(tree.leaves, previous.size)
-    if not verify_consistency(previous.size, size, previous.root, root(tree.leaves), proof):
+    proof = tree.heads.proof()
+    if proof is None or not verify_consistency(
+        previous.size, size, previous.root, tree.heads.root(), proof
+    ):
         raise IntegrityError(
             f"{where} is not consistent with its newest checkpoint (size {previous.size}): "
             "records it covered were changed: fork"
@@ -311,7 +351,12 @@ def check_anchors(
             Finding(FindingCode.NO_CHECKPOINT, chain, None, "no anchored checkpoint covers it")
         )
     for chain, checkpoints in sorted(by_chain.items()):
-        tree = read_tree(store, chain) if chain in present else ChainTree(chain, [], None, None)
+        sizes = [cp.size for cp in checkpoints]
+        tree = (
+            read_tree(store, chain, sizes=sizes)
+            if chain in present
+            else ChainTree(chain, TreeHeads(sizes), None, None)
+        )
         findings += _against_tree(tree, checkpoints, now, max_age)
     return findings
 
@@ -335,27 +380,28 @@ def _by_chain(anchored: list[Anchored]) -> tuple[list[Finding], dict[str, list[C
 
 
 def _covered(
-    chain: str, leaves: list[bytes], checkpoints: list[Checkpoint], holder: str
+    chain: str, heads: TreeHeads, checkpoints: list[Checkpoint], holder: str
 ) -> list[Finding]:
-    """Whether ``leaves`` hold all each checkpoint covers (truncated), exactly (fork).
+    """Whether the leaves hold all each checkpoint covers (truncated), exactly (fork).
 
-    ``holder`` names what holds them in the finding's text: "the log" or "the export".
+    ``heads`` were taken at every checkpoint's size. ``holder`` names what holds the
+    leaves in the finding's text: "the log" or "the export".
     """
     findings = []
     newest = _newest(checkpoints)
-    if newest is not None and len(leaves) < newest.size:
+    if newest is not None and heads.size < newest.size:
         findings.append(
             Finding(
                 FindingCode.TRUNCATED,
                 chain,
-                len(leaves) + 1,
-                f"{holder} has {len(leaves)} records; the checkpoint of "
+                heads.size + 1,
+                f"{holder} has {heads.size} records; the checkpoint of "
                 f"{_when(newest)} covers {newest.size}",
                 last_seq=newest.size,
             )
         )
     for checkpoint in sorted(checkpoints, key=lambda cp: cp.size):
-        if checkpoint.size <= len(leaves) and root(leaves[: checkpoint.size]) != checkpoint.root:
+        if checkpoint.size <= heads.size and heads.at(checkpoint.size) != checkpoint.root:
             findings.append(
                 Finding(
                     FindingCode.FORK,
@@ -378,7 +424,7 @@ def _against_tree(
     replaced = next(
         (cp for cp in checkpoints if tree.origin is not None and cp.origin != tree.origin), None
     )
-    findings = _covered(chain, tree.leaves, checkpoints, "the log")
+    findings = _covered(chain, tree.heads, checkpoints, "the log")
     if replaced is not None:  # a log replaced whole: said once, not as its roots differing
         findings = [f for f in findings if f.code is not FindingCode.FORK]
         findings.append(
@@ -435,14 +481,29 @@ def copy_checkpoints(
     return copied
 
 
-def check_export(
-    out: Path, keys: Sequence[VerifierKey], leaves: dict[str, list[bytes]]
-) -> list[Finding]:
-    """What an export's own checkpoints say of the records it holds (``leaves`` by chain).
+def export_checkpoint_sizes(out: Path, keys: Sequence[VerifierKey]) -> dict[str, list[int]]:
+    """The sizes of the trusted checkpoints an export holds, by chain.
 
-    With the public key alone: every exported chain must be covered by a checkpoint it
-    holds, and its first ``size`` records must hash to that checkpoint's root, which proves
-    them unchanged and complete (none dropped, none added) up to the checkpoint.
+    Read before the export's records, so that their tree heads are taken at those sizes
+    as the records go by (see ``check_export``).
+    """
+    directory = out / EXPORT_CHECKPOINTS
+    if not directory.is_dir():
+        return {}
+    _, by_chain = _by_chain(read_anchors(directory, keys))
+    return {chain: [cp.size for cp in checkpoints] for chain, checkpoints in by_chain.items()}
+
+
+def check_export(
+    out: Path, keys: Sequence[VerifierKey], heads: dict[str, TreeHeads]
+) -> list[Finding]:
+    """What an export's own checkpoints say of the records it holds.
+
+    ``heads``: by chain, the tree of the exported records, with heads taken at the sizes
+    ``export_checkpoint_sizes`` gave. With the public key alone: every exported chain must
+    be covered by a checkpoint it holds, and its first ``size`` records must hash to that
+    checkpoint's root, which proves them unchanged and complete (none dropped, none added)
+    up to the checkpoint.
     """
     directory = out / EXPORT_CHECKPOINTS
     if not directory.is_dir():
@@ -455,12 +516,13 @@ def check_export(
             )
         ]
     findings, by_chain = _by_chain(read_anchors(directory, keys))
-    for chain in sorted(set(leaves) | set(by_chain)):
-        own = leaves.get(chain, [])  # a chain the checkpoints cover but the export lost
+    for chain in sorted(set(heads) | set(by_chain)):
         if chain not in by_chain:
             findings.append(
                 Finding(FindingCode.NO_CHECKPOINT, chain, None, "no checkpoint in the export")
             )
             continue
+        # A chain the checkpoints cover but the export lost holds no records at all.
+        own = heads.get(chain) or TreeHeads()
         findings += _covered(chain, own, by_chain[chain], "the export")
     return findings

@@ -45,6 +45,7 @@ from accessaudit.record.fields import EventType
 from accessaudit.record.findings import ExpectedHead, Finding, FindingCode, VerifyReport
 from accessaudit.record.integrity import GENESIS_HASH
 from accessaudit.record.keys import FROM_STORE, KeyChoice, key_for
+from accessaudit.record.merkle import TreeHeads
 from accessaudit.review._arrow import EXPORT_FORMAT, to_db_row
 from accessaudit.review._export_files import (
     TEMP_PREFIX,
@@ -59,7 +60,13 @@ from accessaudit.review._export_files import (
 )
 from accessaudit.review._reading import stored_rows
 from accessaudit.review._self_audit import record_log_read
-from accessaudit.review.checkpoints import EXPORT_CHECKPOINTS, check_export, copy_checkpoints
+from accessaudit.review.checkpoints import (
+    EXPORT_CHECKPOINTS,
+    check_export,
+    copy_checkpoints,
+    export_checkpoint_sizes,
+    leaf_bytes,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -595,19 +602,24 @@ def verify_export(
                 "which the manifest's chains do not list"
             )
             findings.append(Finding(FindingCode.MODIFIED_FILE, entry["chain_id"], None, detail))
-    leaves: dict[str, list[bytes]] = {}
+    # The export's checkpoint sizes first: each chain's tree heads are taken at them as its
+    # records go by, so the records are read once and never held.
+    sizes = export_checkpoint_sizes(out, public_keys) if public_keys else {}
+    trees: dict[str, TreeHeads] = {}
     for chain, head in sorted(chains.items()):
         own = sorted((f for f in files if f["chain_id"] == chain), key=lambda f: f["first_seq"])
         checks = [_FileCheck(out, entry, report) for entry in own]
-
-        own_leaves = leaves.setdefault(chain, [])
+        tree = None
+        if public_keys:
+            tree = trees[chain] = TreeHeads(sizes.get(chain, ()))
 
         def rows(
-            checks: list[_FileCheck] = checks, own: list[bytes] = own_leaves
+            checks: list[_FileCheck] = checks, tree: TreeHeads | None = tree
         ) -> Iterator[dict[str, Any]]:
             for check in checks:
                 for row in check.rows():
-                    own.append(_leaf(row))
+                    if tree is not None:
+                        tree.add(leaf_bytes(row.get("leaf_hash")))
                     yield row
 
         expected = [ExpectedHead(chain, head["last_seq"], head["last_chain_hash"])]
@@ -615,13 +627,5 @@ def verify_export(
         report.chains.append(summary)
         findings.extend(chain_findings)
     if public_keys:
-        findings.extend(check_export(out, public_keys, leaves))
+        findings.extend(check_export(out, public_keys, trees))
     return report
-
-
-def _leaf(row: Mapping[str, Any]) -> bytes:
-    """A row's stored leaf hash as bytes (garbage in: a value no root matches)."""
-    try:
-        return bytes.fromhex(str(row.get("leaf_hash")))
-    except ValueError:
-        return b""
