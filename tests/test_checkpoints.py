@@ -34,8 +34,10 @@ from accessaudit.record.notes import (
     load_verifier_keys,
     open_note,
 )
+from accessaudit.review import checkpoints
 from accessaudit.review.checkpoints import check_anchors, make_checkpoints, read_anchors
 from accessaudit.review.export import ExportError, export_log, verify_export
+from accessaudit.review.verify import verify_store
 from tests.gatekit import EXAMPLE_POLICY, Desk, service
 from tests.test_export_verify import _files, _fix_manifest, _write
 
@@ -121,6 +123,30 @@ def test_an_intact_log_checks_clean_and_growth_is_consistent(
     (second,) = make_checkpoints(store, signing_key, anchors, now=now_utc())
     assert second.previous_size == 4  # two reads, two records each
     assert second.checkpoint.size == 9  # and the first checkpoint's own record
+    assert _codes(store, anchors, signing_key) == []
+
+
+def test_a_checkpoint_covers_only_what_its_verification_saw(
+    store: SqlStore,
+    gate: Gate,
+    signing_key: SigningKey,
+    anchors: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read gated while the checkpointer verifies waits for the next checkpoint."""
+    _reads(gate, 2)
+
+    def verify_while_a_read_lands(store: SqlStore) -> object:
+        _reads(gate, 1)  # another writer, between the heads taken and the verification
+        return verify_store(store)
+
+    monkeypatch.setattr(checkpoints, "verify_store", verify_while_a_read_lands)
+    (made,) = make_checkpoints(store, signing_key, anchors, now=now_utc())
+    assert made.checkpoint.size == 4  # the two reads before it, not the third
+    assert made.record_seq == 7  # its own record follows the third read's two
+    monkeypatch.setattr(checkpoints, "verify_store", verify_store)
+    (second,) = make_checkpoints(store, signing_key, anchors, now=now_utc())
+    assert (second.previous_size, second.checkpoint.size) == (4, 7)
     assert _codes(store, anchors, signing_key) == []
 
 

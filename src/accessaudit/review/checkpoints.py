@@ -222,6 +222,9 @@ def make_checkpoints(
     ``earlier_keys`` (the public keys of signing keys it replaced) verifies, and a chain
     that is shorter than its newest checkpoint or not consistent with it.
     """
+    # The heads first: a checkpoint covers only records the verification below has seen.
+    # Records appended meanwhile wait for the next checkpoint.
+    heads = {chain_id: store.head(chain_id) for chain_id in store.chains()}
     report = verify_store(store)
     if not report.intact:
         codes = sorted({f.code.value for f in report.findings})
@@ -238,8 +241,7 @@ def make_checkpoints(
             "signing more"
         )
     made = []
-    for chain_id in store.chains():
-        head = store.head(chain_id)
+    for chain_id, head in heads.items():
         previous = _newest(
             cp
             for cp in (a.checkpoint for a in anchored)
@@ -247,7 +249,6 @@ def make_checkpoints(
         )
         if head is None:
             continue
-        # Up to the head seen now: records appended meanwhile wait for the next checkpoint.
         tree = read_tree(
             store,
             chain_id,
