@@ -35,7 +35,8 @@ from accessaudit.record.notes import (
     open_note,
 )
 from accessaudit.review import checkpoints
-from accessaudit.review.checkpoints import check_anchors, make_checkpoints, read_anchors
+from accessaudit.review.anchors import read_anchors
+from accessaudit.review.checkpoints import check_anchors, make_checkpoints
 from accessaudit.review.export import ExportError, export_log, verify_export
 from accessaudit.review.verify import verify_store
 from tests.gatekit import EXAMPLE_POLICY, Desk, service

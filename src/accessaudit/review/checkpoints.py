@@ -13,25 +13,29 @@ key and no ``--expect-head``: with the public key alone it finds newest records 
 newest checkpoint older than the limit (``stale_checkpoint``), and chains never
 checkpointed (``no_checkpoint``).
 
-A chain's origin (the checkpoint's first line) is ``accessaudit/<chain id>/<event id of its
-first record>``: a log rebuilt from scratch under the same chain id is another log.
+The anchor directory itself (files written, read, trusted) is ``anchors``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
-from urllib.parse import quote, unquote
 
-from accessaudit.exceptions import ConfigurationError, IntegrityError
+from accessaudit.exceptions import IntegrityError
 from accessaudit.record._clock import to_iso
-from accessaudit.record._files import write_new
 from accessaudit.record.events import AccessEvent
 from accessaudit.record.fields import ActorType, EventType
 from accessaudit.record.findings import Finding, FindingCode
 from accessaudit.record.merkle import TreeHeads, verify_consistency
-from accessaudit.record.notes import Checkpoint, NoteError, open_note
+from accessaudit.record.notes import Checkpoint
+from accessaudit.review.anchors import (
+    EXPORT_CHECKPOINTS,
+    by_chain,
+    chain_of,
+    origin_of,
+    read_anchors,
+    write_anchor,
+)
 from accessaudit.review.verify import verify_store
 from accessaudit.store import SqlStore
 
@@ -44,35 +48,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_AGE_HOURS",
-    "EXPORT_CHECKPOINTS",
-    "Anchored",
     "ChainTree",
     "MadeCheckpoint",
     "check_anchors",
     "check_export",
-    "copy_checkpoints",
-    "export_checkpoint_sizes",
     "leaf_bytes",
     "make_checkpoints",
-    "read_anchors",
     "read_tree",
 ]
 
 #: A newest checkpoint older than this is stale: a daily job, with an hour's slack.
 DEFAULT_MAX_AGE_HOURS: Final = 25
-_SUFFIX: Final = ".note"
-_PREFIX: Final = "accessaudit"
-
-
-def origin_of(chain_id: str, first_event_id: str) -> str:
-    """The log identity a chain's checkpoints state."""
-    return f"{_PREFIX}/{quote(chain_id, safe='')}/{first_event_id}"
-
-
-def chain_of(origin: str) -> str | None:
-    """The chain id an origin names, or None if it is not one of ours."""
-    parts = origin.split("/")
-    return unquote(parts[1]) if len(parts) == 3 and parts[0] == _PREFIX else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,52 +133,6 @@ def leaf_bytes(value: object) -> bytes:
         return b""
 
 
-# -- the anchor directory ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Anchored:
-    """One checkpoint file of the anchor directory, checked against the trusted keys."""
-
-    path: Path
-    checkpoint: Checkpoint | None
-    problem: str | None = None
-
-
-def read_anchors(directory: Path, keys: Sequence[VerifierKey]) -> list[Anchored]:
-    """Every ``*.note`` file of ``directory``: its checkpoint, or why it is not trusted."""
-    if not directory.is_dir():
-        raise ConfigurationError(f"anchor directory {directory} does not exist")
-    found = []
-    for path in sorted(directory.glob(f"*{_SUFFIX}")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            found.append(Anchored(path, None, f"unreadable: {e}"))
-            continue
-        try:
-            checkpoint, _ = open_note(text, keys)
-        except NoteError as e:
-            found.append(Anchored(path, None, str(e)))
-            continue
-        found.append(Anchored(path, checkpoint))
-    return found
-
-
-def _write_anchor(directory: Path, checkpoint: Checkpoint, note: str) -> Path:
-    """A new file for ``note``, complete or absent, fsynced with its directory."""
-    tag = hashlib.sha256(checkpoint.origin.encode()).hexdigest()[:12]
-    stamp = "" if checkpoint.time is None else to_iso(checkpoint.time).replace(":", "")
-    path = directory / f"checkpoint-{tag}-{checkpoint.size:015d}-{stamp}{_SUFFIX}"
-    try:
-        written = write_new(path, note, 0o644)
-    except OSError as e:
-        raise ConfigurationError(f"cannot write the checkpoint to {directory}: {e}") from e
-    if not written:  # never replaces an anchored checkpoint
-        raise ConfigurationError(f"{path} exists already: another checkpointer is running?")
-    return path
-
-
 # -- making checkpoints -----------------------------------------------------------------------
 
 
@@ -260,7 +200,7 @@ def make_checkpoints(
             continue
         _check_growth(tree, previous)
         checkpoint = Checkpoint(origin, tree.size, tree.heads.root(), now, tree.chain_hash)
-        path = _write_anchor(anchor_dir, checkpoint, signing_key.sign(checkpoint.body))
+        path = write_anchor(anchor_dir, checkpoint, signing_key.sign(checkpoint.body))
         seq = _record(
             store,
             chain_id=chain_id,
@@ -345,13 +285,13 @@ def check_anchors(
     max_age: timedelta,
 ) -> list[Finding]:
     """What the anchored checkpoints say is wrong with the log (see the module)."""
-    findings, by_chain = _by_chain(read_anchors(anchor_dir, keys))
+    findings, covering = by_chain(read_anchors(anchor_dir, keys))
     present = set(store.chains())
-    for chain in sorted(present - set(by_chain)):
+    for chain in sorted(present - set(covering)):
         findings.append(
             Finding(FindingCode.NO_CHECKPOINT, chain, None, "no anchored checkpoint covers it")
         )
-    for chain, checkpoints in sorted(by_chain.items()):
+    for chain, checkpoints in sorted(covering.items()):
         sizes = [cp.size for cp in checkpoints]
         tree = (
             read_tree(store, chain, sizes=sizes)
@@ -360,24 +300,6 @@ def check_anchors(
         )
         findings += _against_tree(tree, checkpoints, now, max_age)
     return findings
-
-
-def _by_chain(anchored: list[Anchored]) -> tuple[list[Finding], dict[str, list[Checkpoint]]]:
-    """Trusted checkpoints by the chain they name; a finding for each file that is not one."""
-    findings = []
-    by_chain: dict[str, list[Checkpoint]] = {}
-    for a in anchored:
-        chain = None if a.checkpoint is None else chain_of(a.checkpoint.origin)
-        if a.checkpoint is not None and chain is not None:
-            by_chain.setdefault(chain, []).append(a.checkpoint)
-            continue
-        problem = (
-            a.problem
-            if a.checkpoint is None
-            else f"origin {a.checkpoint.origin!r} is not an accessaudit chain"
-        )
-        findings.append(Finding(FindingCode.BAD_CHECKPOINT, "-", None, f"{a.path.name}: {problem}"))
-    return findings, by_chain
 
 
 def _covered(
@@ -456,44 +378,6 @@ def _when(checkpoint: Checkpoint) -> str:
 
 # -- exports bound to checkpoints -------------------------------------------------------------
 
-#: Where an export keeps copies of the checkpoints its records are checked against.
-EXPORT_CHECKPOINTS: Final = "_checkpoints"
-
-
-def copy_checkpoints(
-    anchor_dir: Path, keys: Sequence[VerifierKey], out: Path, heads: dict[str, int]
-) -> list[Path]:
-    """Copy into an export the newest trusted checkpoint of each chain it holds in full.
-
-    ``heads``: chain -> the last seq exported. A checkpoint larger than that is not copied
-    (the export does not hold all it covers yet). Copies are new files, never rewritten.
-    """
-    target = out / EXPORT_CHECKPOINTS
-    target.mkdir(exist_ok=True)
-    copied = []
-    for anchored in read_anchors(anchor_dir, keys):
-        checkpoint = anchored.checkpoint
-        chain = None if checkpoint is None else chain_of(checkpoint.origin)
-        if checkpoint is None or chain is None or checkpoint.size > heads.get(chain, 0):
-            continue
-        path = target / anchored.path.name
-        if write_new(path, anchored.path.read_text(encoding="utf-8"), 0o644):
-            copied.append(path)
-    return copied
-
-
-def export_checkpoint_sizes(out: Path, keys: Sequence[VerifierKey]) -> dict[str, list[int]]:
-    """The sizes of the trusted checkpoints an export holds, by chain.
-
-    Read before the export's records, so that their tree heads are taken at those sizes
-    as the records go by (see ``check_export``).
-    """
-    directory = out / EXPORT_CHECKPOINTS
-    if not directory.is_dir():
-        return {}
-    _, by_chain = _by_chain(read_anchors(directory, keys))
-    return {chain: [cp.size for cp in checkpoints] for chain, checkpoints in by_chain.items()}
-
 
 def check_export(
     out: Path, keys: Sequence[VerifierKey], heads: dict[str, TreeHeads]
@@ -516,14 +400,14 @@ def check_export(
                 f"the export holds no {EXPORT_CHECKPOINTS}/ (export it with --anchor)",
             )
         ]
-    findings, by_chain = _by_chain(read_anchors(directory, keys))
-    for chain in sorted(set(heads) | set(by_chain)):
-        if chain not in by_chain:
+    findings, covering = by_chain(read_anchors(directory, keys))
+    for chain in sorted(set(heads) | set(covering)):
+        if chain not in covering:
             findings.append(
                 Finding(FindingCode.NO_CHECKPOINT, chain, None, "no checkpoint in the export")
             )
             continue
         # A chain the checkpoints cover but the export lost holds no records at all.
         own = heads.get(chain) or TreeHeads()
-        findings += _covered(chain, own, by_chain[chain], "the export")
+        findings += _covered(chain, own, covering[chain], "the export")
     return findings

@@ -60,13 +60,12 @@ from accessaudit.review._export_files import (
 )
 from accessaudit.review._reading import stored_rows
 from accessaudit.review._self_audit import record_log_read
-from accessaudit.review.checkpoints import (
+from accessaudit.review.anchors import (
     EXPORT_CHECKPOINTS,
-    check_export,
     copy_checkpoints,
     export_checkpoint_sizes,
-    leaf_bytes,
 )
+from accessaudit.review.checkpoints import check_export, leaf_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
