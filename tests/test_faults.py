@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sqlite3
+import time
 import uuid
 from contextlib import suppress
 from pathlib import Path
@@ -36,6 +37,7 @@ from accessaudit.gate.purposes import EvidenceKind
 from accessaudit.gate.registry import EvidenceRegistry
 from accessaudit.store import _writer
 from accessaudit.store._append import lock_chain
+from accessaudit.store._deadline import socket_deadline
 from tests import writerkit
 from tests.gatekit import EXAMPLE_POLICY, Desk, service
 from tests.strategies import make_event
@@ -552,3 +554,29 @@ def test_relative_sqlite_path_is_fixed_when_the_store_opens(
         monkeypatch.chdir(tmp_path / "elsewhere")
         assert [r.seq for r in store.append([make_event()])] == [2]
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_short_deadline_armed_after_a_long_one_still_fires() -> None:
+    """The watchdog sleeping toward a far deadline is woken for a nearer one.
+
+    (It is woken only when a new deadline is the nearest: waking it for every database
+    call cost a GIL switch each.) The guarded socket is shut, so the blocked read returns
+    instead of waiting for its own ten-second timeout.
+    """
+    far_end, far_peer = socket.socketpair()
+    near_end, near_peer = socket.socketpair()
+    try:
+        with socket_deadline(far_end.fileno(), 600.0):
+            time.sleep(0.1)  # the watchdog thread (new in this process or not) is asleep now
+            near_end.settimeout(10.0)
+            with pytest.raises(StoreUnavailable):
+                _read_guarded(near_end, 0.2)
+    finally:
+        for sock in (far_end, far_peer, near_end, near_peer):
+            sock.close()
+
+
+def _read_guarded(sock: socket.socket, seconds: float) -> None:
+    with socket_deadline(sock.fileno(), seconds):
+        if sock.recv(1) == b"":  # shut by the watchdog: the read ends empty
+            raise ConnectionError("shut")

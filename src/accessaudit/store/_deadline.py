@@ -86,7 +86,11 @@ class _Watchdog:
                     target=self._run, name="accessaudit-deadline", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            elif self._heap[0][1] == token:
+                # Woken only for a deadline earlier than the one it waits for: every bounded
+                # database call arms a guard, and waking the thread each time (to go back to
+                # sleep) cost a switch of the GIL per call.
+                self._cond.notify()
         return token
 
     def disarm(self, token: int) -> bool:
