@@ -9,7 +9,7 @@ import os
 import shutil
 import stat
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -137,9 +137,9 @@ def test_a_checkpoint_covers_only_what_its_verification_saw(
     """A read gated while the checkpointer verifies waits for the next checkpoint."""
     _reads(gate, 2)
 
-    def verify_while_a_read_lands(store: SqlStore) -> object:
+    def verify_while_a_read_lands(store: SqlStore, **options: Any) -> object:
         _reads(gate, 1)  # another writer, between the heads taken and the verification
-        return verify_store(store)
+        return verify_store(store, **options)
 
     monkeypatch.setattr(checkpoints, "verify_store", verify_while_a_read_lands)
     (made,) = make_checkpoints(store, signing_key, anchors, now=now_utc())
@@ -149,6 +149,55 @@ def test_a_checkpoint_covers_only_what_its_verification_saw(
     (second,) = make_checkpoints(store, signing_key, anchors, now=now_utc())
     assert (second.previous_size, second.checkpoint.size) == (4, 7)
     assert _codes(store, anchors, signing_key) == []
+
+
+def test_a_checkpoint_signed_meanwhile_by_another_checkpointer_is_no_truncation(
+    store: SqlStore,
+    gate: Gate,
+    signing_key: SigningKey,
+    anchors: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two checkpointers at once: the slower one signs its own heads, consistent, no error."""
+    _reads(gate, 2)
+    make_checkpoints(store, signing_key, anchors, now=now_utc())  # size 4, its record is 5
+    other_ran: list[int] = []
+
+    def verify_while_another_signs(store: SqlStore, **options: Any) -> object:
+        if not other_ran:
+            other_ran.append(1)
+            _reads(gate, 1)
+            (other,) = make_checkpoints(store, signing_key, anchors, now=now_utc())
+            assert other.checkpoint.size == 7  # more than the heads this run took (5)
+        return verify_store(store, **options)
+
+    monkeypatch.setattr(checkpoints, "verify_store", verify_while_another_signs)
+    (made,) = make_checkpoints(store, signing_key, anchors, now=now_utc())
+    assert (made.previous_size, made.checkpoint.size) == (4, 5)
+    assert _codes(store, anchors, signing_key) == []
+
+
+def test_a_chain_changed_after_its_verification_is_not_signed(  # noqa: PLR0917 - fixtures
+    backend: Backend,
+    store: SqlStore,
+    gate: Gate,
+    signing_key: SigningKey,
+    anchors: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record removed between the verification and the tree read: refused, nothing signed."""
+    _reads(gate, 2)
+
+    def verify_then_delete(store: SqlStore, **options: Any) -> object:
+        report = verify_store(store, **options)
+        backend.drop_guards()
+        backend.sql("DELETE FROM accessaudit_events WHERE seq = 4")
+        return report
+
+    monkeypatch.setattr(checkpoints, "verify_store", verify_then_delete)
+    with pytest.raises(IntegrityError, match="changed while it was being checkpointed"):
+        make_checkpoints(store, signing_key, anchors, now=now_utc())
+    assert read_anchors(anchors, [signing_key.verifier]) == []
 
 
 def test_deleted_newest_records_are_truncated(

@@ -19,6 +19,7 @@ from accessaudit.record.fields import (
     EVENT_FIELDS,
     FIELDS_BY_NAME,
     MAX_ATTRIBUTES,
+    MAX_IDENTIFIER_CHARS,
     MAX_INT,
     MAX_LIST_ITEMS,
     FieldSpec,
@@ -76,24 +77,30 @@ def _text(spec: FieldSpec, value: object) -> Outcome:
                 return None, FieldProblem(spec.name, f"{_shown(value)} is not one of {allowed}")
     if type(value) is str and value in _ACCEPTED[spec.max_chars]:
         return value, None
-    problem = check_text(spec.name, value, spec.max_chars)
+    # A subclass is checked as the plain text it holds, which is what is stored: its own
+    # __len__ or __contains__ could say anything.
+    text = exact_text(value) if isinstance(value, str) else value
+    problem = check_text(spec.name, text, spec.max_chars)
     if problem is not None:
         return None, problem
-    text = exact_text(value)  # type: ignore[arg-type]
-    _remember(spec.max_chars, text)
+    _remember(spec.max_chars, text)  # type: ignore[arg-type]
     return text, None
 
 
 # Plain text already accepted, per limit. The gate states the same actor, purpose, resource,
 # function and host on every record of a service: checking each again on every record cost
 # more than encoding and hashing it. Only exact ``str`` values are looked up (a subclass
-# could compare equal to text it does not hold), and the sets are bounded: customer ids
-# and request ids are many, so a full set starts over rather than grow without end.
+# could compare equal to text it does not hold), only checked plain text is remembered,
+# and only identifiers: free text (a justification) seldom repeats and may be personal.
+# The sets are bounded: customer ids and request ids are many, so a full set starts over
+# rather than grow without end.
 _ACCEPTED: defaultdict[int, set[str]] = defaultdict(set)
 ACCEPTED_MAX: Final = 4096
 
 
 def _remember(max_chars: int, text: str) -> None:
+    if max_chars > MAX_IDENTIFIER_CHARS:
+        return
     known = _ACCEPTED[max_chars]
     if len(known) >= ACCEPTED_MAX:
         known.clear()
@@ -169,16 +176,18 @@ def _text_list(spec: FieldSpec, value: object) -> Outcome:
             spec.name, f"has {len(value)} items, over the limit of {MAX_LIST_ITEMS}"
         )
     known = _ACCEPTED[spec.max_chars]
+    items = []
     for index, item in enumerate(value):
         if type(item) is str and item in known:
+            items.append(item)
             continue
-        problem = check_text(f"{spec.name}[{index}]", item, spec.max_chars)
+        text = exact_text(item) if isinstance(item, str) else item
+        problem = check_text(f"{spec.name}[{index}]", text, spec.max_chars)
         if problem is not None:
             return None, problem
-        _remember(spec.max_chars, exact_text(item))
-    if type(value) is tuple and all(type(item) is str for item in value):
-        return value, None
-    return tuple(exact_text(item) for item in value), None
+        _remember(spec.max_chars, text)
+        items.append(text)
+    return tuple(items), None
 
 
 def _attributes(spec: FieldSpec, value: object) -> Outcome:
@@ -191,8 +200,12 @@ def _attributes(spec: FieldSpec, value: object) -> Outcome:
     clean: dict[str, Any] = {}
     for key in sorted(value, key=str):
         where = f"{spec.name}[{_shown(key)}]"
-        problem = check_text(f"{spec.name} key {_shown(key)}", key, 128)
+        # Text is checked as the plain text that is stored (see ``_text``).
+        plain_key = exact_text(key) if isinstance(key, str) else key
+        problem = check_text(f"{spec.name} key {_shown(key)}", plain_key, 128)
         item = value[key]
+        if isinstance(item, str):
+            item = exact_text(item)
         if problem is None and isinstance(item, str):
             problem = check_text(where, item, spec.max_chars)
         elif problem is None and isinstance(item, int) and not isinstance(item, bool):
@@ -206,7 +219,7 @@ def _attributes(spec: FieldSpec, value: object) -> Outcome:
             )
         if problem is not None:
             return None, problem
-        clean[exact_text(key)] = exact_text(item) if isinstance(item, str) else item
+        clean[plain_key] = item
     return MappingProxyType(clean), None
 
 

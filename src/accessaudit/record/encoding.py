@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from accessaudit.record._clock import from_micros, to_micros
 from accessaudit.record.events import AccessEvent
-from accessaudit.record.fields import EVENT_FIELDS, RECORD_VERSION, Kind
+from accessaudit.record.fields import EVENT_FIELDS, MAX_IDENTIFIER_CHARS, RECORD_VERSION, Kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -90,8 +90,13 @@ def _attributes(value: Mapping[str, object]) -> bytes:
 
 
 def _plain_text(value: str) -> bytes:
-    if type(value) is not str:  # an enum member encodes as its value
-        return _TEXT_TAG + _text(str(value))
+    return _TEXT_TAG + _text(str(value))  # str(): enum members encode as their value
+
+
+def _remembered_text(value: str) -> bytes:
+    """``_plain_text`` of an identifier field, from memory when it was encoded lately."""
+    if type(value) is not str:
+        return _plain_text(value)
     encoded = _ENCODED_TEXT.get(value)
     if encoded is None:
         if len(_ENCODED_TEXT) >= ENCODED_TEXT_MAX:
@@ -100,9 +105,10 @@ def _plain_text(value: str) -> bytes:
     return encoded
 
 
-# The tagged encoding of text seen lately: most fields of a service's records (actor,
-# purpose, resource, host, policy version) repeat from one record to the next. Bounded like
-# the validator's memory of accepted text, and for the same reason.
+# The tagged encoding of identifiers seen lately: most of a service's records state the
+# same actor, purpose, resource, host and policy version. Free-text fields are not kept
+# (they seldom repeat and may be personal). Bounded like the validator's memory of
+# accepted text, and for the same reason.
 _ENCODED_TEXT: dict[str, bytes] = {}
 ENCODED_TEXT_MAX: Final = 4096
 
@@ -117,7 +123,15 @@ _BY_KIND: dict[Kind, Callable[[Any], bytes]] = {
     Kind.ATTRIBUTES: _attributes,
 }
 # Resolved once: the encoder of each field, in canonical order.
-_FIELD_ENCODERS = tuple((spec.name, _BY_KIND[spec.kind]) for spec in EVENT_FIELDS)
+_FIELD_ENCODERS = tuple(
+    (
+        spec.name,
+        _remembered_text
+        if spec.kind is Kind.TEXT and spec.max_chars <= MAX_IDENTIFIER_CHARS
+        else _BY_KIND[spec.kind],
+    )
+    for spec in EVENT_FIELDS
+)
 _HEADER = MAGIC + struct.pack(">H", RECORD_VERSION)
 
 

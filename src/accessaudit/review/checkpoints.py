@@ -25,7 +25,7 @@ from accessaudit.exceptions import IntegrityError
 from accessaudit.record._clock import to_iso
 from accessaudit.record.events import AccessEvent
 from accessaudit.record.fields import ActorType, EventType
-from accessaudit.record.findings import Finding, FindingCode
+from accessaudit.record.findings import ExpectedHead, Finding, FindingCode
 from accessaudit.record.merkle import TreeHeads, verify_consistency
 from accessaudit.record.notes import Checkpoint
 from accessaudit.review.anchors import (
@@ -162,16 +162,8 @@ def make_checkpoints(
     ``earlier_keys`` (the public keys of signing keys it replaced) verifies, and a chain
     that is shorter than its newest checkpoint or not consistent with it.
     """
-    # The heads first: a checkpoint covers only records the verification below has seen.
-    # Records appended meanwhile wait for the next checkpoint.
-    heads = {chain_id: store.head(chain_id) for chain_id in store.chains()}
-    report = verify_store(store)
-    if not report.intact:
-        codes = sorted({f.code.value for f in report.findings})
-        raise IntegrityError(
-            f"the log fails verification ({', '.join(codes)}); a checkpoint would sign the "
-            "damage: run `accessaudit verify` and investigate first"
-        )
+    # The anchors first, then the heads: a checkpoint another checkpointer signs meanwhile
+    # is not taken for this run's newest (it could cover more than the heads below).
     anchored = read_anchors(anchor_dir, [signing_key.verifier, *earlier_keys])
     untrusted = [a for a in anchored if a.checkpoint is None]
     if untrusted:
@@ -179,6 +171,18 @@ def make_checkpoints(
             f"{untrusted[0].path} in the anchor directory is not a checkpoint this key (or "
             f"an earlier one given) signed ({untrusted[0].problem}); investigate before "
             "signing more"
+        )
+    # Then the heads, before verifying: a checkpoint covers a chain up to the head seen
+    # here, which the verification must reach unchanged. Records appended meanwhile wait
+    # for the next checkpoint.
+    heads = {chain_id: store.head(chain_id) for chain_id in store.chains()}
+    expected = [ExpectedHead(c, h.seq, h.chain_hash) for c, h in heads.items() if h is not None]
+    report = verify_store(store, expected_heads=expected)
+    if not report.intact:
+        codes = sorted({f.code.value for f in report.findings})
+        raise IntegrityError(
+            f"the log fails verification ({', '.join(codes)}); a checkpoint would sign the "
+            "damage: run `accessaudit verify` and investigate first"
         )
     made = []
     for chain_id, head in heads.items():
@@ -198,6 +202,12 @@ def make_checkpoints(
         origin = tree.origin
         if origin is None:
             continue
+        if (tree.size, tree.chain_hash) != (head.seq, head.chain_hash):
+            raise IntegrityError(
+                f"chain {chain_id} changed while it was being checkpointed (its records up "
+                f"to seq {head.seq} are not those verified); run `accessaudit verify` and "
+                "investigate: records once written never change"
+            )
         _check_growth(tree, previous)
         checkpoint = Checkpoint(origin, tree.size, tree.heads.root(), now, tree.chain_hash)
         path = write_anchor(anchor_dir, checkpoint, signing_key.sign(checkpoint.body))
