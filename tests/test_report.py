@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from accessaudit import (
     AccessContext,
     AccessDenied,
+    ActorType,
     EventType,
     Gate,
     SqlStore,
@@ -357,3 +359,57 @@ def test_cli_bad_expiring_window_is_a_usage_error(
     result = runner.invoke(app, ["report", "--expiring-within", "soonish"])
     assert result.exit_code == 2
     assert "--expiring-within: 'soonish' is neither a duration" in result.stderr
+
+
+def _as(actor: str, role: str = "app") -> AccessContext:
+    return AccessContext(
+        actor_id=actor, actor_type=ActorType.SERVICE, role=role, purpose="service_delivery"
+    )
+
+
+def _reads_by(desk: Desk, actor: str, n: int, role: str = "app") -> None:
+    """``n`` read attempts; denied ones (a role the policy lacks) count as attempts too."""
+    with access_context(_as(actor, role)):
+        for _ in range(n):
+            with contextlib.suppress(AccessDenied):
+                desk.invoices("acme")
+
+
+def _unusual(store: SqlStore, clock: FakeClock, **period: Any) -> list[dict[str, Any]]:
+    report = access_report(
+        store, ReportFilter(**period), now=clock.now, expiring_within=timedelta(days=1)
+    )
+    return list(report.sections["unusual_volume"])
+
+
+def test_a_new_actor_is_compared_with_their_roles_usual_day(
+    gate: Gate, clock: FakeClock, store: SqlStore
+) -> None:
+    """No days of their own yet: a newcomer's busy first day is judged by their role's."""
+    desk = Desk(gate)
+    for _ in range(5):
+        _reads_by(desk, "svc-a", 2)
+        _reads_by(desk, "svc-b", 2)
+        clock.advance(days=1)
+    _reads_by(desk, "svc-new", 30)  # new: no usual day of its own
+    _reads_by(desk, "svc-quiet", 3)  # new as well, and not busy
+    _reads_by(desk, "batch-1", 50, role="batch")  # alone in its role: nothing to compare with
+    (busy,) = _unusual(store, clock)
+    assert (busy["actor_id"], busy["role"], busy["accesses"]) == ("svc-new", "app", 30)
+    assert (busy["usual_per_day"], busy["usual_from"]) == (2, "role")
+
+
+def test_the_usual_day_comes_from_before_the_period(
+    gate: Gate, clock: FakeClock, store: SqlStore
+) -> None:
+    """A report of one day judges it by the days before: its own median, that day left out."""
+    desk = Desk(gate)
+    for _ in range(5):
+        _reads_by(desk, "svc-a", 1)
+        clock.advance(days=1)
+    today = clock.now.replace(hour=0, minute=0, second=0, microsecond=0)
+    _reads_by(desk, "svc-a", 25)
+    (busy,) = _unusual(store, clock, since=today)
+    assert (busy["actor_id"], busy["accesses"], busy["usual_per_day"]) == ("svc-a", 25, 1)
+    assert busy["usual_from"] == "own"
+    assert _unusual(store, clock, since=today, actor_id="svc-b") == []

@@ -9,6 +9,7 @@ the gate's ``clock``: records carry simulated times, spread over the seven days 
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from contextlib import suppress
@@ -67,6 +68,8 @@ POLICY: dict[str, Any] = {
 }
 CUSTOMERS = ("acme", "globex", "initech", "umbrella", "hooli", "stark")
 AGENTS = tuple(f"agent-{i}" for i in range(1, 6))
+#: A support agent who joins on the last day and reads far more than the others do.
+NEW_HIRE = "agent-new"
 SRES = ("sre-1", "sre-2", "sre-3")
 
 
@@ -182,6 +185,27 @@ class _Desk:
         else:  # billing: denied (evidence_scope_exceeded) when the grant covers contact only
             self.read(agent, lambda: self.invoices(customer))
 
+    def new_hire_binge(self, reads: int) -> None:
+        """A new support agent reads one customer's contacts ``reads`` times in a row.
+
+        What `report`'s unusual volume is for: the newcomer has no usual day of their own,
+        so the day is compared with the support agents' usual day. At most two records a
+        read.
+        """
+        if not self.grants:
+            self.new_support_case()
+        customer, (grant, case) = sorted(self.grants.items())[0]
+        agent = self.context(
+            NEW_HIRE,
+            "support_agent",
+            "support_request",
+            evidence_ref=grant,
+            justification=f"working {case}",
+        )
+        for n in range(reads):
+            contact = f"{customer}-contact-{n % 40 + 1}"
+            self.read(agent, functools.partial(self.contacts, customer, [contact]))
+
     def incident(self) -> None:
         self.tick()
         if self.incidents and self.rng.random() < 0.5:
@@ -292,8 +316,16 @@ def run(store: SqlStore, events: int, *, seed: int = 7) -> Counter[str]:
         tag=str(before),
     )
     recorded = 0
+    # About three times a support agent's usual day (a fifth of the desk's reads, shared by
+    # five agents, over seven days), once, late in the week.
+    binge = max(10, events // 45)
     while recorded < events:
         room = events - recorded
+        if binge and recorded >= events * 0.85 and room > 2 * binge:
+            desk.new_hire_binge(binge)
+            binge = 0
+            recorded = store.count() - before
+            continue
         fitting = [a for a in _ACTIONS if a[2] <= room]
         name = desk.rng.choices([a[0] for a in fitting], [a[1] for a in fitting])[0]
         getattr(desk, name)()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,9 +39,13 @@ __all__ = [
     "record_report",
 ]
 
-#: An actor's day is unusual at this many times their median day (and at least this many).
+#: An actor's day is unusual at this many times their usual day (and at least this many).
 UNUSUAL_FACTOR: Final = 3
 UNUSUAL_MINIMUM: Final = 20
+#: How far before the report's period an actor's usual day is looked for.
+UNUSUAL_HISTORY: Final = timedelta(days=28)
+#: An actor with fewer other active days than this is compared with their role's usual day.
+UNUSUAL_OWN_DAYS: Final = 3
 _SUPPORT: Final = Purpose.SUPPORT_REQUEST.value
 
 
@@ -195,22 +199,55 @@ def _support_outside_grant(store: AuditStore, flt: ReportFilter) -> list[dict[st
 
 
 def _unusual_volume(store: AuditStore, flt: ReportFilter) -> list[dict[str, Any]]:
-    """Days on which an actor read far more than on their usual (median) day."""
-    rows = store.decision_counts(flt, by=("actor_id", "day_number"))
-    by_actor: dict[str, list[tuple[int, int]]] = {}
-    for row in rows:
-        by_actor.setdefault(row["actor_id"], []).append((row["day_number"], row["accesses"]))
+    """Days of the period on which an actor read far more than on a usual day.
+
+    The usual day is the actor's own median day, from the period and the
+    ``UNUSUAL_HISTORY`` before it, the judged day left out. An actor with fewer than
+    ``UNUSUAL_OWN_DAYS`` other active days (new, or back after a long time) is compared
+    with the median day of the others who acted in the same role. An actor whose role has
+    nobody else in it has no usual day yet and is not judged. Whole UTC days.
+    """
+    since = None if flt.since is None else flt.since - UNUSUAL_HISTORY
+    history = replace(flt, since=since, actor_id=None)  # the role's others are the baseline
+    per_day: dict[str, dict[int, int]] = {}  # actor -> day -> accesses
+    by_role: dict[tuple[str, int], dict[str | None, int]] = {}  # (actor, day) -> role -> n
+    for row in store.decision_counts(history, by=("actor_id", "role", "day_number")):
+        actor, day, count = row["actor_id"], row["day_number"], row["accesses"]
+        actor_days = per_day.setdefault(actor, {})
+        actor_days[day] = actor_days.get(day, 0) + count
+        roles = by_role.setdefault((actor, day), {})
+        roles[row["role"]] = roles.get(row["role"], 0) + count
+    # The role an actor acted in on a day: the one most of that day's accesses were in.
+    role_of = {key: max(roles, key=lambda r: (roles[r], str(r))) for key, roles in by_role.items()}
+    in_role: dict[str | None, list[tuple[str, int]]] = {}  # role -> (actor, accesses) per day
+    for (actor, day), role in role_of.items():
+        in_role.setdefault(role, []).append((actor, per_day[actor][day]))
+    first_day = None if flt.since is None else (flt.since - EPOCH).days
     unusual = []
-    for actor, days in sorted(by_actor.items()):
-        usual = statistics.median(count for _, count in days)
-        for day_number, count in sorted(days):
+    for actor, days in sorted(per_day.items()):
+        if flt.actor_id is not None and actor != flt.actor_id:
+            continue
+        for day, count in sorted(days.items()):
+            if first_day is not None and day < first_day:
+                continue  # history: the baseline, not judged
+            own = [n for d, n in days.items() if d != day]
+            role = role_of[(actor, day)]
+            if len(own) >= UNUSUAL_OWN_DAYS:
+                usual, basis = statistics.median(own), "own"
+            else:
+                others = [n for other, n in in_role.get(role, []) if other != actor]
+                if not others:
+                    continue
+                usual, basis = statistics.median(others), "role"
             if count >= max(UNUSUAL_MINIMUM, UNUSUAL_FACTOR * usual):
                 unusual.append(
                     {
                         "actor_id": actor,
-                        "day": _date(day_number),
+                        "role": role,
+                        "day": _date(day),
                         "accesses": count,
                         "usual_per_day": usual,
+                        "usual_from": basis,
                     }
                 )
     return unusual
