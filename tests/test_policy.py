@@ -29,6 +29,7 @@ from accessaudit import (
     ResourceRule,
 )
 from accessaudit.gate._policy_schema import POLICY_SCHEMA
+from accessaudit.gate.policy import UnusualVolume
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "policy.toml"
@@ -465,3 +466,22 @@ def test_the_transparency_setting() -> None:
     assert Policy.from_dict(document).disclose_withheld is True
     document["transparency"] = {"disclose_withheld": "yes"}
     assert _problems(document)[0].startswith("transparency.disclose_withheld: 'yes' is not")
+
+
+def test_review_settings_are_read_checked_and_versioned() -> None:
+    """[review] sets the unusual-volume thresholds; the defaults said aloud change nothing."""
+    document = _document()
+    base = Policy.from_dict(document)
+    assert base.unusual_volume == UnusualVolume(3, 20)
+    document["review"] = {"unusual_factor": 3.0, "unusual_minimum": 20}
+    assert Policy.from_dict(document).version == base.version
+    document["review"] = {"unusual_factor": 2.5, "unusual_minimum": 50}
+    stricter = Policy.from_dict(document)
+    assert stricter.unusual_volume == UnusualVolume(2.5, 50)
+    assert stricter.version != base.version
+    assert Policy.from_dict(stricter.to_dict()) == stricter
+    document["review"] = {"unusual_factor": 0.5, "unusual_minimum": True, "window": 3}
+    problems = _problems(document)
+    assert any(p.startswith("review.unusual_factor: 0.5 is less than") for p in problems)
+    assert any(p.startswith("review.unusual_minimum: True is not of type") for p in problems)
+    assert any("'window' was unexpected" in p for p in problems)

@@ -28,7 +28,7 @@ from accessaudit.cli.app import app
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.review.report import ReportFilter, access_report, record_report
 from accessaudit.review.transparency import transparency_report
-from tests.gatekit import Desk, FakeClock, agent, service
+from tests.gatekit import EXAMPLE_POLICY, Desk, FakeClock, agent, service
 from tests.strategies import make_event
 
 if TYPE_CHECKING:
@@ -413,3 +413,26 @@ def test_the_usual_day_comes_from_before_the_period(
     assert (busy["actor_id"], busy["accesses"], busy["usual_per_day"]) == ("svc-a", 25, 1)
     assert busy["usual_from"] == "own"
     assert _unusual(store, clock, since=today, actor_id="svc-b") == []
+
+
+def test_the_policy_sets_what_counts_as_unusual(
+    backend: Backend, gate: Gate, clock: FakeClock, store: SqlStore, tmp_path: Path
+) -> None:
+    """[review] in the policy file: a smaller spike stands out; without it, the defaults."""
+    desk = Desk(gate)
+    for _ in range(5):
+        _reads_by(desk, "svc-a", 2)
+        clock.advance(days=1)
+    _reads_by(desk, "svc-a", 5)
+    assert _unusual(store, clock) == []  # 5 accesses: not 3x 2 and 20
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        EXAMPLE_POLICY.read_text() + "\n[review]\nunusual_factor = 2\nunusual_minimum = 4\n"
+    )
+    key = gate.setup.store.key
+    assert key is not None
+    args = ["report", "--db", backend.url, "--policy", str(policy), "--format", "json"]
+    result = runner.invoke(app, args, env={"ACCESSAUDIT_HMAC_KEY": key.secret.hex()})
+    assert result.exit_code == 0, result.stderr
+    (busy,) = json.loads(result.stdout)["sections"]["unusual_volume"]
+    assert (busy["actor_id"], busy["accesses"], busy["usual_per_day"]) == ("svc-a", 5, 2)

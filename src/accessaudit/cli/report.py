@@ -179,7 +179,8 @@ SummariseFlag = Annotated[
     bool, typer.Option("--summarise", help="Transparency: one line per day and purpose.")
 ]
 PolicyOption = Annotated[
-    Path | None, typer.Option(help="Policy file (its [transparency] settings apply).")
+    Path | None,
+    typer.Option(help="Policy file (its [transparency] and [review] settings apply)."),
 ]
 
 
@@ -192,9 +193,9 @@ class TransparencyOptions(OptionSet):
     summarise: SummariseFlag = False
     policy: PolicyOption = None
 
-    def disclose_withheld(self) -> bool:
-        """Whether the report may say that entries are withheld (the policy decides)."""
-        return Policy.load(self.policy).disclose_withheld if self.policy is not None else False
+    def settings(self) -> Policy | None:
+        """The policy whose report settings apply, if one was given."""
+        return Policy.load(self.policy) if self.policy is not None else None
 
 
 ExpiringWithinOption = Annotated[
@@ -220,23 +221,25 @@ def _make(
     *,
     now: datetime,
     window: timedelta,
-    disclose: bool,
+    policy: Policy | None,
 ) -> AccessReport | TransparencyReport:
-    """The report asked for, made from ``store``."""
+    """The report asked for, made from ``store``, with ``policy``'s settings if given."""
     if view.transparency:
         return transparency_report(
             store,
             flt,
             now=now,
             show_actors=view.show_actors,
-            disclose_withheld=disclose,
+            disclose_withheld=policy is not None and policy.disclose_withheld,
             summarise=view.summarise,
         )
     # A customer with no accesses gets an empty transparency report; a reviewer's report
     # about a customer the log has never seen is more likely a typo.
     if flt.customer_id is not None and not customer_known(store, flt.customer_id):
         raise ConfigurationError(f"no record in the log concerns customer {flt.customer_id!r}")
-    return access_report(store, flt, now=now, expiring_within=window)
+    if policy is None:
+        return access_report(store, flt, now=now, expiring_within=window)
+    return access_report(store, flt, now=now, expiring_within=window, unusual=policy.unusual_volume)
 
 
 def _record(
@@ -293,8 +296,8 @@ def report(
         window = time_option(expiring_within, "--expiring-within") - now
         if view.transparency and flt.customer_id is None:
             raise ConfigurationError("--transparency is a report for one customer: add --customer")
-        disclose = view.disclose_withheld()
+        policy = view.settings()
         with log.open() as store:
-            made = _make(store, flt, view, now=now, window=window, disclose=disclose)
+            made = _make(store, flt, view, now=now, window=window, policy=policy)
             _record(store, log.actor, flt, made, show_actors=view.show_actors)
     _print_report(made, output)

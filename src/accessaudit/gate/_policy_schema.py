@@ -79,6 +79,26 @@ POLICY_SCHEMA: Final[dict[str, Any]] = {
                 }
             },
         },
+        "review": {
+            "type": "object",
+            "description": "How `accessaudit report` judges what stands out.",
+            "additionalProperties": False,
+            "properties": {
+                "unusual_factor": {
+                    "type": "number",
+                    "minimum": 1,
+                    "maximum": 1000,
+                    "description": "An actor's day is unusual at this many times a usual day "
+                    "(their own median day, or their role's for a new actor). Default 3.",
+                },
+                "unusual_minimum": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 1_000_000_000,
+                    "description": "... and at least this many accesses. Default 20.",
+                },
+            },
+        },
         "resources": {
             "type": "object",
             "description": "Resource name -> its data categories and allowed purposes.",

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from accessaudit.gate.context import AccessContext
     from accessaudit.gate.evidence import Evidence
 
-__all__ = ["MAX_POLICY_BYTES", "AccessRequest", "Policy", "ResourceRule"]
+__all__ = ["MAX_POLICY_BYTES", "AccessRequest", "Policy", "ResourceRule", "UnusualVolume"]
 
 _VALIDATOR = Draft202012Validator(POLICY_SCHEMA)
 MAX_POLICY_BYTES: Final = 1 << 20
@@ -52,6 +52,20 @@ class ResourceRule:
     data_categories: frozenset[str]
     purposes: frozenset[Purpose]
     description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnusualVolume:
+    """When ``report`` calls an actor's day unusual (the policy's ``[review]`` table).
+
+    At ``factor`` times a usual day, and at least ``minimum`` accesses.
+    """
+
+    factor: float = 3
+    minimum: int = 20
+
+
+_USUAL_SETTINGS: Final = UnusualVolume()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,6 +170,10 @@ def _typed(document: Mapping[str, Any]) -> dict[str, Any]:
             purposes.get("technical_problem", {}).get("break_glass_roles", ())
         ),
         "disclose_withheld": document.get("transparency", {}).get("disclose_withheld", False),
+        "unusual_volume": UnusualVolume(
+            document.get("review", {}).get("unusual_factor", _USUAL_SETTINGS.factor),
+            document.get("review", {}).get("unusual_minimum", _USUAL_SETTINGS.minimum),
+        ),
         "name": document.get("name"),
     }
 
@@ -184,6 +202,7 @@ def _document(
     break_glass_roles: Any,
     name: str | None,
     disclose_withheld: bool = False,
+    unusual_volume: UnusualVolume | None = None,
 ) -> dict[str, Any]:
     """The file-shaped mapping for these values, names sorted (the canonical form)."""
     purposes: dict[str, Any] = {str(p): {"evidence": _names(k)} for p, k in evidence.items()}
@@ -205,9 +224,23 @@ def _document(
         document["purposes"] = purposes
     if disclose_withheld:
         document["transparency"] = {"disclose_withheld": disclose_withheld}
+    # Only what differs from the defaults: saying them or not gives the same version.
+    review = {} if unusual_volume is None else _review_settings(unusual_volume)
+    if review:
+        document["review"] = review
     if name is not None:
         document["name"] = name
     return document
+
+
+def _review_settings(unusual: UnusualVolume) -> dict[str, Any]:
+    """The ``[review]`` table for these settings, defaults left out."""
+    settings: dict[str, Any] = {}
+    if unusual.factor != _USUAL_SETTINGS.factor:
+        settings["unusual_factor"] = unusual.factor
+    if unusual.minimum != _USUAL_SETTINGS.minimum:
+        settings["unusual_minimum"] = unusual.minimum
+    return settings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,6 +258,8 @@ class Policy:
     break_glass_roles: frozenset[str] = frozenset()
     disclose_withheld: bool = False
     """Whether transparency reports may say that entries are withheld (legal holds)."""
+    unusual_volume: UnusualVolume = UnusualVolume()
+    """When ``report`` calls an actor's day unusual."""
     name: str | None = None
     source: str = "<python>"
     version: str = field(init=False)
@@ -263,6 +298,7 @@ class Policy:
             break_glass_roles=self.break_glass_roles,
             name=self.name,
             disclose_withheld=self.disclose_withheld,
+            unusual_volume=self.unusual_volume,
         )
 
     @classmethod
@@ -275,6 +311,7 @@ class Policy:
         break_glass_roles: Iterable[str] = (),
         name: str | None = None,
         disclose_withheld: bool = False,
+        unusual_volume: UnusualVolume | None = None,
     ) -> Policy:
         """A policy from Python values.
 
@@ -288,6 +325,7 @@ class Policy:
             break_glass_roles=break_glass_roles,
             name=name,
             disclose_withheld=disclose_withheld,
+            unusual_volume=unusual_volume,
         )
         return cls.from_dict(document)
 

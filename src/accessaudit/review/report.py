@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.gate.decisions import ReasonCode
+from accessaudit.gate.policy import UnusualVolume
 from accessaudit.gate.purposes import EvidenceKind, Purpose, cited_evidence_kind, parse_purpose
 from accessaudit.gate.registry import EvidenceRegistry
 from accessaudit.record._clock import EPOCH, from_micros, to_iso
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from accessaudit.store import AuditStore
 
 __all__ = [
-    "UNUSUAL_FACTOR",
-    "UNUSUAL_MINIMUM",
     "AccessReport",
     "ReportFilter",
     "access_report",
@@ -39,9 +38,8 @@ __all__ = [
     "record_report",
 ]
 
-#: An actor's day is unusual at this many times their usual day (and at least this many).
-UNUSUAL_FACTOR: Final = 3
-UNUSUAL_MINIMUM: Final = 20
+#: When an actor's day is unusual, unless a policy says otherwise.
+_USUAL_SETTINGS: Final = UnusualVolume()
 #: How far before the report's period an actor's usual day is looked for.
 UNUSUAL_HISTORY: Final = timedelta(days=28)
 #: An actor with fewer other active days than this is compared with their role's usual day.
@@ -105,9 +103,17 @@ def _date(day_number: int) -> str:
 
 
 def access_report(
-    store: AuditStore, flt: ReportFilter, *, now: datetime, expiring_within: timedelta
+    store: AuditStore,
+    flt: ReportFilter,
+    *,
+    now: datetime,
+    expiring_within: timedelta,
+    unusual: UnusualVolume = _USUAL_SETTINGS,
 ) -> AccessReport:
-    """Every section of ``accessaudit report`` for the accesses ``flt`` selects."""
+    """Every section of ``accessaudit report`` for the accesses ``flt`` selects.
+
+    ``unusual``: when an actor's day is unusual (a policy's ``unusual_volume``).
+    """
     report = AccessReport(flt, now)
     sections = report.sections
     sections["by_purpose"] = store.decision_counts(flt, by=("purpose",))
@@ -121,7 +127,7 @@ def access_report(
     sections["ungated_reads"] = _ungated_reads(store, flt)
     sections["break_glass"] = _break_glass(store, flt)
     sections["support_outside_grant"] = _support_outside_grant(store, flt)
-    sections["unusual_volume"] = _unusual_volume(store, flt)
+    sections["unusual_volume"] = _unusual_volume(store, flt, unusual)
     sections["expiring_evidence"] = _expiring(store, now, expiring_within, flt)
     return report
 
@@ -198,7 +204,9 @@ def _support_outside_grant(store: AuditStore, flt: ReportFilter) -> list[dict[st
     return found
 
 
-def _unusual_volume(store: AuditStore, flt: ReportFilter) -> list[dict[str, Any]]:
+def _unusual_volume(
+    store: AuditStore, flt: ReportFilter, unusual: UnusualVolume
+) -> list[dict[str, Any]]:
     """Days of the period on which an actor read far more than on a usual day.
 
     The usual day is the actor's own median day, from the period and the
@@ -223,7 +231,7 @@ def _unusual_volume(store: AuditStore, flt: ReportFilter) -> list[dict[str, Any]
     for (actor, day), role in role_of.items():
         in_role.setdefault(role, []).append((actor, per_day[actor][day]))
     first_day = None if flt.since is None else (flt.since - EPOCH).days
-    unusual = []
+    found = []
     for actor, days in sorted(per_day.items()):
         if flt.actor_id is not None and actor != flt.actor_id:
             continue
@@ -239,8 +247,8 @@ def _unusual_volume(store: AuditStore, flt: ReportFilter) -> list[dict[str, Any]
                 if not others:
                     continue
                 usual, basis = statistics.median(others), "role"
-            if count >= max(UNUSUAL_MINIMUM, UNUSUAL_FACTOR * usual):
-                unusual.append(
+            if count >= max(unusual.minimum, unusual.factor * usual):
+                found.append(
                     {
                         "actor_id": actor,
                         "role": role,
@@ -250,7 +258,7 @@ def _unusual_volume(store: AuditStore, flt: ReportFilter) -> list[dict[str, Any]
                         "usual_from": basis,
                     }
                 )
-    return unusual
+    return found
 
 
 def _expiring(
