@@ -19,7 +19,7 @@ from rich.text import Text
 from accessaudit.cli._common import reported_errors, show_line, time_option
 from accessaudit.cli._options import LogOptions, OptionSet, shared_options
 from accessaudit.exceptions import ConfigurationError
-from accessaudit.gate.policy import Policy
+from accessaudit.gate.policy import DEFAULT_UNUSUAL_VOLUME, Policy
 from accessaudit.record._clock import now_utc
 from accessaudit.review._terminal import spreadsheet_safe, terminal_safe
 from accessaudit.review.report import (
@@ -237,9 +237,8 @@ def _make(
     # about a customer the log has never seen is more likely a typo.
     if flt.customer_id is not None and not customer_known(store, flt.customer_id):
         raise ConfigurationError(f"no record in the log concerns customer {flt.customer_id!r}")
-    if policy is None:
-        return access_report(store, flt, now=now, expiring_within=window)
-    return access_report(store, flt, now=now, expiring_within=window, unusual=policy.unusual_volume)
+    unusual = DEFAULT_UNUSUAL_VOLUME if policy is None else policy.unusual_volume
+    return access_report(store, flt, now=now, expiring_within=window, unusual=unusual)
 
 
 def _record(

@@ -38,7 +38,14 @@ if TYPE_CHECKING:
     from accessaudit.gate.context import AccessContext
     from accessaudit.gate.evidence import Evidence
 
-__all__ = ["MAX_POLICY_BYTES", "AccessRequest", "Policy", "ResourceRule", "UnusualVolume"]
+__all__ = [
+    "DEFAULT_UNUSUAL_VOLUME",
+    "MAX_POLICY_BYTES",
+    "AccessRequest",
+    "Policy",
+    "ResourceRule",
+    "UnusualVolume",
+]
 
 _VALIDATOR = Draft202012Validator(POLICY_SCHEMA)
 MAX_POLICY_BYTES: Final = 1 << 20
@@ -65,7 +72,8 @@ class UnusualVolume:
     minimum: int = 20
 
 
-_USUAL_SETTINGS: Final = UnusualVolume()
+#: The thresholds a policy without a ``[review]`` table has.
+DEFAULT_UNUSUAL_VOLUME: Final = UnusualVolume()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,8 +179,8 @@ def _typed(document: Mapping[str, Any]) -> dict[str, Any]:
         ),
         "disclose_withheld": document.get("transparency", {}).get("disclose_withheld", False),
         "unusual_volume": UnusualVolume(
-            document.get("review", {}).get("unusual_factor", _USUAL_SETTINGS.factor),
-            document.get("review", {}).get("unusual_minimum", _USUAL_SETTINGS.minimum),
+            document.get("review", {}).get("unusual_factor", DEFAULT_UNUSUAL_VOLUME.factor),
+            document.get("review", {}).get("unusual_minimum", DEFAULT_UNUSUAL_VOLUME.minimum),
         ),
         "name": document.get("name"),
     }
@@ -236,9 +244,9 @@ def _document(
 def _review_settings(unusual: UnusualVolume) -> dict[str, Any]:
     """The ``[review]`` table for these settings, defaults left out."""
     settings: dict[str, Any] = {}
-    if unusual.factor != _USUAL_SETTINGS.factor:
+    if unusual.factor != DEFAULT_UNUSUAL_VOLUME.factor:
         settings["unusual_factor"] = unusual.factor
-    if unusual.minimum != _USUAL_SETTINGS.minimum:
+    if unusual.minimum != DEFAULT_UNUSUAL_VOLUME.minimum:
         settings["unusual_minimum"] = unusual.minimum
     return settings
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from accessaudit.exceptions import ConfigurationError
 from accessaudit.gate.decisions import ReasonCode
-from accessaudit.gate.policy import UnusualVolume
+from accessaudit.gate.policy import DEFAULT_UNUSUAL_VOLUME, UnusualVolume
 from accessaudit.gate.purposes import EvidenceKind, Purpose, cited_evidence_kind, parse_purpose
 from accessaudit.gate.registry import EvidenceRegistry
 from accessaudit.record._clock import EPOCH, from_micros, to_iso
@@ -38,8 +38,6 @@ __all__ = [
     "record_report",
 ]
 
-#: When an actor's day is unusual, unless a policy says otherwise.
-_USUAL_SETTINGS: Final = UnusualVolume()
 #: How far before the report's period an actor's usual day is looked for.
 UNUSUAL_HISTORY: Final = timedelta(days=28)
 #: An actor with fewer other active days than this is compared with their role's usual day.
@@ -108,7 +106,7 @@ def access_report(
     *,
     now: datetime,
     expiring_within: timedelta,
-    unusual: UnusualVolume = _USUAL_SETTINGS,
+    unusual: UnusualVolume = DEFAULT_UNUSUAL_VOLUME,
 ) -> AccessReport:
     """Every section of ``accessaudit report`` for the accesses ``flt`` selects.
 
