@@ -34,9 +34,9 @@ __all__ = [
     "by_chain",
     "chain_of",
     "copy_checkpoints",
-    "export_checkpoint_sizes",
     "origin_of",
     "read_anchors",
+    "read_export_checkpoints",
     "write_anchor",
 ]
 
@@ -144,14 +144,14 @@ def copy_checkpoints(
     return copied
 
 
-def export_checkpoint_sizes(out: Path, keys: Sequence[VerifierKey]) -> dict[str, list[int]]:
-    """The sizes of the trusted checkpoints an export holds, by chain.
+def read_export_checkpoints(
+    out: Path, keys: Sequence[VerifierKey]
+) -> tuple[list[Finding], dict[str, list[Checkpoint]]] | None:
+    """An export's own checkpoints by chain, and a finding for each file that is not one.
 
-    Read before the export's records, so that their tree heads are taken at those sizes
-    as the records go by (see ``check_export``).
+    None if the export holds no ``_checkpoints/``. Read once, before the export's records,
+    so that their tree heads are taken at these sizes as the records go by (see
+    ``checkpoints.check_export``).
     """
     directory = out / EXPORT_CHECKPOINTS
-    if not directory.is_dir():
-        return {}
-    _, covering = by_chain(read_anchors(directory, keys))
-    return {chain: [cp.size for cp in checkpoints] for chain, checkpoints in covering.items()}
+    return by_chain(read_anchors(directory, keys)) if directory.is_dir() else None

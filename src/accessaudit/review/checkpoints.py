@@ -390,18 +390,19 @@ def _when(checkpoint: Checkpoint) -> str:
 
 
 def check_export(
-    out: Path, keys: Sequence[VerifierKey], heads: dict[str, TreeHeads]
+    found: tuple[list[Finding], dict[str, list[Checkpoint]]] | None,
+    heads: dict[str, TreeHeads],
 ) -> list[Finding]:
     """What an export's own checkpoints say of the records it holds.
 
-    ``heads``: by chain, the tree of the exported records, with heads taken at the sizes
-    ``export_checkpoint_sizes`` gave. With the public key alone: every exported chain must
-    be covered by a checkpoint it holds, and its first ``size`` records must hash to that
-    checkpoint's root, which proves them unchanged and complete (none dropped, none added)
-    up to the checkpoint.
+    ``found``: what ``anchors.read_export_checkpoints`` read (None: no checkpoints).
+    ``heads``: by chain, the tree of the exported records, with heads taken at those
+    checkpoints' sizes. With the public key alone: every exported chain must be covered by
+    a checkpoint it holds, and its first ``size`` records must hash to that checkpoint's
+    root, which proves them unchanged and complete (none dropped, none added) up to the
+    checkpoint.
     """
-    directory = out / EXPORT_CHECKPOINTS
-    if not directory.is_dir():
+    if found is None:
         return [
             Finding(
                 FindingCode.NO_CHECKPOINT,
@@ -410,7 +411,7 @@ def check_export(
                 f"the export holds no {EXPORT_CHECKPOINTS}/ (export it with --anchor)",
             )
         ]
-    findings, covering = by_chain(read_anchors(directory, keys))
+    findings, covering = list(found[0]), found[1]
     for chain in sorted(set(heads) | set(covering)):
         if chain not in covering:
             findings.append(

@@ -63,7 +63,7 @@ from accessaudit.review._self_audit import record_log_read
 from accessaudit.review.anchors import (
     EXPORT_CHECKPOINTS,
     copy_checkpoints,
-    export_checkpoint_sizes,
+    read_export_checkpoints,
 )
 from accessaudit.review.checkpoints import check_export, leaf_bytes
 
@@ -601,16 +601,17 @@ def verify_export(
                 "which the manifest's chains do not list"
             )
             findings.append(Finding(FindingCode.MODIFIED_FILE, entry["chain_id"], None, detail))
-    # The export's checkpoint sizes first: each chain's tree heads are taken at them as its
-    # records go by, so the records are read once and never held.
-    sizes = export_checkpoint_sizes(out, public_keys) if public_keys else {}
+    # The export's checkpoints first (read and checked once): each chain's tree heads are
+    # taken at their sizes as its records go by, so the records are read once, never held.
+    found = read_export_checkpoints(out, public_keys) if public_keys else None
+    covering = {} if found is None else found[1]
     trees: dict[str, TreeHeads] = {}
     for chain, head in sorted(chains.items()):
         own = sorted((f for f in files if f["chain_id"] == chain), key=lambda f: f["first_seq"])
         checks = [_FileCheck(out, entry, report) for entry in own]
         tree = None
         if public_keys:
-            tree = trees[chain] = TreeHeads(sizes.get(chain, ()))
+            tree = trees[chain] = TreeHeads(cp.size for cp in covering.get(chain, ()))
 
         def rows(
             checks: list[_FileCheck] = checks, tree: TreeHeads | None = tree
@@ -626,5 +627,5 @@ def verify_export(
         report.chains.append(summary)
         findings.extend(chain_findings)
     if public_keys:
-        findings.extend(check_export(out, public_keys, trees))
+        findings.extend(check_export(found, trees))
     return report

@@ -215,19 +215,16 @@ def _unusual_volume(
     """
     since = None if flt.since is None else flt.since - UNUSUAL_HISTORY
     history = replace(flt, since=since, actor_id=None)  # the role's others are the baseline
-    per_day: dict[str, dict[int, int]] = {}  # actor -> day -> accesses
     by_role: dict[tuple[str, int], dict[str | None, int]] = {}  # (actor, day) -> role -> n
     for row in store.decision_counts(history, by=("actor_id", "role", "day_number")):
-        actor, day, count = row["actor_id"], row["day_number"], row["accesses"]
-        actor_days = per_day.setdefault(actor, {})
-        actor_days[day] = actor_days.get(day, 0) + count
-        roles = by_role.setdefault((actor, day), {})
-        roles[row["role"]] = roles.get(row["role"], 0) + count
-    # The role an actor acted in on a day: the one most of that day's accesses were in.
-    role_of = {key: max(roles, key=lambda r: (roles[r], str(r))) for key, roles in by_role.items()}
+        by_role.setdefault((row["actor_id"], row["day_number"]), {})[row["role"]] = row["accesses"]
+    per_day: dict[str, dict[int, int]] = {}  # actor -> day -> accesses
+    role_of: dict[tuple[str, int], str | None] = {}  # the role of most of a day's accesses
     in_role: dict[str | None, list[tuple[str, int]]] = {}  # role -> (actor, accesses) per day
-    for (actor, day), role in role_of.items():
-        in_role.setdefault(role, []).append((actor, per_day[actor][day]))
+    for (actor, day), roles in by_role.items():
+        count = per_day.setdefault(actor, {})[day] = sum(roles.values())
+        role = role_of[(actor, day)] = max(roles, key=lambda r: (roles[r], str(r)))
+        in_role.setdefault(role, []).append((actor, count))
     first_day = None if flt.since is None else (flt.since - EPOCH).days
     found = []
     for actor, days in sorted(per_day.items()):
@@ -236,15 +233,14 @@ def _unusual_volume(
         for day, count in sorted(days.items()):
             if first_day is not None and day < first_day:
                 continue  # history: the baseline, not judged
-            own = [n for d, n in days.items() if d != day]
             role = role_of[(actor, day)]
+            own = [n for d, n in days.items() if d != day]
             if len(own) >= UNUSUAL_OWN_DAYS:
                 usual, basis = statistics.median(own), "own"
-            else:
-                others = [n for other, n in in_role.get(role, []) if other != actor]
-                if not others:
-                    continue
+            elif others := [n for other, n in in_role[role] if other != actor]:
                 usual, basis = statistics.median(others), "role"
+            else:
+                continue  # alone in its role, with no days of its own: nothing to compare
             if count >= max(unusual.minimum, unusual.factor * usual):
                 found.append(
                     {
