@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
@@ -185,3 +187,26 @@ def _with_transactions(engine: Engine, timeout: float) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+#: Between attempts to switch a SQLite file to WAL while another connection is switching it.
+_WAL_RETRY_S: Final = 0.01
+
+
+def switch_to_wal(driver: Any, timeout: float) -> str:
+    """Put a SQLite file in WAL mode; the journal mode it is in afterwards.
+
+    Changing the journal mode needs the file to itself. When several connections try at
+    once (several ``accessaudit init`` on a new file), SQLite refuses some of them with
+    "database is locked" at once, without waiting in its busy handler (waiting could
+    deadlock them), so the switch is tried again until ``timeout`` runs out.
+    """
+    deadline = time.monotonic() + remaining(timeout)
+    while True:
+        try:
+            (mode,) = driver.execute("PRAGMA journal_mode = WAL").fetchone()
+            return str(mode)
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() + _WAL_RETRY_S >= deadline:
+                raise
+            time.sleep(_WAL_RETRY_S)

@@ -49,6 +49,7 @@ from accessaudit.store._engine import (
     make_engine,
     parse_url,
     sqlite_path,
+    switch_to_wal,
 )
 from accessaudit.store._errors import Seen, classify, translated
 from accessaudit.store._group import GroupCommit
@@ -345,7 +346,7 @@ class SqlStore:
         driver = conn.connection.driver_connection
         if self.is_sqlite:
             # WAL is a property of the file and cannot be set inside a transaction.
-            (mode,) = driver.execute("PRAGMA journal_mode = WAL").fetchone()  # type: ignore[union-attr]
+            mode = switch_to_wal(driver, self.timeout)
             if mode != "wal":
                 raise StoreError(
                     f"could not put {self.url} in WAL mode (it stays in {mode!r} mode); "
